@@ -1,0 +1,160 @@
+"""Assembles the real adapters, once per execution environment.
+
+Handlers call get_evaluator() / get_deliverer(); tests replace the pieces they need by
+building Evaluator / Deliverer themselves or by calling reset() after changing the
+environment.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from proactive_delivery.channels.webhook import SignedWebhookChannel
+from proactive_delivery.db import Database, PostgresStore
+from proactive_delivery.deliver import DeliverConfig, Deliverer
+from proactive_delivery.errors import ConfigError
+from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.queue import SqsDeliveryQueue
+from proactive_delivery.settings import Settings
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def _get_secret(arn: str, max_age: int) -> str:
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(arn, max_age=max_age)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigError(f"cannot read secret {arn.rsplit(':', 1)[-1]}: {type(exc.__cause__).__name__}") from exc
+    return str(value)
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL as given, or built from the Secrets Manager secret (the RDS secret
+    format: JSON with host, port, username, password, dbname). Read through Powertools
+    Parameters, so the value is cached for SECRET_MAX_AGE_SECONDS and a rotated password
+    is picked up on the next reconnect."""
+    if settings.database_url:
+        return settings.database_url
+    assert settings.database_secret_arn is not None
+    raw = _get_secret(settings.database_secret_arn, settings.secret_max_age_seconds)
+    try:
+        secret: dict[str, Any] = json.loads(raw)
+        user = quote(str(secret["username"]), safe="")
+        password = quote(str(secret["password"]), safe="")
+        host = secret["host"]
+        port = int(secret.get("port", 5432))
+        dbname = quote(str(secret.get("dbname", "postgres")), safe="")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "DATABASE_SECRET_ARN must name a JSON secret with host, port, username, password, dbname"
+        ) from exc
+    return f"postgresql://{user}:{password}@{host}:{port}/{dbname}?sslmode=prefer"
+
+
+def signing_secret(settings: Settings) -> str:
+    if settings.webhook_signing_secret:
+        return settings.webhook_signing_secret
+    assert settings.webhook_signing_secret_arn is not None
+    raw = _get_secret(settings.webhook_signing_secret_arn, settings.secret_max_age_seconds).strip()
+    if raw.startswith("{"):
+        raw = str(json.loads(raw).get("secret", ""))
+    if not raw.startswith("whsec_"):
+        raise ConfigError("WEBHOOK_SIGNING_SECRET_ARN must hold a Standard Webhooks secret (whsec_...)")
+    return raw
+
+
+@cache
+def get_database() -> Database:
+    settings = get_settings()
+    return Database(lambda: database_url(settings))
+
+
+@cache
+def get_sqs_client() -> Any:
+    # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS).
+    return boto3.client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+
+@cache
+def get_queue() -> SqsDeliveryQueue:
+    return SqsDeliveryQueue(get_sqs_client(), get_settings().delivery_queue_url)
+
+
+@cache
+def get_http_client() -> httpx.Client:
+    settings = get_settings()
+    timeout = httpx.Timeout(
+        connect=settings.http_connect_timeout_seconds,
+        read=settings.http_read_timeout_seconds,
+        write=settings.http_read_timeout_seconds,
+        pool=settings.http_connect_timeout_seconds,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.send_concurrency, max_keepalive_connections=settings.send_concurrency
+    )
+    return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
+
+
+@cache
+def get_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=get_settings().send_concurrency, thread_name_prefix="send")
+
+
+@cache
+def get_evaluator() -> Evaluator:
+    settings = get_settings()
+    return Evaluator(
+        PostgresStore(get_database()),
+        get_queue(),
+        page_size=settings.evaluate_page_size,
+        reconcile_after_seconds=settings.reconcile_after_seconds,
+    )
+
+
+@cache
+def get_deliverer() -> Deliverer:
+    settings = get_settings()
+    channels = [
+        SignedWebhookChannel(
+            name="sms",
+            url=settings.n8n_outbound_webhook_url,
+            client=get_http_client(),
+            signing_secret=signing_secret(settings),
+        )
+    ]
+    config = DeliverConfig(
+        lease_seconds=settings.lease_seconds,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+        max_receive_count=settings.max_receive_count,
+        send_budget_ms=int(settings.send_budget_seconds * 1000),
+    )
+    return Deliverer(PostgresStore(get_database()), get_queue(), channels, get_executor(), config)
+
+
+def reset() -> None:
+    """Forget every cached object (tests, and the local runtime between stack changes)."""
+    for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
+        factory.cache_clear()
+    if get_database.cache_info().currsize:
+        get_database().close()
+    get_database.cache_clear()
+    if get_http_client.cache_info().currsize:
+        get_http_client().close()
+    get_http_client.cache_clear()
+    if get_executor.cache_info().currsize:
+        get_executor().shutdown(wait=True)
+    get_executor.cache_clear()

@@ -1,0 +1,196 @@
+"""PostgreSQL adapter: named SQL, one connection per execution environment, and the store
+the use cases talk to. psycopg errors are translated into StoreUnavailableError here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any, LiteralString, TypeVar, cast
+
+import psycopg
+from psycopg.rows import dict_row
+
+from proactive_delivery.errors import StoreUnavailableError
+from proactive_delivery.models import ClaimedRow, MessageKey, Outcome
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def parse_named_queries(text: str) -> dict[str, str]:
+    """Split a .sql file into blocks headed by `-- name: <name>`."""
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"duplicate query name {name!r}")
+        queries[name] = body.strip()
+    return queries
+
+
+@cache
+def load_queries(filename: str = "queries.sql") -> dict[str, str]:
+    text = resources.files("proactive_delivery.sql").joinpath(filename).read_text(encoding="utf-8")
+    return parse_named_queries(text)
+
+
+def query(name: str) -> LiteralString:
+    # The text comes from the package's own .sql files, never from input.
+    return cast(LiteralString, load_queries()[name])
+
+
+class Database:
+    """A single autocommit connection, opened lazily and reopened after it breaks.
+
+    Each statement of the pipeline is a complete transaction on its own (a claim, a batch
+    of outcomes, an enqueue page), so autocommit is the honest mode: there is never a
+    half-done transaction to lose when Lambda freezes or kills the environment.
+    """
+
+    def __init__(self, conninfo_factory: Callable[[], str], *, connect_timeout: int = 5) -> None:
+        self._conninfo_factory = conninfo_factory
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self.statements = 0
+
+    def connection(self) -> psycopg.Connection[dict[str, Any]]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(
+                    self._conninfo_factory(),
+                    autocommit=True,
+                    row_factory=dict_row,
+                    connect_timeout=self._connect_timeout,
+                    application_name="proactive-delivery",
+                )
+            except psycopg.Error as exc:
+                raise StoreUnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def fetch_all(self, sql: LiteralString, params: dict[str, Any], *, retry: bool = True) -> list[dict[str, Any]]:
+        """Run one statement. Every statement the pipeline issues is safe to repeat, so after
+        a dropped connection (failover, pg_terminate_backend, idle timeout) it is retried once
+        on a fresh connection before giving up."""
+        return self._with_retry(lambda conn: self._execute(conn, sql, params), retry=retry)
+
+    def _execute(
+        self, conn: psycopg.Connection[dict[str, Any]], sql: LiteralString, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        self.statements += 1
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def _with_retry(self, action: Callable[[psycopg.Connection[dict[str, Any]]], T], *, retry: bool) -> T:
+        attempts = 2 if retry else 1
+        for attempt in range(1, attempts + 1):
+            conn = self.connection()
+            try:
+                return action(conn)
+            except psycopg.OperationalError as exc:
+                if not conn.broken and not conn.closed:
+                    raise StoreUnavailableError(f"database error: {type(exc).__name__}") from exc
+                self._conn = None
+                if attempt == attempts:
+                    raise StoreUnavailableError(f"database connection lost: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        conn = self.connection()
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(f"database error: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True)
+class EnqueuePage:
+    last_id: int | None
+    scanned: int
+    queued_ids: list[int]
+
+
+class PostgresStore:
+    """The delivery store: every method is one SQL statement from queries.sql."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # evaluate ---------------------------------------------------------------------------
+    def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage:
+        row = self.db.fetch_all(query(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size})[0]
+        return EnqueuePage(last_id=row["last_id"], scanned=row["scanned"], queued_ids=list(row["queued_ids"]))
+
+    def requeue_stranded(
+        self, source: str, *, after_id: int, page_size: int, reconcile_after_seconds: int
+    ) -> list[tuple[int, int]]:
+        rows = self.db.fetch_all(
+            query("requeue_stranded"),
+            {
+                "source": source,
+                "after_id": after_id,
+                "page_size": page_size,
+                "reconcile_after": reconcile_after_seconds,
+            },
+        )
+        return sorted((r["id"], r["source_id"]) for r in rows)
+
+    def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int:
+        if not source_ids:
+            return 0
+        rows = self.db.fetch_all(query("return_to_pending"), {"source": source, "source_ids": list(source_ids)})
+        return len(rows)
+
+    # deliver ----------------------------------------------------------------------------
+    def claim_batch(self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int) -> list[ClaimedRow]:
+        rows = self.db.fetch_all(
+            query("claim_batch"),
+            {
+                "sources": [k.source for k in keys],
+                "source_ids": [k.source_id for k in keys],
+                "claim_token": claim_token,
+                "lease_seconds": lease_seconds,
+            },
+        )
+        return [ClaimedRow.from_row(r) for r in rows]
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> int:
+        if not outcomes:
+            return 0
+        rows = self.db.fetch_all(
+            query("record_outcomes"),
+            {
+                "claim_token": claim_token,
+                "delivery_ids": [o.delivery_id for o in outcomes],
+                "states": [o.state for o in outcomes],
+                "outcomes": [o.outcome for o in outcomes],
+                "attempted": [o.attempted for o in outcomes],
+                "channels": [o.channel for o in outcomes],
+                "provider_refs": [o.provider_ref for o in outcomes],
+                "reasons": [o.reason for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "http_statuses": [o.http_status for o in outcomes],
+                "started_ats": [o.started_at for o in outcomes],
+                "finished_ats": [o.finished_at for o in outcomes],
+                "latencies_ms": [o.latency_ms for o in outcomes],
+                "next_attempt_ats": [o.next_attempt_at for o in outcomes],
+            },
+        )
+        return len(rows)
+
+    def now(self) -> datetime:
+        return cast(datetime, self.db.fetch_all("SELECT now() AS now", {})[0]["now"])

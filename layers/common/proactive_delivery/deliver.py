@@ -1,0 +1,330 @@
+"""Deliver: claim a batch of queued messages, send them concurrently on the contractor's
+channel, and record every outcome, so that each message is sent once.
+
+The batch is worked as a whole (one claim statement, concurrent sends, one outcome
+statement) before the Powertools batch processor walks the records: the record handler
+then only raises the stored failure of its record, and the processor turns those into
+batchItemFailures.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger
+
+from proactive_delivery import SERVICE
+
+from proactive_delivery.channels.base import Channel
+from proactive_delivery.errors import (
+    MalformedRecordError,
+    PermanentSendError,
+    RetryLaterError,
+    SendError,
+    TransientSendError,
+)
+from proactive_delivery.models import FINAL_STATES, ClaimedRow, MessageKey, Outcome, OutboundMessage, SendResult
+from proactive_delivery.queue import DeliveryQueue
+from proactive_delivery.retry import retry_delay
+
+logger = Logger(service=SERVICE, child=True)
+
+
+class DeliverStore(Protocol):
+    def claim_batch(
+        self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
+    ) -> list[ClaimedRow]: ...
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> int: ...
+
+
+class AttemptsExhaustedError(RetryLaterError):
+    """The last allowed attempt failed: the message is `failed` in the database and is
+    reported failed once more so SQS moves it to the DLQ."""
+
+
+@dataclass(frozen=True)
+class DeliverConfig:
+    lease_seconds: int = 120
+    retry_base_seconds: int = 30
+    retry_max_seconds: int = 3600
+    max_receive_count: int = 5
+    send_budget_ms: int = 13_000
+    safety_margin_ms: int = 2_000
+
+
+@dataclass
+class BatchResult:
+    """What happened to each record of a batch, keyed by SQS messageId."""
+
+    failures: dict[str, Exception] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    outcomes: list[tuple[MessageKey, Outcome]] = field(default_factory=list)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def raise_for(self, message_id: str) -> None:
+        failure = self.failures.get(message_id)
+        if failure is not None:
+            raise failure
+
+
+@dataclass
+class _Send:
+    key: MessageKey
+    row: ClaimedRow
+    record: Mapping[str, Any]
+    channel: Channel
+    message: OutboundMessage
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: SendResult | None = None
+    error: SendError | None = None
+    released: bool = False
+    latency_ms: int | None = None
+
+
+def _receive_count(record: Mapping[str, Any]) -> int:
+    try:
+        return int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+    except (TypeError, ValueError):
+        return 1
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: DeliverStore,
+        queue: DeliveryQueue,
+        channels: Sequence[Channel],
+        executor: Executor,
+        config: DeliverConfig,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._channels = list(channels)
+        self._executor = executor
+        self._config = config
+        self._clock = clock
+
+    # ------------------------------------------------------------------------------------
+    def process(self, records: Sequence[Mapping[str, Any]], remaining_ms: Callable[[], int]) -> BatchResult:
+        result = BatchResult()
+        primary: dict[MessageKey, Mapping[str, Any]] = {}
+        for record in records:
+            message_id = str(record.get("messageId", ""))
+            try:
+                key = MessageKey.from_body(record.get("body"))
+            except MalformedRecordError as exc:
+                logger.error("malformed queue record", sqs_message_id=message_id, reason=exc.reason, error=str(exc))
+                result.failures[message_id] = exc
+                result.count("malformed")
+                continue
+            if key in primary:
+                # The same message twice in one batch: the first record carries it.
+                logger.info("duplicate record in batch acknowledged", message_id=key.idempotency_key)
+                result.count("duplicate")
+                continue
+            primary[key] = record
+        if not primary:
+            return result
+
+        claim_token = uuid.uuid4()
+        rows = self._store.claim_batch(list(primary), claim_token=claim_token, lease_seconds=self._config.lease_seconds)
+        sends: list[_Send] = []
+        outcomes: list[Outcome] = []
+        for row in rows:
+            record = primary[row.key]
+            send = self._triage(row, record, result, outcomes)
+            if send is not None:
+                sends.append(send)
+
+        self._send_all(sends, remaining_ms)
+        retries: list[tuple[str, int]] = []
+        for send in sends:
+            outcomes.append(self._outcome_of(send, result, retries))
+
+        if outcomes:
+            self._store.record_outcomes(outcomes, claim_token=claim_token)
+        if retries:
+            self._queue.change_visibility(retries)
+        self._log_outcomes(result)
+        return result
+
+    # ------------------------------------------------------------------------------------
+    def _triage(
+        self, row: ClaimedRow, record: Mapping[str, Any], result: BatchResult, outcomes: list[Outcome]
+    ) -> _Send | None:
+        message_id = str(record.get("messageId", ""))
+        key = row.key
+        if row.delivery_id is None:
+            exc = MalformedRecordError("unknown_message", key.idempotency_key)
+            logger.error("queue record names an unknown message", sqs_message_id=message_id, message_id=key.idempotency_key)
+            result.failures[message_id] = exc
+            result.count("malformed")
+            return None
+        if not row.claimed:
+            if row.previous_state in FINAL_STATES or row.previous_state in ("sending", "deferred"):
+                # Already done, or owned by a live lease elsewhere (whose holder records it, and
+                # whose crash the reconciliation sweep repairs): acknowledge without a send.
+                logger.info("message not claimable; acknowledged", message_id=key.idempotency_key, state=row.previous_state)
+                result.count("duplicate")
+                return None
+            # queued but locked by a concurrent claim that has not committed: look again soon.
+            result.failures[message_id] = RetryLaterError("claimed_concurrently", 5)
+            result.count("busy")
+            return None
+        assert row.delivery_id is not None
+        if row.body is None or row.contractor_id is None:
+            outcomes.append(Outcome(row.delivery_id, "failed", "failed", attempted=False, reason="source_row_missing"))
+            result.outcomes.append((key, outcomes[-1]))
+            result.count("failed")
+            return None
+        if row.platform_sent_at is not None:
+            outcomes.append(Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="sent_elsewhere"))
+            result.outcomes.append((key, outcomes[-1]))
+            result.count("skipped")
+            return None
+        message = OutboundMessage(
+            key=key,
+            contractor_id=row.contractor_id,
+            message_type=row.message_type or "",
+            text=row.body,
+            first_name=row.first_name,
+            phone=row.phone,
+            email=row.email,
+        )
+        channel = next((c for c in self._channels if c.can_reach(message)), None)
+        if channel is None:
+            outcomes.append(Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="no_contact"))
+            result.outcomes.append((key, outcomes[-1]))
+            result.count("skipped")
+            return None
+        return _Send(key=key, row=row, record=record, channel=channel, message=message)
+
+    def _send_all(self, sends: Sequence[_Send], remaining_ms: Callable[[], int]) -> None:
+        needed_ms = self._config.send_budget_ms + self._config.safety_margin_ms
+
+        def run(send: _Send) -> None:
+            # Checked when the send actually starts (it may have waited for a free worker):
+            # never start a send that the Lambda deadline could cut in half.
+            if remaining_ms() < needed_ms:
+                send.released = True
+                return
+            send.started_at = self._clock()
+            started = time.perf_counter()
+            try:
+                send.result = send.channel.send(send.message)
+            except SendError as exc:
+                send.error = exc
+            finally:
+                send.latency_ms = round((time.perf_counter() - started) * 1000)
+                send.finished_at = self._clock()
+
+        for future in [self._executor.submit(run, s) for s in sends]:
+            future.result()
+
+    def _outcome_of(self, send: _Send, result: BatchResult, retries: list[tuple[str, int]]) -> Outcome:
+        delivery_id = send.row.delivery_id
+        assert delivery_id is not None
+        message_id = str(send.record.get("messageId", ""))
+        receipt = str(send.record.get("receiptHandle", ""))
+        common: dict[str, Any] = {
+            "channel": send.channel.name,
+            "started_at": send.started_at,
+            "finished_at": send.finished_at,
+            "latency_ms": send.latency_ms,
+        }
+        if send.released:
+            result.failures[message_id] = RetryLaterError("deadline", 0)
+            retries.append((receipt, 0))
+            result.count("released")
+            outcome = Outcome(delivery_id, "queued", "released", attempted=False, reason="deadline")
+        elif send.error is None:
+            assert send.result is not None
+            result.count("delivered")
+            outcome = Outcome(
+                delivery_id,
+                "sent",
+                "delivered",
+                attempted=True,
+                provider_ref=send.result.provider_ref,
+                http_status=send.result.http_status,
+                **common,
+            )
+        elif isinstance(send.error, PermanentSendError):
+            result.count(send.error.final_state)
+            outcome = Outcome(
+                delivery_id,
+                send.error.final_state,
+                "rejected",
+                attempted=True,
+                reason=send.error.reason,
+                error=str(send.error),
+                http_status=send.error.http_status,
+                **common,
+            )
+        else:
+            attempt = send.row.attempts + 1
+            exhausted = max(attempt, _receive_count(send.record)) >= self._config.max_receive_count
+            error = send.error
+            retry_after = error.retry_after if isinstance(error, TransientSendError) else None
+            if exhausted:
+                result.count("failed")
+                result.failures[message_id] = AttemptsExhaustedError("attempts_exhausted", 0)
+                retries.append((receipt, 0))
+                outcome = Outcome(
+                    delivery_id,
+                    "failed",
+                    "failed",
+                    attempted=True,
+                    reason="attempts_exhausted",
+                    error=str(error),
+                    http_status=error.http_status,
+                    **common,
+                )
+            else:
+                delay = retry_delay(
+                    attempt,
+                    base=self._config.retry_base_seconds,
+                    cap=self._config.retry_max_seconds,
+                    retry_after=retry_after,
+                )
+                result.count("retried")
+                result.failures[message_id] = RetryLaterError(error.reason, delay)
+                retries.append((receipt, delay))
+                outcome = Outcome(
+                    delivery_id,
+                    "queued",
+                    "retry",
+                    attempted=True,
+                    reason=error.reason,
+                    error=str(error),
+                    http_status=error.http_status,
+                    next_attempt_at=self._clock() + timedelta(seconds=delay),
+                    **common,
+                )
+        result.outcomes.append((send.key, outcome))
+        return outcome
+
+    def _log_outcomes(self, result: BatchResult) -> None:
+        for key, outcome in result.outcomes:
+            logger.info(
+                "delivery outcome",
+                message_id=key.idempotency_key,
+                state=outcome.state,
+                outcome=outcome.outcome,
+                reason=outcome.reason,
+                channel=outcome.channel,
+                http_status=outcome.http_status,
+                latency_ms=outcome.latency_ms,
+            )

@@ -1,0 +1,172 @@
+"""An emulated SQS event source mapping: what Lambda's poller does between a queue and a
+function. It receives up to BatchSize messages (waiting up to the batching window to fill
+a batch), builds the same event Lambda builds, invokes the handler with a context whose
+deadline comes from the function's timeout, and deletes only the messages the handler
+reports as processed (ReportBatchItemFailures). A handler that raises fails the whole
+batch: nothing is deleted, every message comes back after its visibility timeout, and
+SQS's own redrive moves it to the DLQ after maxReceiveCount receives."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class LambdaContext:
+    """The parts of Lambda's context object the handlers use."""
+
+    def __init__(self, function_name: str, timeout_seconds: float, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class MappingStats:
+    invocations: int = 0
+    received: int = 0
+    deleted: int = 0
+    reported_failed: int = 0
+    handler_errors: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SqsEventSourceMapping:
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        queue_arn: str,
+        handler: Handler,
+        *,
+        function_name: str = "DeliverFunction",
+        function_timeout: float = 60,
+        batch_size: int = 10,
+        batching_window: float = 0,
+        maximum_concurrency: int = 1,
+        report_batch_item_failures: bool = True,
+        context_factory: Callable[[str, float], Any] | None = None,
+    ) -> None:
+        self._client = client
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self._handler = handler
+        self.function_name = function_name
+        self.function_timeout = function_timeout
+        self.batch_size = batch_size
+        self.batching_window = batching_window
+        self.maximum_concurrency = maximum_concurrency
+        self.report_batch_item_failures = report_batch_item_failures
+        self._context_factory = context_factory or (lambda name, timeout: LambdaContext(name, timeout))
+        self.stats = MappingStats()
+
+    # One poll -> one invocation -------------------------------------------------------
+    def receive_batch(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.batching_window
+        while len(messages) < self.batch_size:
+            response = self._client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            )
+            got = response.get("Messages", [])
+            messages.extend(got)
+            if not got or time.monotonic() >= deadline:
+                break
+        return messages
+
+    def to_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": "us-east-1",
+                }
+                for m in messages
+            ]
+        }
+
+    def invoke(self, messages: list[dict[str, Any]]) -> None:
+        event = self.to_event(messages)
+        self.stats.invocations += 1
+        self.stats.received += len(messages)
+        context = self._context_factory(self.function_name, self.function_timeout)
+        try:
+            response = self._handler(event, context)
+        except Exception as exc:  # noqa: BLE001 - Lambda turns any exception into a failed invocation
+            self.stats.handler_errors += 1
+            self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        failed_ids: set[str] = set()
+        if self.report_batch_item_failures and isinstance(response, dict):
+            failed_ids = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        self.stats.reported_failed += len(failed_ids)
+        done = [m for m in messages if m["MessageId"] not in failed_ids]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self._client.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+            self.stats.deleted += len(chunk)
+
+    def poll_once(self) -> int:
+        """Run up to MaximumConcurrency invocations side by side; return messages handled."""
+        batches = []
+        for _ in range(self.maximum_concurrency):
+            batch = self.receive_batch()
+            if not batch:
+                break
+            batches.append(batch)
+        if len(batches) <= 1:
+            for batch in batches:
+                self.invoke(batch)
+        else:
+            with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+                list(pool.map(self.invoke, batches))
+        return sum(len(b) for b in batches)
+
+    def depth(self) -> tuple[int, int]:
+        attrs = self._client.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def drain(self, *, timeout: float = 120, idle_sleep: float = 0.05, until: Callable[[], bool] | None = None) -> None:
+        """Poll until the queue holds nothing visible or in flight (or `until()` is true)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            handled = self.poll_once()
+            if until is not None and until():
+                return
+            if not handled:
+                visible, in_flight = self.depth()
+                if visible == 0 and in_flight == 0:
+                    return
+                time.sleep(idle_sleep)
+        raise TimeoutError(f"queue not drained within {timeout}s")

@@ -1,0 +1,98 @@
+"""SQS adapter, and the small interface the use cases depend on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from proactive_delivery.errors import QueueError
+from proactive_delivery.models import MessageKey
+
+SQS_BATCH_LIMIT = 10
+
+
+class DeliveryQueue(Protocol):
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        """Send up to 10 message keys in one call; return the keys whose entries failed."""
+        ...
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        """Set (receipt handle, seconds) visibility timeouts; return the handles that failed."""
+        ...
+
+
+def entry_id(key: MessageKey) -> str:
+    # SendMessageBatch entry ids allow [A-Za-z0-9_-], up to 80 characters.
+    return key.idempotency_key
+
+
+class SqsDeliveryQueue:
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self.queue_url = queue_url
+
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        if not keys:
+            return []
+        if len(keys) > SQS_BATCH_LIMIT:
+            raise ValueError("SendMessageBatch takes at most 10 entries")
+        by_id = {entry_id(k): k for k in keys}
+        entries = [
+            {"Id": eid, "MessageBody": key.to_body(), **({"DelaySeconds": delay_seconds} if delay_seconds else {})}
+            for eid, key in by_id.items()
+        ]
+        try:
+            response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"SendMessageBatch failed: {_describe(exc)}") from exc
+        return [by_id[f["Id"]] for f in response.get("Failed", [])]
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        failed: list[str] = []
+        for start in range(0, len(receipts), SQS_BATCH_LIMIT):
+            chunk = receipts[start : start + SQS_BATCH_LIMIT]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+                for i, (handle, seconds) in enumerate(chunk)
+            ]
+            try:
+                response = self._client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(handle for handle, _ in chunk)
+                continue
+            failed.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []))
+        return failed
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+@dataclass
+class InMemoryQueue:
+    """A queue for unit tests and benchmarks: records what was sent."""
+
+    sent: list[MessageKey] = field(default_factory=list)
+    visibility: list[tuple[str, int]] = field(default_factory=list)
+    fail_ids: set[MessageKey] = field(default_factory=set)
+    keep: bool = True
+    count: int = 0
+
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        if len(keys) > SQS_BATCH_LIMIT:
+            raise ValueError("SendMessageBatch takes at most 10 entries")
+        failed = [k for k in keys if k in self.fail_ids]
+        ok = [k for k in keys if k not in self.fail_ids]
+        self.count += len(ok)
+        if self.keep:
+            self.sent.extend(ok)
+        return failed
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        self.visibility.extend(receipts)
+        return []

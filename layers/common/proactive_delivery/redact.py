@@ -1,0 +1,41 @@
+"""Keep contact details out of logs.
+
+Nothing in the package logs a phone number or an email address on purpose; the formatter
+below is the second line of defence: it masks anything that looks like one in the final
+JSON of every log line, exception text and tracebacks included.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# E.164 (+ and 7-15 digits, optionally grouped) and North American 3-3-4 groupings.
+_PHONE = re.compile(r"(?<![\w+])\+\d(?:[\s.-]?\d){6,14}\b|(?<![\w-])\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    if not phone:
+        return phone
+    digits = re.sub(r"\D", "", phone)
+    return f"***{digits[-2:]}" if len(digits) > 4 else "***"
+
+
+def mask_email(email: str | None) -> str | None:
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def redact_text(text: str) -> str:
+    text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    def serialize(self, log: dict[str, Any]) -> str:
+        return redact_text(super().serialize(log))

@@ -1,0 +1,153 @@
+"""One typed settings object, read once from the environment.
+
+Every setting is named after its environment variable; a missing or invalid one raises
+ConfigError naming it, so a bad deployment fails at its first invocation with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+from proactive_delivery.errors import ConfigError
+
+# Stages that run on a developer's machine or in CI. Anything else is a deployed stage,
+# where webhook URLs must be public HTTPS endpoints.
+LOCAL_STAGES: Final = frozenset({"local", "test"})
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})  # noqa: S104
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    delivery_queue_url: str
+    n8n_outbound_webhook_url: str
+    database_url: str | None = None
+    database_secret_arn: str | None = None
+    webhook_signing_secret: str | None = field(default=None, repr=False)
+    webhook_signing_secret_arn: str | None = None
+    retry_base_seconds: int = 30
+    retry_max_seconds: int = 3600
+    max_receive_count: int = 5
+    lease_seconds: int = 120
+    reconcile_after_seconds: int = 1800
+    send_concurrency: int = 10
+    http_connect_timeout_seconds: float = 3.0
+    http_read_timeout_seconds: float = 10.0
+    evaluate_page_size: int = 500
+    secret_max_age_seconds: int = 300
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.stage not in LOCAL_STAGES
+
+    @property
+    def send_budget_seconds(self) -> float:
+        """Longest a single send can take; a send is only started with this much time left."""
+        return self.http_connect_timeout_seconds + self.http_read_timeout_seconds
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        stage = reader.text("STAGE", default="local")
+        settings = cls(
+            stage=stage,
+            delivery_queue_url=reader.text("DELIVERY_QUEUE_URL"),
+            n8n_outbound_webhook_url=reader.text("N8N_OUTBOUND_WEBHOOK_URL"),
+            database_url=reader.optional("DATABASE_URL"),
+            database_secret_arn=reader.optional("DATABASE_SECRET_ARN"),
+            webhook_signing_secret=reader.optional("WEBHOOK_SIGNING_SECRET"),
+            webhook_signing_secret_arn=reader.optional("WEBHOOK_SIGNING_SECRET_ARN"),
+            retry_base_seconds=reader.integer("RETRY_BASE_SECONDS", 30, minimum=1),
+            retry_max_seconds=reader.integer("RETRY_MAX_SECONDS", 3600, minimum=1, maximum=43200),
+            max_receive_count=reader.integer("MAX_RECEIVE_COUNT", 5, minimum=1, maximum=1000),
+            lease_seconds=reader.integer("LEASE_SECONDS", 120, minimum=1),
+            reconcile_after_seconds=reader.integer("RECONCILE_AFTER_SECONDS", 1800, minimum=0),
+            send_concurrency=reader.integer("SEND_CONCURRENCY", 10, minimum=1, maximum=64),
+            http_connect_timeout_seconds=reader.number("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0),
+            http_read_timeout_seconds=reader.number("HTTP_READ_TIMEOUT_SECONDS", 10.0),
+            evaluate_page_size=reader.integer("EVALUATE_PAGE_SIZE", 500, minimum=1, maximum=10000),
+            secret_max_age_seconds=reader.integer("SECRET_MAX_AGE_SECONDS", 300, minimum=0),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not (self.database_url or self.database_secret_arn):
+            raise ConfigError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+        if not (self.webhook_signing_secret or self.webhook_signing_secret_arn):
+            raise ConfigError("WEBHOOK_SIGNING_SECRET or WEBHOOK_SIGNING_SECRET_ARN must be set")
+        if self.webhook_signing_secret and not self.webhook_signing_secret.startswith("whsec_"):
+            raise ConfigError("WEBHOOK_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ConfigError("RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS")
+        check_webhook_url("N8N_OUTBOUND_WEBHOOK_URL", self.n8n_outbound_webhook_url, deployed=self.is_deployed)
+        check_http_url("DELIVERY_QUEUE_URL", self.delivery_queue_url)
+
+
+def check_http_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL")
+
+
+def check_webhook_url(name: str, value: str, *, deployed: bool) -> None:
+    """A deployed stage only talks to public HTTPS endpoints: the old sender's
+    localhost:5678 default is exactly the bug this refuses to repeat."""
+    check_http_url(name, value)
+    if not deployed:
+        return
+    parts = urlsplit(value)
+    if parts.scheme != "https":
+        raise ConfigError(f"{name} must use https in a deployed stage")
+    if (parts.hostname or "").lower() in _LOOPBACK_HOSTS:
+        raise ConfigError(f"{name} must not point at localhost in a deployed stage")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self.optional(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"{name} is required but not set")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be <= {maximum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+        return value
