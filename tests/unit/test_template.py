@@ -1,0 +1,551 @@
+"""Checks on template.yaml and the sample events that the linters do not make.
+
+cfn-lint and `sam validate --lint` check each property against its schema, but
+not the relations between them: queue visibility against function timeout,
+batch size against batching window, the dead-letter queue's retention against
+the source queue's, the lease against the timeout, or whether the events in
+events/ match what the template wires up. These tests read the files only (no
+network, no AWS account).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+EVENTS_DIR = ROOT / "events"
+
+SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+SQS_QUEUE = "AWS::SQS::Queue"
+LOG_GROUP = "AWS::Logs::LogGroup"
+
+RUNTIME = "python3.12"
+# SQS event source limits: without a batching window at most 10 records per
+# batch; with a window of at least one second, up to 10000.
+SQS_MAX_BATCH_WITHOUT_WINDOW = 10
+SQS_MAX_BATCH_WITH_WINDOW = 10_000
+DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, the SQS maximum
+# X-Ray accepts trace data only on Resource "*" (the actions have no resource
+# type), so these are the one legitimate use of a wildcard resource.
+WILDCARD_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+SCHEDULE_SOURCES = frozenset({"proactive", "followup"})
+SQS_RECORD_FIELDS = frozenset(
+    {"messageId", "receiptHandle", "body", "attributes", "eventSource", "eventSourceARN", "awsRegion"}
+)
+
+REQUIRED_ENVIRONMENT = frozenset(
+    {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+        "STAGE",
+        "DATABASE_SECRET_ARN",
+        "DELIVERY_QUEUE_URL",
+        "N8N_OUTBOUND_WEBHOOK_URL",
+        "WEBHOOK_SIGNING_SECRET_ARN",
+        "RETRY_BASE_SECONDS",
+        "RETRY_MAX_SECONDS",
+        "MAX_RECEIVE_COUNT",
+        "LEASE_SECONDS",
+        "RECONCILE_AFTER_SECONDS",
+    }
+)
+
+
+# --------------------------------------------------------------------------- #
+# Loading                                                                     #
+# --------------------------------------------------------------------------- #
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags into their long form
+    (!Ref X -> {"Ref": "X"}, !GetAtt A.B -> {"Fn::GetAtt": ["A", "B"]}, ...)."""
+
+
+def _construct_short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _construct_short_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=CloudFormationLoader)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def load_event(name: str) -> Any:
+    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+# --------------------------------------------------------------------------- #
+# Helpers                                                                     #
+# --------------------------------------------------------------------------- #
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in template["Resources"].items() if res["Type"] == resource_type}
+
+
+def function_properties(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """A function's properties with Globals.Function applied, as SAM does
+    (the function wins; environment variables are merged by name)."""
+    global_props = dict(template.get("Globals", {}).get("Function", {}))
+    own = template["Resources"][name]["Properties"]
+    merged = {**global_props, **own}
+    variables = {
+        **global_props.get("Environment", {}).get("Variables", {}),
+        **own.get("Environment", {}).get("Variables", {}),
+    }
+    merged["Environment"] = {"Variables": variables}
+    return merged
+
+
+def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: function_properties(template, name) for name in resources_of_type(template, SERVERLESS_FUNCTION)
+    }
+
+
+def events_of_type(props: dict[str, Any], event_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: event.get("Properties", {})
+        for name, event in props.get("Events", {}).items()
+        if event["Type"] == event_type
+    }
+
+
+def sqs_events(template: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for fn_name, props in functions(template).items():
+        for event_name, event in events_of_type(props, "SQS").items():
+            yield fn_name, event_name, event
+
+
+def ref_target(value: Any) -> str | None:
+    """The logical id a {"Ref": X} or {"Fn::GetAtt": [X, ...]} points at."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return str(value["Ref"])
+        if set(value) == {"Fn::GetAtt"}:
+            return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def number_range(template: dict[str, Any], value: Any) -> tuple[int, int]:
+    """(smallest, largest) value a property can take at deploy time: a literal,
+    or a parameter's MinValue/MaxValue (or AllowedValues)."""
+    name = ref_target(value)
+    if name is None:
+        return int(value), int(value)
+    param = template["Parameters"][name]
+    assert param["Type"] == "Number", f"parameter {name} must be a Number"
+    if "AllowedValues" in param:
+        allowed = [int(v) for v in param["AllowedValues"]]
+        return min(allowed), max(allowed)
+    assert "MinValue" in param, f"parameter {name} needs MinValue"
+    assert "MaxValue" in param, f"parameter {name} needs MaxValue"
+    return int(param["MinValue"]), int(param["MaxValue"])
+
+
+def default_of(template: dict[str, Any], value: Any) -> Any:
+    name = ref_target(value)
+    if name is None:
+        return value
+    return template["Parameters"][name]["Default"]
+
+
+def deliver_timeout(template: dict[str, Any]) -> int:
+    props = function_properties(template, "DeliverFunction")
+    return int(props.get("Timeout", 3))  # 3 s is Lambda's default
+
+
+def delivery_queue_name(template: dict[str, Any]) -> str:
+    [(_, _, event)] = list(sqs_events(template))
+    name = ref_target(event["Queue"])
+    assert name is not None, "the SQS event must reference a queue of this template"
+    return name
+
+
+def iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every inline IAM statement in the template, with the resource it belongs to."""
+    for fn_name, props in functions(template).items():
+        for policy in props.get("Policies", []):
+            if isinstance(policy, dict) and "Statement" in policy:
+                for statement in policy["Statement"]:
+                    yield fn_name, statement
+    for name, res in template["Resources"].items():
+        if not res["Type"].startswith("AWS::IAM::"):
+            continue
+        res_props = res.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in res_props.get("Policies", [])]
+        if "PolicyDocument" in res_props:
+            documents.append(res_props["PolicyDocument"])
+        for document in documents:
+            for statement in document["Statement"]:
+                yield name, statement
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- #
+# Functions                                                                   #
+# --------------------------------------------------------------------------- #
+
+
+def test_functions_and_layer_use_the_same_supported_python(template: dict[str, Any]) -> None:
+    # GIVEN the functions and the shared layer
+    layers = resources_of_type(template, "AWS::Serverless::LayerVersion")
+    # WHEN their runtimes are compared
+    runtimes = {name: props.get("Runtime") for name, props in functions(template).items()}
+    # THEN every function runs python3.12, the runtime the layer is built for
+    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction"}
+    assert set(runtimes.values()) == {RUNTIME}, runtimes
+    layer = layers["CommonLayer"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [RUNTIME]
+    assert layer["Metadata"]["BuildMethod"] == RUNTIME
+    # AND the layer is built for the same architecture the functions run on
+    architectures = function_properties(template, "EvaluateFunction")["Architectures"]
+    assert layer["Properties"]["CompatibleArchitectures"] == architectures
+    assert as_list(layer["Metadata"]["BuildArchitecture"]) == architectures
+
+
+def test_every_function_uses_the_layer_and_a_handler_that_exists(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        # GIVEN a function's code location and handler
+        code_dir = ROOT / props["CodeUri"]
+        module, _, attribute = props["Handler"].rpartition(".")
+        # WHEN the handler's module is looked up
+        module_file = code_dir / f"{module.replace('.', '/')}.py"
+        # THEN it exists and defines the handler, and the shared layer is attached
+        assert module_file.is_file(), f"{name}: {module_file} missing"
+        assert re.search(rf"^def {attribute}\(", module_file.read_text(encoding="utf-8"), re.M), name
+        assert {"Ref": "CommonLayer"} in props["Layers"], name
+
+
+def test_every_function_has_the_shared_environment(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        # GIVEN a function's effective environment
+        variables = props["Environment"]["Variables"]
+        # WHEN it is compared with the settings the package reads
+        missing = REQUIRED_ENVIRONMENT - set(variables)
+        # THEN nothing is missing
+        assert not missing, f"{name} lacks {sorted(missing)}"
+
+
+def test_lease_outlives_a_deliver_invocation_but_not_the_visibility_timeout(template: dict[str, Any]) -> None:
+    # GIVEN the claim lease, the deliver timeout and the queue's visibility timeout
+    lease = int(function_properties(template, "DeliverFunction")["Environment"]["Variables"]["LEASE_SECONDS"])
+    timeout = deliver_timeout(template)
+    queue = template["Resources"][delivery_queue_name(template)]["Properties"]
+    # WHEN they are compared
+    # THEN a lease expires only after its holder is certainly dead (2x timeout)
+    assert lease == 2 * timeout
+    # AND a redelivered message finds an expired lease rather than a live one
+    assert lease < queue["VisibilityTimeout"]
+
+
+def test_vpc_attachment_is_conditional(template: dict[str, Any]) -> None:
+    # GIVEN the optional VPC parameters
+    assert template["Parameters"]["SubnetIds"]["Type"] == "CommaDelimitedList"
+    assert template["Parameters"]["SecurityGroupIds"]["Type"] == "CommaDelimitedList"
+    assert "UseVpc" in template["Conditions"]
+    for name, props in functions(template).items():
+        # WHEN a function's VpcConfig is read
+        vpc = props["VpcConfig"]
+        # THEN it is set only under UseVpc and removed otherwise
+        condition, when_true, when_false = vpc["Fn::If"]
+        assert condition == "UseVpc", name
+        assert when_true == {
+            "SubnetIds": {"Ref": "SubnetIds"},
+            "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
+        }
+        assert when_false == {"Ref": "AWS::NoValue"}, name
+
+
+# --------------------------------------------------------------------------- #
+# Event sources                                                               #
+# --------------------------------------------------------------------------- #
+
+_RATE = re.compile(r"^rate\((?P<value>[1-9][0-9]*) (?P<unit>minutes?|hours?|days?)\)$")
+_CRON = re.compile(r"^cron\((?P<fields>[^()]+)\)$")
+
+
+def schedule_expression_is_valid(expression: str) -> bool:
+    """EventBridge accepts rate(1 unit) / rate(N units) and six-field cron."""
+    if rate := _RATE.match(expression):
+        singular = int(rate["value"]) == 1
+        return singular != rate["unit"].endswith("s")
+    if cron := _CRON.match(expression):
+        fields = cron["fields"].split()
+        # Exactly one of day-of-month / day-of-week must be "?".
+        return len(fields) == 6 and (fields[2] == "?") != (fields[4] == "?")
+    return False
+
+
+@pytest.mark.parametrize(
+    ("expression", "valid"),
+    [
+        ("rate(1 hour)", True),
+        ("rate(5 minutes)", True),
+        ("rate(1 hours)", False),
+        ("rate(5 minute)", False),
+        ("rate(0 minutes)", False),
+        ("cron(0/5 * * * ? *)", True),
+        ("cron(0/5 * * * *)", False),
+        ("cron(0 12 * * * *)", False),
+    ],
+)
+def test_schedule_expression_checker(expression: str, valid: bool) -> None:
+    # GIVEN a schedule expression WHEN it is checked THEN the verdict matches EventBridge's rules
+    assert schedule_expression_is_valid(expression) is valid
+
+
+def test_schedules_parse_and_send_the_documented_input(template: dict[str, Any]) -> None:
+    # GIVEN the evaluate function's schedule events
+    schedules = events_of_type(function_properties(template, "EvaluateFunction"), "Schedule")
+    assert "ProactiveSchedule" in schedules
+    for name, schedule in schedules.items():
+        # WHEN the expression and the input are parsed
+        payload = json.loads(schedule["Input"])
+        # THEN the expression is valid and the input names known sources
+        assert schedule_expression_is_valid(schedule["Schedule"]), f"{name}: {schedule['Schedule']}"
+        assert payload["sources"], name
+        assert set(payload["sources"]) <= SCHEDULE_SOURCES, name
+    assert schedules["ProactiveSchedule"]["Schedule"] == "rate(1 hour)"
+    assert json.loads(schedules["ProactiveSchedule"]["Input"]) == {"sources": ["proactive"]}
+
+
+def test_sqs_batch_size_is_valid_for_every_allowed_parameter_value(template: dict[str, Any]) -> None:
+    events = list(sqs_events(template))
+    assert events, "DeliverFunction must consume the delivery queue"
+    for fn_name, event_name, event in events:
+        # GIVEN the range each batching setting can take at deploy time
+        smallest_batch, largest_batch = number_range(template, event.get("BatchSize", 10))
+        smallest_window, _ = number_range(template, event.get("MaximumBatchingWindowInSeconds", 0))
+        # WHEN the window can be zero
+        limit = SQS_MAX_BATCH_WITHOUT_WINDOW if smallest_window == 0 else SQS_MAX_BATCH_WITH_WINDOW
+        # THEN every allowed batch size is within the SQS limit for that case
+        assert 1 <= smallest_batch <= largest_batch <= limit, f"{fn_name}.{event_name}"
+
+
+def test_sqs_events_report_partial_batch_failures(template: dict[str, Any]) -> None:
+    for fn_name, event_name, event in sqs_events(template):
+        # GIVEN an SQS event source WHEN its response types are read
+        response_types = event.get("FunctionResponseTypes", [])
+        # THEN failed records are reported one by one, not by failing the batch
+        assert "ReportBatchItemFailures" in response_types, f"{fn_name}.{event_name}"
+
+
+def test_deliver_concurrency_is_capped_at_the_event_source(template: dict[str, Any]) -> None:
+    [(_, _, event)] = list(sqs_events(template))
+    # GIVEN the deliver event source's scaling config
+    smallest, _ = number_range(template, event["ScalingConfig"]["MaximumConcurrency"])
+    # WHEN its lowest allowed value is read
+    # THEN it respects the service minimum of 2
+    assert smallest >= 2
+
+
+# --------------------------------------------------------------------------- #
+# Queues                                                                      #
+# --------------------------------------------------------------------------- #
+
+
+def test_visibility_timeout_is_at_least_six_times_the_deliver_timeout(template: dict[str, Any]) -> None:
+    # GIVEN the queue the deliver function consumes
+    queue = template["Resources"][delivery_queue_name(template)]["Properties"]
+    # WHEN its visibility timeout is compared with the function timeout
+    # THEN it leaves room for Lambda's throttle retries (the AWS guidance of 6x)
+    assert queue["VisibilityTimeout"] >= 6 * deliver_timeout(template)
+
+
+def test_redrive_uses_the_max_receive_count_parameter(template: dict[str, Any]) -> None:
+    # GIVEN the delivery queue's redrive policy
+    redrive = template["Resources"][delivery_queue_name(template)]["Properties"]["RedrivePolicy"]
+    # WHEN its maxReceiveCount is resolved
+    # THEN it is the MaxReceiveCount parameter, default 5, the same value the code reads
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert int(template["Parameters"]["MaxReceiveCount"]["Default"]) == 5
+    env = function_properties(template, "DeliverFunction")["Environment"]["Variables"]
+    assert env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_dead_letter_queue_keeps_messages_longer_than_the_source(template: dict[str, Any]) -> None:
+    # GIVEN the delivery queue and the dead-letter queue it redrives to
+    source_name = delivery_queue_name(template)
+    source = template["Resources"][source_name]["Properties"]
+    dlq_name = ref_target(source["RedrivePolicy"]["deadLetterTargetArn"])
+    assert dlq_name is not None
+    dlq = template["Resources"][dlq_name]["Properties"]
+    # WHEN the retention periods are compared
+    # THEN the DLQ keeps messages for the SQS maximum, at least as long as the source
+    assert dlq["MessageRetentionPeriod"] == DLQ_RETENTION_SECONDS
+    assert dlq["MessageRetentionPeriod"] >= source.get("MessageRetentionPeriod", 345_600)
+    # AND it accepts redrive from the delivery queue only
+    allow = dlq["RedriveAllowPolicy"]
+    assert allow["redrivePermission"] == "byQueue"
+    [source_arn] = allow["sourceQueueArns"]
+    assert source_arn["Fn::Sub"].endswith(source["QueueName"]["Fn::Sub"])
+
+
+def test_every_queue_is_encrypted(template: dict[str, Any]) -> None:
+    queues = resources_of_type(template, SQS_QUEUE)
+    assert set(queues) >= {"DeliveryQueue", "DeliveryDLQ"}
+    for name, queue in queues.items():
+        # GIVEN a queue WHEN its encryption settings are read
+        props = queue["Properties"]
+        # THEN server-side encryption is on (KMS or SQS-managed)
+        assert props.get("KmsMasterKeyId") or props.get("SqsManagedSseEnabled") is True, name
+
+
+# --------------------------------------------------------------------------- #
+# Logs and permissions                                                        #
+# --------------------------------------------------------------------------- #
+
+
+def test_every_function_has_a_log_group_with_retention(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        # GIVEN the log group a function writes to
+        group_name = ref_target(props.get("LoggingConfig", {}).get("LogGroup"))
+        assert group_name is not None, f"{name} must log to a log group of this template"
+        group = template["Resources"][group_name]
+        # WHEN its retention is resolved
+        retention = default_of(template, group["Properties"].get("RetentionInDays"))
+        # THEN it is a log group whose logs expire
+        assert group["Type"] == LOG_GROUP, name
+        assert isinstance(retention, int), f"{group_name} needs RetentionInDays"
+        assert retention > 0
+
+
+def test_no_iam_statement_uses_wildcards(template: dict[str, Any]) -> None:
+    statements = list(iam_statements(template))
+    assert statements, "expected at least the deliver function's inline statement"
+    for owner, statement in statements:
+        # GIVEN an inline IAM statement
+        actions = [str(a) for a in as_list(statement.get("Action", []))]
+        resources = as_list(statement.get("Resource", []))
+        # WHEN its actions and resources are read
+        # THEN no action is a service-wide or global wildcard
+        assert not [a for a in actions if a == "*" or a.endswith(":*")], f"{owner}: {actions}"
+        # AND "*" as resource appears only for actions that have no resource type
+        if "*" in resources:
+            assert set(actions) <= WILDCARD_RESOURCE_ACTIONS, f"{owner}: {actions} on *"
+
+
+def test_policy_templates_are_scoped_to_this_stacks_resources(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        for policy in props.get("Policies", []):
+            # GIVEN a SAM policy template or managed policy on a function
+            if isinstance(policy, str):
+                # THEN a managed policy is never an administrator or full-access one
+                assert not policy.endswith(("FullAccess", "AdministratorAccess")), f"{name}: {policy}"
+                continue
+            if "Statement" in policy:
+                continue
+            # WHEN its parameters are read
+            for template_name, parameters in policy.items():
+                # THEN each names one resource, never a wildcard
+                for value in (parameters or {}).values():
+                    assert "*" not in json.dumps(value), f"{name}: {template_name} {value}"
+
+
+def test_deliver_can_only_change_visibility_on_its_own_queue(template: dict[str, Any]) -> None:
+    # GIVEN the deliver function's inline statements
+    statements = [s for owner, s in iam_statements(template) if owner == "DeliverFunction"]
+    # WHEN the one granting ChangeMessageVisibility is found
+    [statement] = [s for s in statements if "sqs:ChangeMessageVisibility" in as_list(s["Action"])]
+    # THEN it is scoped to the delivery queue
+    assert statement["Resource"] == {"Fn::GetAtt": [delivery_queue_name(template), "Arn"]}
+
+
+def test_outputs_name_the_queues_and_functions(template: dict[str, Any]) -> None:
+    # GIVEN the stack outputs WHEN they are listed THEN operators find what they need
+    assert set(template["Outputs"]) >= {
+        "DeliveryQueueUrl",
+        "DeliveryDLQUrl",
+        "DeliveryDLQArn",
+        "EvaluateFunctionName",
+        "DeliverFunctionName",
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Sample events                                                               #
+# --------------------------------------------------------------------------- #
+
+
+def test_evaluate_event_is_what_the_schedule_delivers(template: dict[str, Any]) -> None:
+    # GIVEN the sample event for the evaluate function
+    event = load_event("evaluate-proactive.json")
+    # WHEN it is compared with the schedule's Input (EventBridge sends Input verbatim)
+    schedules = events_of_type(function_properties(template, "EvaluateFunction"), "Schedule")
+    schedule = schedules["ProactiveSchedule"]
+    # THEN they are the same document
+    assert event == json.loads(schedule["Input"])
+
+
+def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> None:
+    # GIVEN the sample SQS batch
+    records = load_event("deliver-batch.json")["Records"]
+    assert len(records) == 3
+    queue_name = template["Resources"][delivery_queue_name(template)]["Properties"]["QueueName"]["Fn::Sub"]
+    expected_queue = queue_name.replace("${AWS::StackName}", "proactive-delivery")
+    for record in records:
+        # WHEN each record is read
+        body = json.loads(record["body"])
+        # THEN it carries the fields Lambda's SQS event has
+        assert set(record) >= SQS_RECORD_FIELDS
+        assert record["eventSource"] == "aws:sqs"
+        assert record["eventSourceARN"].split(":")[:3] == ["arn", "aws", "sqs"]
+        assert record["eventSourceARN"].endswith(f":{expected_queue}")
+        assert int(record["attributes"]["ApproximateReceiveCount"]) >= 1
+        assert record["attributes"]["SentTimestamp"].isdigit()
+        # AND a body the evaluate function would have sent: {source, id}
+        assert set(body) == {"source", "id"}
+        assert body["source"] in SCHEDULE_SOURCES
+        assert isinstance(body["id"], int)
+    assert [json.loads(r["body"])["id"] for r in records] == [1, 2, 3]
+    assert len({r["messageId"] for r in records}) == len(records)
+
+
+def test_env_file_only_sets_variables_the_template_declares(template: dict[str, Any]) -> None:
+    # GIVEN the sam local --env-vars example
+    env_file = load_event("env.json")
+    assert set(env_file) == {"EvaluateFunction", "DeliverFunction"}
+    for name, overrides in env_file.items():
+        # WHEN its variables are compared with the function's declared environment
+        declared = set(function_properties(template, name)["Environment"]["Variables"])
+        # THEN each is declared (sam local silently drops the others)
+        assert set(overrides) <= declared, f"{name}: {sorted(set(overrides) - declared)}"
+        # AND the values are local-only settings, all strings
+        assert overrides["STAGE"] == "local"
+        assert overrides["DATABASE_URL"].startswith("postgresql://")
+        assert overrides["WEBHOOK_SIGNING_SECRET"].startswith("whsec_")
+        assert all(isinstance(v, str) for v in overrides.values())
