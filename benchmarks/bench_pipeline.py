@@ -1,0 +1,765 @@
+#!/usr/bin/env python
+"""Pipeline benchmark: every figure in the table is measured in the same run.
+
+1. baseline  - the old naive sender: SELECT 10 unsent rows (JOIN contractors), then per row
+               one POST and one single-row UPDATE ... SET sent_at = now(), until none left.
+2. deliver   - proactive_delivery.handlers.deliver (Powertools BatchProcessor included), one
+               "Lambda instance" invoked with sequential SQS-shaped batches of 10. The real
+               Deliverer is built by bootstrap from environment variables; only
+               bootstrap.get_queue is replaced by an InMemoryQueue (ChangeMessageVisibility
+               is never called on success, and no SQS endpoint is needed).
+3. SQL per batch - statements per deliver batch for batch sizes 1, 5, 10: the
+               Database.statements counter, cross-checked by the server's own
+               pg_stat_database.xact_commit delta (every statement runs in autocommit, so one
+               statement = one transaction), and pg_stat_statements when it is preloaded.
+4. evaluate  - rows/s and peak memory for two backlog sizes, each in a fresh child process
+               (tracemalloc peak, and the ru_maxrss growth of that process).
+
+Both the baseline and deliver post to local.receiver.WebhookReceiver, which answers 200
+after 50 ms. The baseline signs its requests too (the receiver rejects unsigned requests
+at once, without the delay, which would flatter the baseline).
+
+The receiver as shipped writes its response headers and body in two send() calls on a
+keep-alive socket without TCP_NODELAY, so Nagle's algorithm and the client's delayed ACK
+add about 40 ms to every request. The benchmark sets TCP_NODELAY on its receiver
+(StreamRequestHandler.disable_nagle_algorithm) so the server answers after the intended
+50 ms; --receiver-as-shipped leaves it alone. The table shows the receiver's bare round
+trip both ways.
+
+Usage: python benchmarks/bench_pipeline.py [--quick]
+PostgreSQL is reached through PGHOST/PGPORT/PGUSER/PGPASSWORD (default 127.0.0.1:5432,
+user postgres). Scratch databases are named pd_bench_<pid>_* and dropped at the end.
+Exit status 1 when a target is missed (the whole table is printed either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import traceback
+import tracemalloc
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+# As in template.yaml; must be set before the package's loggers and metrics are created.
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "proactive-delivery")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ProactiveDelivery")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+import httpx
+import psycopg
+from standardwebhooks.webhooks import Webhook
+
+from proactive_delivery import bootstrap, handlers
+from proactive_delivery.channels.webhook import sign_headers
+from proactive_delivery.db import Database, PostgresStore
+from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.local.esm import LambdaContext
+from proactive_delivery.local.receiver import Reply, WebhookReceiver
+from proactive_delivery.migrate import apply_migrations
+from proactive_delivery.queue import InMemoryQueue
+
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"bench-signing-secret-32-bytes!!!").decode()
+RECEIVER_DELAY = 0.05
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:bench-delivery"
+CHILD_TIMEOUT = 900
+DB_TIMEOUT = 10
+
+# targets
+DELIVER_MIN_RATE = 160.0
+DELIVER_MIN_SPEEDUP = 8.0
+MAX_STATEMENTS_PER_BATCH = 3.0
+MAX_MEMORY_RATIO = 1.5
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL helpers
+# --------------------------------------------------------------------------------------
+def conninfo(dbname: str) -> str:
+    host = os.environ.get("PGHOST", "127.0.0.1")
+    port = os.environ.get("PGPORT", "5432")
+    user = os.environ.get("PGUSER", "postgres")
+    password = os.environ.get("PGPASSWORD", "")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{dbname}?host={host}&port={port}"
+    return f"postgresql://{auth}{host}:{port}/{dbname}"
+
+
+def admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        conninfo(os.environ.get("PGDATABASE", "postgres")), autocommit=True, connect_timeout=DB_TIMEOUT
+    )
+
+
+class Databases:
+    """Scratch databases: a migrated template, cloned per section; all dropped in close()."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.names: list[str] = []
+        self.template = self._create("tpl")
+        apply_migrations(conninfo(self.template), reference_schema=True)
+
+    def _create(self, suffix: str, template: str | None = None) -> str:
+        name = f"{self.prefix}_{suffix}"
+        with admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self.names.append(name)
+            if template:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            else:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def new(self, suffix: str) -> str:
+        return conninfo(self._create(suffix, self.template))
+
+    def drop(self, url_or_name: str) -> None:
+        name = url_or_name.rsplit("/", 1)[-1]
+        with admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        errors = []
+        for name in reversed(self.names):
+            try:
+                self.drop(name)
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        if errors:
+            print("warning: could not drop " + "; ".join(errors), file=sys.stderr)
+
+
+def seed(url: str, n: int, *, per_contractor: int = 1) -> None:
+    """n due, unsent proactive messages (created a minute ago), each contractor with a phone."""
+    contractors = max(1, -(-n // per_contractor))
+    with psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn:
+        conn.execute(
+            "INSERT INTO contractors (first_name, phone, email) "
+            "SELECT 'Ana', '+1555' || lpad(g::text, 7, '0'), 'contractor' || g || '@example.com' "
+            "FROM generate_series(1, %s) g",
+            (contractors,),
+        )
+        conn.execute(
+            "INSERT INTO ai_proactive_messages "
+            "(contractor_id, message_type, message_content, ai_reasoning, context_data, created_at) "
+            "SELECT lo.id + (g - 1) %% %s, 'check_in', 'Hi Ana, how did this week''s bids go? #' || g, "
+            "'why', '{}'::jsonb, now() - interval '1 minute' "
+            "FROM generate_series(1, %s) g, (SELECT min(id) AS id FROM contractors) lo",
+            (contractors, n),
+        )
+        conn.execute("ANALYZE contractors")
+        conn.execute("ANALYZE ai_proactive_messages")
+
+
+def queue_all(url: str) -> list[Any]:
+    """Record every due row as queued (the real Evaluator) and return the keys it sent."""
+
+    db = Database(lambda: url)
+    queue = InMemoryQueue()
+    try:
+        report = Evaluator(PostgresStore(db), queue).run(
+            ["proactive"], LambdaContext("bench", 600).get_remaining_time_in_millis
+        )
+    finally:
+        db.close()
+    if report.stopped_early:
+        raise RuntimeError("evaluate stopped early while queuing the benchmark rows")
+    return list(queue.sent)
+
+
+# --------------------------------------------------------------------------------------
+# Results table
+# --------------------------------------------------------------------------------------
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.failed = False
+
+    def add(self, measure: str, value: str, target: str = "-", verdict: str = "-", ok: bool = True) -> None:
+        self.rows.append((measure, value, target, verdict))
+        self.failed |= not ok
+
+    def check(
+        self, measure: str, value: float, fmt: str, target: float, *, at_least: bool, unit: str = ""
+    ) -> None:
+        ok = value >= target if at_least else value <= target
+        ratio = value / target if target else float("inf")
+        sign = ">=" if at_least else "<="
+        self.add(
+            measure,
+            fmt.format(value) + unit,
+            f"{sign} {target:g}{unit}",
+            f"{ratio:.2f}x {'ok' if ok else 'MISS'}",
+            ok,
+        )
+
+    def error(self, measure: str, exc: BaseException) -> None:
+        self.add(measure, f"ERROR {type(exc).__name__}: {str(exc)[:80]}", "-", "MISS", ok=False)
+
+    def render(self) -> str:
+        head = ("measure", "value", "target", "ratio/ok")
+        widths = [max(len(r[i]) for r in [head, *self.rows]) for i in range(4)]
+
+        def line(r: Sequence[str]) -> str:
+            return " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
+        sep = "-+-".join("-" * w for w in widths)
+        return "\n".join([line(head), sep, *(line(r) for r in self.rows)])
+
+
+# --------------------------------------------------------------------------------------
+# 1. Baseline: the old naive sender
+# --------------------------------------------------------------------------------------
+def run_baseline(url: str, receiver_url: str, n: int) -> tuple[float, int, int]:
+
+    signer = Webhook(SIGNING_SECRET)
+    sent = failed = 0
+    max_loops = n // 10 + 10
+    with (
+        psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn,
+        httpx.Client(timeout=10.0) as client,
+    ):
+        started = time.perf_counter()
+        for _ in range(max_loops):
+            rows = conn.execute(
+                "SELECT m.id, m.contractor_id, m.message_type, m.message_content, c.phone "
+                "FROM ai_proactive_messages m JOIN contractors c ON c.id = m.contractor_id "
+                "WHERE m.sent_at IS NULL ORDER BY m.id LIMIT 10"
+            ).fetchall()
+            if not rows:
+                break
+            for msg_id, contractor_id, message_type, content, phone in rows:
+                body = json.dumps(
+                    {
+                        "phone": phone,
+                        "message": content,
+                        "contractor_id": contractor_id,
+                        "message_type": message_type,
+                    },
+                    separators=(",", ":"),
+                )
+                headers = sign_headers(signer, msg_id=f"baseline-{msg_id}", body=body, now=datetime.now(UTC))
+                headers["content-type"] = "application/json"
+                response = client.post(receiver_url, content=body.encode(), headers=headers)
+                if response.status_code == 200:
+                    sent += 1
+                    conn.execute("UPDATE ai_proactive_messages SET sent_at = now() WHERE id = %s", (msg_id,))
+                else:
+                    failed += 1
+        elapsed = time.perf_counter() - started
+    return (sent / elapsed if elapsed else 0.0), sent, failed
+
+
+# --------------------------------------------------------------------------------------
+# 2./3. The deliver handler
+# --------------------------------------------------------------------------------------
+def sqs_event(keys: Sequence[Any]) -> dict[str, Any]:
+    now_ms = str(int(time.time() * 1000))
+    records = []
+    for key in keys:
+        body = key.to_body()
+        records.append(
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": f"bench-receipt-{uuid.uuid4().hex}",
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": now_ms,
+                    "SenderId": "BENCH",
+                    "ApproximateFirstReceiveTimestamp": now_ms,
+                },
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": QUEUE_ARN,
+                "awsRegion": "us-east-1",
+            }
+        )
+    return {"Records": records}
+
+
+class DeliverHarness:
+    """handlers.deliver with bootstrap building the real Deliverer from the environment.
+    Only bootstrap.get_queue is swapped for an InMemoryQueue; its log lines are written
+    (the formatting cost is real) to /dev/null instead of the terminal."""
+
+    def __init__(self, receiver_url: str) -> None:
+
+        self.bootstrap = bootstrap
+        self.handlers = handlers
+        self.queue = InMemoryQueue()
+        self._original_get_queue = bootstrap.get_queue
+        self._devnull = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+        self._streams: list[tuple[Any, Any]] = []
+        for handler in handlers.logger._logger.handlers:  # the one StreamHandler to stdout
+            if hasattr(handler, "setStream"):
+                self._streams.append((handler, handler.setStream(self._devnull)))
+        self._env_before = {k: os.environ.get(k) for k in self._env(receiver_url, "")}
+        self.receiver_url = receiver_url
+
+    @staticmethod
+    def _env(receiver_url: str, database_url: str) -> dict[str, str]:
+        return {
+            "STAGE": "local",
+            "DATABASE_URL": database_url,
+            "DELIVERY_QUEUE_URL": "http://127.0.0.1:9/000000000000/bench-delivery",  # never contacted
+            "N8N_OUTBOUND_WEBHOOK_URL": receiver_url,
+            "WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+        }
+
+    def use_database(self, url: str) -> None:
+        self.bootstrap.get_queue = self._original_get_queue
+        self.bootstrap.reset()
+        os.environ.update(self._env(self.receiver_url, url))
+        queue = self.queue
+
+        @functools.cache
+        def in_memory_queue() -> Any:
+            return queue
+
+        self.bootstrap.get_queue = in_memory_queue
+
+    def invoke(self, keys: Sequence[Any]) -> dict[str, Any]:
+
+        event = sqs_event(keys)
+        try:
+            return dict(self.handlers.deliver(event, LambdaContext("DeliverFunction", 60)))
+        finally:
+            # What @metrics.log_metrics does after each invocation (without printing EMF).
+            self.handlers.metrics.clear_metrics()
+
+    @property
+    def database(self) -> Any:
+        return self.bootstrap.get_database()
+
+    def close(self) -> None:
+        try:
+            self.bootstrap.get_queue = self._original_get_queue
+            self.bootstrap.reset()
+        finally:
+            for handler, stream in self._streams:
+                handler.setStream(stream)
+            self._devnull.close()
+            for name, value in self._env_before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def batches(keys: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
+
+
+def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tuple[float, int, list[str]]:
+    seed(url, n + 10)
+    keys = queue_all(url)
+    problems: list[str] = []
+    if len(keys) != n + 10:
+        problems.append(f"queued {len(keys)} of {n + 10}")
+    harness.use_database(url)
+    warmup, timed = keys[:10], keys[10:]
+    first_request = len(receiver.requests)
+    failures = 0
+    failures += len(harness.invoke(warmup).get("batchItemFailures", []))  # cold start, not timed
+    started = time.perf_counter()
+    for batch in batches(timed, 10):
+        failures += len(harness.invoke(batch).get("batchItemFailures", []))
+    elapsed = time.perf_counter() - started
+
+    harness.database.close()
+    with psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn:
+        states: dict[str, int] = dict(
+            conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY state").fetchall()
+        )
+        platform_sent = conn.execute(
+            "SELECT count(*) FROM ai_proactive_messages WHERE sent_at IS NOT NULL"
+        ).fetchone()
+    posts = receiver.requests[first_request:]
+    ids = [r.webhook_id for r in posts if r.status == 200]
+    if failures:
+        problems.append(f"{failures} batchItemFailures")
+    if states.get("sent", 0) != len(keys):
+        problems.append(f"states {states}")
+    if platform_sent is None or platform_sent[0] != len(keys):
+        problems.append(f"platform sent_at set on {platform_sent and platform_sent[0]}")
+    if len(ids) != len(keys) or len(set(ids)) != len(ids):
+        problems.append(f"receiver: {len(ids)} accepted, {len(set(ids))} distinct of {len(keys)}")
+    if harness.queue.visibility:
+        problems.append(f"{len(harness.queue.visibility)} visibility changes")
+    return (len(timed) / elapsed if elapsed else 0.0), len(timed), problems
+
+
+class StatementCounter:
+    """Server-side count of transactions in one database, read from a monitor connection
+    to another database (so the monitor's own queries are not counted)."""
+
+    def __init__(self, monitor: psycopg.Connection[Any], dbname: str) -> None:
+        self.monitor = monitor
+        self.dbname = dbname
+        self.pgss = self._try_pg_stat_statements()
+
+    def _try_pg_stat_statements(self) -> str | None:
+        """Returns None when usable, else why not."""
+        try:
+            self.monitor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.monitor.execute("SELECT 1 FROM pg_stat_statements LIMIT 1").fetchall()
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0][:90]
+        return None
+
+    def xact_commit(self) -> int:
+        """Committed transactions, once the statistics stop moving (a backend flushes its
+        counters when it exits or goes idle)."""
+        last = -1
+        for _ in range(100):
+            self.monitor.execute("SELECT pg_stat_clear_snapshot()")
+            row = self.monitor.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.dbname,)
+            ).fetchone()
+            value = int(row[0]) if row else 0
+            if value == last:
+                return value
+            last = value
+            time.sleep(0.1)
+        return last
+
+    def pgss_reset(self) -> None:
+        if self.pgss is None:
+            self.monitor.execute(
+                "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = %s), 0)",
+                (self.dbname,),
+            )
+
+    def pgss_calls(self) -> int | None:
+        if self.pgss is not None:
+            return None
+        row = self.monitor.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)",
+            (self.dbname,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def run_statements(
+    harness: DeliverHarness, url: str, monitor: psycopg.Connection[Any], sizes: Sequence[int], runs: int
+) -> tuple[dict[int, tuple[float, float, float | None, int]], str | None, int]:
+    seed(url, runs * sum(sizes))
+    keys = queue_all(url)
+    counter = StatementCounter(monitor, url.rsplit("/", 1)[-1])
+    harness.use_database(url)
+
+    # Calibration: what a connection costs in xact_commit with no statement at all.
+    before = counter.xact_commit()
+    probe = Database(lambda: url)
+    probe.connection()
+    probe.close()
+    connect_cost = counter.xact_commit() - before
+
+    results: dict[int, tuple[float, float, float | None, int]] = {}
+    position = 0
+    for size in sizes:
+        chunk = keys[position : position + runs * size]
+        position += runs * size
+        harness.database.close()
+        xacts_before = counter.xact_commit()
+        counter.pgss_reset()
+        statements_before = harness.database.statements
+        failures = 0
+        for batch in batches(chunk, size):
+            failures += len(harness.invoke(batch).get("batchItemFailures", []))
+        statements = harness.database.statements - statements_before
+        harness.database.close()  # the backend exits and flushes its statistics
+        xacts = counter.xact_commit() - xacts_before - connect_cost
+        calls = counter.pgss_calls()
+        results[size] = (statements / runs, xacts / runs, None if calls is None else calls / runs, failures)
+    return results, counter.pgss, connect_cost
+
+
+# --------------------------------------------------------------------------------------
+# 4. evaluate, in a child process per backlog size
+# --------------------------------------------------------------------------------------
+def evaluate_child(url: str, n: int) -> None:
+    db = Database(lambda: url)
+    store = PostgresStore(db)
+    store.now()  # connection open and queries loaded before the baseline is taken
+
+    def run() -> tuple[Any, InMemoryQueue, float]:
+        queue = InMemoryQueue(keep=False)
+        started = time.perf_counter()
+        report = Evaluator(store, queue).run(
+            ["proactive"], LambdaContext("EvaluateFunction", 600).get_remaining_time_in_millis
+        )
+        return report, queue, time.perf_counter() - started
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report, queue, elapsed = run()
+    rss_delta_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+
+    # Same work again under tracemalloc (which slows Python down, so it is not timed).
+    db.fetch_all("TRUNCATE delivery.message_state CASCADE", {})
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    traced_report, traced_queue, _ = run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    db.close()
+    print(
+        json.dumps(
+            {
+                "rows": n,
+                "enqueued": report.enqueued,
+                "sent": queue.count,
+                "traced_sent": traced_queue.count,
+                "stopped_early": report.stopped_early or traced_report.stopped_early,
+                "seconds": elapsed,
+                "rows_per_s": n / elapsed if elapsed else 0.0,
+                "tracemalloc_peak": peak,
+                "maxrss_delta_kb": rss_delta_kb,
+            }
+        )
+    )
+
+
+def run_evaluate(dbs: Databases, n: int) -> dict[str, Any]:
+    url = dbs.new(f"eval_{n}")
+    try:
+        seed(url, n, per_contractor=5)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--evaluate-child", url, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"child exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    finally:
+        dbs.drop(url)
+
+
+# --------------------------------------------------------------------------------------
+def receiver_round_trip(nodelay: bool, requests: int = 21) -> float:
+    """Median ms of a signed POST to a receiver that answers at once."""
+    signer = Webhook(SIGNING_SECRET)
+    timings = []
+    with WebhookReceiver(SIGNING_SECRET) as receiver, httpx.Client(timeout=10.0) as client:
+        if nodelay:
+            set_nodelay(receiver)
+        for i in range(requests):
+            headers = sign_headers(signer, msg_id=f"rtt-{i}", body="{}", now=datetime.now(UTC))
+            started = time.perf_counter()
+            client.post(receiver.url, content=b"{}", headers=headers)
+            timings.append(time.perf_counter() - started)
+    return sorted(timings)[len(timings) // 2] * 1000
+
+
+def set_nodelay(receiver: Any) -> None:
+    # _handler_class() builds a class per receiver, so this touches only this instance.
+    receiver._server.RequestHandlerClass.disable_nagle_algorithm = True
+
+
+def kib(n: float) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+@contextmanager
+def section(table: Table, name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        table.error(name, exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
+    parser.add_argument(
+        "--receiver-as-shipped", action="store_true", help="do not set TCP_NODELAY on the local receiver"
+    )
+    parser.add_argument("--evaluate-child", nargs=2, metavar=("URL", "ROWS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.evaluate_child:
+        evaluate_child(args.evaluate_child[0], int(args.evaluate_child[1]))
+        return 0
+
+    baseline_n, deliver_n, stmt_runs = (100, 300, 5) if args.quick else (300, 1000, 20)
+    eval_sizes = (2_000, 20_000) if args.quick else (10_000, 100_000)
+    sizes = (1, 5, 10)
+
+    table = Table()
+    baseline_rate: float | None = None
+    dbs: Databases | None = None
+    harness: DeliverHarness | None = None
+    receiver: WebhookReceiver | None = None
+    monitor: psycopg.Connection[Any] | None = None
+    notes: list[str] = []
+    try:
+        dbs = Databases(f"pd_bench_{os.getpid()}")
+        receiver = WebhookReceiver(SIGNING_SECRET, plan=lambda _id, _n: Reply(200, delay=RECEIVER_DELAY))
+        if not args.receiver_as_shipped:
+            set_nodelay(receiver)
+        receiver.__enter__()
+        harness = DeliverHarness(receiver.url)
+
+        with section(table, "receiver round trip"):
+            table.add("receiver round trip, as shipped (ms, median)", f"{receiver_round_trip(False):.1f}")
+            table.add("receiver round trip, TCP_NODELAY (ms, median)", f"{receiver_round_trip(True):.1f}")
+            notes.append(
+                "baseline/deliver receiver: "
+                + (
+                    "as shipped (Nagle + delayed ACK)"
+                    if args.receiver_as_shipped
+                    else "TCP_NODELAY set; replies after the 50 ms delay"
+                )
+            )
+
+        with section(table, "baseline msg/s"):
+            url = dbs.new("baseline")
+            seed(url, baseline_n)
+            baseline_rate, sent, failed = run_baseline(url, receiver.url, baseline_n)
+            ok = sent == baseline_n and failed == 0
+            table.add(
+                f"baseline naive sender msg/s ({sent} msgs)",
+                f"{baseline_rate:.1f}",
+                "-",
+                "ok" if ok else f"MISS {failed} failed",
+                ok,
+            )
+
+        with section(table, "deliver msg/s"):
+            url = dbs.new("deliver")
+            rate, timed, problems = run_deliver(harness, receiver, url, deliver_n)
+            table.check(
+                f"deliver msg/s ({timed} msgs, batches of 10)",
+                rate,
+                "{:.1f}",
+                DELIVER_MIN_RATE,
+                at_least=True,
+            )
+            if baseline_rate:
+                table.check(
+                    "deliver / baseline",
+                    rate / baseline_rate,
+                    "{:.1f}",
+                    DELIVER_MIN_SPEEDUP,
+                    at_least=True,
+                    unit="x",
+                )
+            table.add(
+                "deliver correctness (all sent once)",
+                "ok" if not problems else "; ".join(problems),
+                "no problem",
+                "ok" if not problems else "MISS",
+                not problems,
+            )
+
+        with section(table, "SQL statements per batch"):
+            url = dbs.new("stmts")
+            monitor = psycopg.connect(
+                conninfo(dbs._create("mon")), autocommit=True, connect_timeout=DB_TIMEOUT
+            )
+            results, pgss_unavailable, connect_cost = run_statements(harness, url, monitor, sizes, stmt_runs)
+            for size, (per_batch, xacts, pgss, failures) in results.items():
+                table.check(
+                    f"SQL statements/batch, size {size:>2} (counter)",
+                    per_batch,
+                    "{:.2f}",
+                    MAX_STATEMENTS_PER_BATCH,
+                    at_least=False,
+                )
+                table.check(
+                    f"SQL statements/batch, size {size:>2} (xact_commit)",
+                    xacts,
+                    "{:.2f}",
+                    MAX_STATEMENTS_PER_BATCH,
+                    at_least=False,
+                )
+                if pgss is not None:
+                    table.check(
+                        f"SQL statements/batch, size {size:>2} (pg_stat_statements)",
+                        pgss,
+                        "{:.2f}",
+                        MAX_STATEMENTS_PER_BATCH,
+                        at_least=False,
+                    )
+                if failures:
+                    table.add(f"  size {size} batchItemFailures", str(failures), "0", "MISS", ok=False)
+            notes.append(
+                f"statements: {stmt_runs} batches per size; xact_commit delta less {connect_cost} "
+                "for the (re)connection, measured in this run; it also counts autovacuum worker visits"
+            )
+            if pgss_unavailable:
+                notes.append(f"pg_stat_statements unavailable: {pgss_unavailable}")
+
+        with section(table, "evaluate"):
+            small_n, large_n = eval_sizes
+            small = run_evaluate(dbs, small_n)
+            large = run_evaluate(dbs, large_n)
+            for result in (small, large):
+                n = result["rows"]
+                ok = result["sent"] == n and result["traced_sent"] == n and not result["stopped_early"]
+                table.add(
+                    f"evaluate rows/s ({n} rows)",
+                    f"{result['rows_per_s']:.0f}",
+                    "-",
+                    "ok" if ok else f"MISS sent {result['sent']}",
+                    ok,
+                )
+                table.add(f"evaluate tracemalloc peak ({n} rows)", kib(result["tracemalloc_peak"]))
+                table.add(f"evaluate ru_maxrss growth ({n} rows)", kib(result["maxrss_delta_kb"] * 1024))
+            ratio = large["tracemalloc_peak"] / max(1, small["tracemalloc_peak"])
+            table.check(
+                f"evaluate memory {large_n // 1000}k / {small_n // 1000}k (tracemalloc)",
+                ratio,
+                "{:.2f}",
+                MAX_MEMORY_RATIO,
+                at_least=False,
+            )
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        table.error("setup", exc)
+    finally:
+        for resource_ in (harness, receiver, monitor, dbs):
+            try:
+                if resource_ is not None:
+                    resource_.close()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+
+    print(
+        f"proactive-delivery pipeline benchmark ({'quick' if args.quick else 'full'}; "
+        f"receiver answers 200 after {RECEIVER_DELAY * 1000:.0f} ms; {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.2f})"
+    )
+    print(table.render())
+    for note in notes:
+        print(f"note: {note}")
+    print("result: " + ("TARGET MISSED" if table.failed else "all targets met"))
+    return 1 if table.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
