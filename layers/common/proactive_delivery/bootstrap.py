@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+import threading
+from collections.abc import Callable
+from functools import cache, wraps
+from typing import TypeVar
 from typing import Any
 from urllib.parse import quote
 
@@ -25,8 +28,26 @@ from proactive_delivery.evaluate import Evaluator
 from proactive_delivery.queue import SqsDeliveryQueue
 from proactive_delivery.settings import Settings
 
+T = TypeVar("T")
+_LOCK = threading.RLock()
 
-@cache
+
+def _once(factory: Callable[[], T]) -> Callable[[], T]:
+    """functools.cache, made safe for the local runtime's concurrent invocations in one
+    process (Lambda itself never runs two invocations in one environment at once)."""
+    cached = cache(factory)
+
+    @wraps(factory)
+    def get() -> T:
+        with _LOCK:
+            return cached()
+
+    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    get.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return get
+
+
+@_once
 def get_settings() -> Settings:
     return Settings.from_env()
 
@@ -76,24 +97,38 @@ def signing_secret(settings: Settings) -> str:
     return raw
 
 
-@cache
+@_once
 def get_database() -> Database:
     settings = get_settings()
     return Database(lambda: database_url(settings))
 
 
-@cache
+_sqs_client_override: Any = None
+
+
+def use_sqs_client(client: Any) -> None:
+    """Make every queue built from now on use `client` (tests inject faults this way;
+    None goes back to the real client)."""
+    global _sqs_client_override
+    _sqs_client_override = client
+    for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client):
+        factory.cache_clear()  # type: ignore[attr-defined]
+
+
+@_once
 def get_sqs_client() -> Any:
+    if _sqs_client_override is not None:
+        return _sqs_client_override
     # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS).
     return boto3.client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
 
-@cache
+@_once
 def get_queue() -> SqsDeliveryQueue:
     return SqsDeliveryQueue(get_sqs_client(), get_settings().delivery_queue_url)
 
 
-@cache
+@_once
 def get_http_client() -> httpx.Client:
     settings = get_settings()
     timeout = httpx.Timeout(
@@ -108,12 +143,12 @@ def get_http_client() -> httpx.Client:
     return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
 
 
-@cache
+@_once
 def get_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=get_settings().send_concurrency, thread_name_prefix="send")
 
 
-@cache
+@_once
 def get_evaluator() -> Evaluator:
     settings = get_settings()
     return Evaluator(
@@ -124,7 +159,7 @@ def get_evaluator() -> Evaluator:
     )
 
 
-@cache
+@_once
 def get_deliverer() -> Deliverer:
     settings = get_settings()
     channels = [
@@ -147,14 +182,15 @@ def get_deliverer() -> Deliverer:
 
 def reset() -> None:
     """Forget every cached object (tests, and the local runtime between stack changes)."""
-    for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
-        factory.cache_clear()
-    if get_database.cache_info().currsize:
-        get_database().close()
-    get_database.cache_clear()
-    if get_http_client.cache_info().currsize:
-        get_http_client().close()
-    get_http_client.cache_clear()
-    if get_executor.cache_info().currsize:
-        get_executor().shutdown(wait=True)
-    get_executor.cache_clear()
+    with _LOCK:
+        for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
+            factory.cache_clear()  # type: ignore[attr-defined]
+        if get_database.cache_info().currsize:  # type: ignore[attr-defined]
+            get_database().close()
+        get_database.cache_clear()  # type: ignore[attr-defined]
+        if get_http_client.cache_info().currsize:  # type: ignore[attr-defined]
+            get_http_client().close()
+        get_http_client.cache_clear()  # type: ignore[attr-defined]
+        if get_executor.cache_info().currsize:  # type: ignore[attr-defined]
+            get_executor().shutdown(wait=True)
+        get_executor.cache_clear()  # type: ignore[attr-defined]

@@ -4,6 +4,7 @@ the use cases talk to. psycopg errors are translated into StoreUnavailableError 
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,9 +59,17 @@ class Database:
         self._conninfo_factory = conninfo_factory
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        # Lambda runs one invocation at a time per environment; the local runtime and tests
+        # may share one environment between threads, and psycopg connections are
+        # thread-safe, so only opening the connection needs a lock.
+        self._lock = threading.Lock()
         self.statements = 0
 
     def connection(self) -> psycopg.Connection[dict[str, Any]]:
+        with self._lock:
+            return self._open()
+
+    def _open(self) -> psycopg.Connection[dict[str, Any]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
                 self._conn = psycopg.connect(
@@ -102,7 +111,7 @@ class Database:
             except psycopg.OperationalError as exc:
                 if not conn.broken and not conn.closed:
                     raise StoreUnavailableError(f"database error: {type(exc).__name__}") from exc
-                self._conn = None
+                conn.close()
                 if attempt == attempts:
                     raise StoreUnavailableError(f"database connection lost: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -122,6 +122,9 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes on a keep-alive socket: without
+            # TCP_NODELAY, Nagle + delayed ACK add ~40 ms to every reply.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))

@@ -1,0 +1,183 @@
+"""Shared fixtures.
+
+PostgreSQL: a migrated template database is built once per session (this project's
+migrations plus the reference copy of the platform's tables), then every test gets its own
+database created from it with CREATE DATABASE ... TEMPLATE (milliseconds), reached through
+the standard PG* variables (defaults: 127.0.0.1:5432, user postgres). `make test` starts a
+throwaway cluster when none is reachable. Never SQLite, never a mock of the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "whsec_" + base64.b64encode(b"test-signing-secret-32-bytes!!!!").decode()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif tier == "e2e":
+            item.add_marker(pytest.mark.e2e)
+
+
+def _conninfo(dbname: str) -> str:
+    host = os.environ.get("PGHOST", "127.0.0.1")
+    port = os.environ.get("PGPORT", "5432")
+    user = os.environ.get("PGUSER", "postgres")
+    password = os.environ.get("PGPASSWORD", "")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{dbname}?host={host}&port={port}"
+    return f"postgresql://{auth}{host}:{port}/{dbname}"
+
+
+def _admin() -> psycopg.Connection[Any]:
+    return psycopg.connect(_conninfo(os.environ.get("PGDATABASE", "postgres")), autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    from proactive_delivery.migrate import apply_migrations
+
+    name = f"pd_template_{os.getpid()}"
+    try:
+        admin = _admin()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable through the PG* variables ({exc}); run `make test`")
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    apply_migrations(_conninfo(name), reference_schema=True)
+    yield name
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(template_database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"pd_test_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    url = _conninfo(name)
+    monkeypatch.setenv("PD_TEST_DATABASE_URL", url)
+    yield url
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A database with nothing in it (migration tests)."""
+    name = f"pd_empty_{uuid.uuid4().hex[:12]}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield _conninfo(name)
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def make_contractor(conn: psycopg.Connection[Any]) -> Callable[..., int]:
+    counter = iter(range(1, 10_000_000))
+
+    def make(first_name: str = "Ana", phone: str | None = "default", email: str | None = "default") -> int:
+        n = next(counter)
+        if phone == "default":
+            phone = f"+1555010{n:04d}"
+        if email == "default":
+            email = f"contractor{n}@example.com"
+        row = conn.execute(
+            "INSERT INTO contractors (first_name, phone, email) VALUES (%s, %s, %s) RETURNING id",
+            (first_name, phone, email),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    return make
+
+
+@pytest.fixture
+def make_message(conn: psycopg.Connection[Any], make_contractor: Callable[..., int]) -> Callable[..., int]:
+    def make(
+        contractor_id: int | None = None,
+        content: str = "Hi Ana, how did this week's bids go?",
+        message_type: str = "check_in",
+        created_offset_seconds: int = -60,
+    ) -> int:
+        if contractor_id is None:
+            contractor_id = make_contractor()
+        row = conn.execute(
+            "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning, "
+            "context_data, created_at) VALUES (%s, %s, %s, 'why', '{}'::jsonb, "
+            "now() + make_interval(secs => %s)) RETURNING id",
+            (contractor_id, message_type, content, created_offset_seconds),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    return make
+
+
+@pytest.fixture
+def make_messages(make_message: Callable[..., int]) -> Callable[[int], list[int]]:
+    return lambda n: [make_message() for _ in range(n)]
+
+
+@pytest.fixture
+def signing_secret() -> str:
+    return SIGNING_SECRET
+
+
+def states(conn: psycopg.Connection[Any]) -> dict[int, str]:
+    rows = conn.execute("SELECT source_id, state FROM delivery.message_state WHERE source = 'proactive'").fetchall()
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def state_row(conn: psycopg.Connection[Any], source_id: int, source: str = "proactive") -> dict[str, Any]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM delivery.message_state WHERE source = %s AND source_id = %s", (source, source_id)
+        ).fetchone()
+    assert row is not None, f"no delivery state for {source}-{source_id}"
+    return row
+
+
+def attempts(conn: psycopg.Connection[Any], source_id: int, source: str = "proactive") -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT a.* FROM delivery.attempt_log a JOIN delivery.message_state s ON s.id = a.delivery_id "
+            "WHERE s.source = %s AND s.source_id = %s ORDER BY a.id",
+            (source, source_id),
+        ).fetchall()
+
+
+def platform_sent_at(conn: psycopg.Connection[Any], message_id: int) -> Any:
+    row = conn.execute("SELECT sent_at FROM ai_proactive_messages WHERE id = %s", (message_id,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.fixture
+def pipeline(monkeypatch: pytest.MonkeyPatch, database_url: str, signing_secret: str) -> Iterator[Any]:
+    from tests.pipeline import running_pipeline
+
+    with running_pipeline(monkeypatch, database_url, signing_secret) as p:
+        yield p

@@ -1,0 +1,71 @@
+"""The happy path, end to end: evaluate -> SQS (moto) -> event source mapping -> deliver ->
+signed webhook -> sent_at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import attempts, platform_sent_at, state_row, states
+
+
+def test_pipeline_delivers_every_due_message_once(pipeline: Any, make_messages: Any, make_contractor: Any,
+                                                   make_message: Any) -> None:
+    # GIVEN 25 due messages and one for a contractor without a phone
+    ids = make_messages(25)
+    no_phone = make_message(contractor_id=make_contractor(phone=None))
+
+    # WHEN evaluate runs and the event source mapping drains the queue
+    report = pipeline.evaluate()
+    mapping = pipeline.drain()
+
+    # THEN each message was POSTed exactly once, signed, and is sent in both tables
+    assert report["enqueued"] == 26
+    assert mapping.stats.handler_errors == 0
+    posted = [r.webhook_id for r in pipeline.receiver.accepted()]
+    assert sorted(posted) == sorted(f"proactive-{i}" for i in ids)
+    assert pipeline.receiver.rejected_signatures == 0
+    final = states(pipeline.conn)
+    assert all(final[i] == "sent" for i in ids)
+    assert all(platform_sent_at(pipeline.conn, i) is not None for i in ids)
+    # AND the contractor without a phone is skipped with the reason, never POSTed
+    assert final[no_phone] == "skipped"
+    assert state_row(pipeline.conn, no_phone)["reason"] == "no_contact"
+    assert platform_sent_at(pipeline.conn, no_phone) is None
+    # AND every send left an attempt row with status and latency
+    log = attempts(pipeline.conn, ids[0])
+    assert [(a["outcome"], a["http_status"]) for a in log] == [("delivered", 200)]
+    assert log[0]["latency_ms"] is not None
+
+
+def test_payload_carries_seed_fields_and_identity(pipeline: Any, make_contractor: Any, make_message: Any) -> None:
+    # GIVEN one message
+    contractor = make_contractor(first_name="Jade", phone="+15550100042")
+    message = make_message(contractor_id=contractor, content="Great week, Jade!", message_type="win_celebration")
+
+    # WHEN it is delivered
+    pipeline.evaluate()
+    pipeline.drain()
+
+    # THEN the receiver got the old sender's payload plus the message identity
+    (received,) = pipeline.receiver.accepted()
+    assert received.payload["phone"] == "+15550100042"
+    assert received.payload["message"] == "Great week, Jade!"
+    assert received.payload["contractor_id"] == contractor
+    assert received.payload["message_type"] == "win_celebration"
+    assert received.payload["message_id"] == f"proactive-{message}"
+    assert received.webhook_id == f"proactive-{message}"
+
+
+def test_second_evaluate_run_queues_nothing_new(pipeline: Any, make_messages: Any) -> None:
+    # GIVEN messages already queued by one run
+    make_messages(12)
+    first = pipeline.evaluate()
+
+    # WHEN evaluate runs again before the reconciliation threshold
+    second = pipeline.evaluate()
+
+    # THEN nothing is queued twice
+    assert first["enqueued"] == 12
+    assert second["enqueued"] == 0
+    visible, in_flight = pipeline.queue_depth()
+    assert visible + in_flight == 12
