@@ -44,7 +44,9 @@ def _conninfo(dbname: str) -> str:
 
 
 def _admin() -> psycopg.Connection[Any]:
-    return psycopg.connect(_conninfo(os.environ.get("PGDATABASE", "postgres")), autocommit=True, connect_timeout=5)
+    return psycopg.connect(
+        _conninfo(os.environ.get("PGDATABASE", "postgres")), autocommit=True, connect_timeout=5
+    )
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +149,9 @@ def signing_secret() -> str:
 
 
 def states(conn: psycopg.Connection[Any]) -> dict[int, str]:
-    rows = conn.execute("SELECT source_id, state FROM delivery.message_state WHERE source = 'proactive'").fetchall()
+    rows = conn.execute(
+        "SELECT source_id, state FROM delivery.message_state WHERE source = 'proactive'"
+    ).fetchall()
     return {int(r[0]): str(r[1]) for r in rows}
 
 
@@ -160,7 +164,9 @@ def state_row(conn: psycopg.Connection[Any], source_id: int, source: str = "proa
     return row
 
 
-def attempts(conn: psycopg.Connection[Any], source_id: int, source: str = "proactive") -> list[dict[str, Any]]:
+def attempts(
+    conn: psycopg.Connection[Any], source_id: int, source: str = "proactive"
+) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(
             "SELECT a.* FROM delivery.attempt_log a JOIN delivery.message_state s ON s.id = a.delivery_id "

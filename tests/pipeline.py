@@ -90,20 +90,26 @@ class Pipeline:
         bootstrap.reset()
 
     def evaluate(self, event: dict[str, Any] | None = None, timeout: float = 300) -> dict[str, Any]:
-        result = self.evaluate_handler(event if event is not None else {"sources": ["proactive"]},
-                                       LambdaContext("EvaluateFunction", timeout))
+        result = self.evaluate_handler(
+            event if event is not None else {"sources": ["proactive"]},
+            LambdaContext("EvaluateFunction", timeout),
+        )
         return dict(result)
 
     def deliver(self, event: dict[str, Any], timeout: float = 60) -> Any:
         return self.deliver_handler(event, LambdaContext("DeliverFunction", timeout))
 
-    def mapping(self, handler: Callable[[dict[str, Any], Any], Any] | None = None, **kwargs: Any) -> SqsEventSourceMapping:
+    def mapping(
+        self, handler: Callable[[dict[str, Any], Any], Any] | None = None, **kwargs: Any
+    ) -> SqsEventSourceMapping:
         arn = self.sqs.get_queue_attributes(QueueUrl=self.queues.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
         options: dict[str, Any] = {"batch_size": 10, "function_timeout": 60}
         options.update(kwargs)
-        return SqsEventSourceMapping(self.sqs, self.queues.queue_url, arn, handler or self.deliver_handler, **options)
+        return SqsEventSourceMapping(
+            self.sqs, self.queues.queue_url, arn, handler or self.deliver_handler, **options
+        )
 
     def drain(self, timeout: float = 60, **kwargs: Any) -> SqsEventSourceMapping:
         mapping = self.mapping(**kwargs)
@@ -130,8 +136,9 @@ class Pipeline:
     def dlq_bodies(self) -> list[str]:
         bodies: list[str] = []
         for _ in range(20):
-            got = self.sqs.receive_message(QueueUrl=self.queues.dlq_url, MaxNumberOfMessages=10,
-                                           VisibilityTimeout=60).get("Messages", [])
+            got = self.sqs.receive_message(
+                QueueUrl=self.queues.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60
+            ).get("Messages", [])
             if not got:
                 break
             bodies.extend(m["Body"] for m in got)
@@ -154,11 +161,15 @@ def running_pipeline(
     visibility_timeout: int = 2,
     max_receive_count: int = 5,
 ) -> Iterator[Pipeline]:
-    with mock_aws(), WebhookReceiver(signing_secret) as receiver, psycopg.connect(
-        database_url, autocommit=True
-    ) as conn:
+    with (
+        mock_aws(),
+        WebhookReceiver(signing_secret) as receiver,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
         sqs = boto3.client("sqs", region_name="us-east-1")
-        queues = create_queues(sqs, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count)
+        queues = create_queues(
+            sqs, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
+        )
         for key, value in base_env(database_url, queues.queue_url, receiver.url, signing_secret).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("MAX_RECEIVE_COUNT", str(max_receive_count))
@@ -173,8 +184,8 @@ def running_pipeline(
 def emf_metrics(output: str) -> dict[str, float]:
     """Sum the EMF metrics printed by Powertools Metrics (one JSON object per line)."""
     totals: dict[str, float] = {}
-    for line in output.splitlines():
-        line = line.strip()
+    for raw in output.splitlines():
+        line = raw.strip()
         if not line.startswith("{") or "_aws" not in line:
             continue
         blob = json.loads(line)

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from proactive_delivery.local.esm import LambdaContext
-from proactive_delivery.local.receiver import Reply, fail_first
+from proactive_delivery.local.receiver import Reply
 from tests.conftest import attempts, platform_sent_at, state_row, states
 from tests.pipeline import emf_metrics
 
@@ -47,8 +47,11 @@ def test_fault02_poison_records_never_crash_the_batch(pipeline: Any, make_messag
     # GIVEN a batch of 10 records: 7 good ones, bad JSON, an unknown id and an unknown source
     ids = make_messages(7)
     pipeline.evaluate()
-    pipeline.send_raw("{not json", json.dumps({"source": "proactive", "id": 999999}),
-                      json.dumps({"source": "carrier-pigeon", "id": 1}))
+    pipeline.send_raw(
+        "{not json",
+        json.dumps({"source": "proactive", "id": 999999}),
+        json.dumps({"source": "carrier-pigeon", "id": 1}),
+    )
     pipeline.setenv(MAX_RECEIVE_COUNT="2")
     messages = pipeline.receive(10)
     assert len(messages) == 10
@@ -72,8 +75,13 @@ def test_fault02_poison_records_never_crash_the_batch(pipeline: Any, make_messag
 
     # THEN all three sit in the DLQ and nothing else does
     dlq = sorted(pipeline.dlq_bodies())
-    assert dlq == sorted(["{not json", json.dumps({"source": "proactive", "id": 999999}),
-                          json.dumps({"source": "carrier-pigeon", "id": 1})])
+    assert dlq == sorted(
+        [
+            "{not json",
+            json.dumps({"source": "proactive", "id": 999999}),
+            json.dumps({"source": "carrier-pigeon", "id": 1}),
+        ]
+    )
     assert len(pipeline.receiver.accepted()) == 7
 
 
@@ -97,7 +105,9 @@ def test_fault03_timeout_after_accepting_is_retried_with_same_key(pipeline: Any,
     assert state_row(pipeline.conn, message)["state"] == "sent"
 
 
-def test_fault05_crash_after_commit_before_delete_sends_nothing_more(pipeline: Any, make_messages: Any) -> None:
+def test_fault05_crash_after_commit_before_delete_sends_nothing_more(
+    pipeline: Any, make_messages: Any
+) -> None:
     # GIVEN a deliver function that dies after its work is committed but before Lambda could
     # delete the messages from the queue
     ids = make_messages(4)
@@ -141,9 +151,18 @@ def test_fault07_two_invocations_claim_same_id_at_once(pipeline: Any, make_messa
     pipeline.receiver.plan = lambda _id, _n: Reply(200, delay=0.2)
     bodies = [json.dumps({"source": "proactive", "id": i}) for i in ids]
     events = [
-        {"Records": [{"messageId": f"{tag}-{n}", "receiptHandle": f"rh-{tag}-{n}", "body": body,
-                      "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}
-                     for n, body in enumerate(bodies)]}
+        {
+            "Records": [
+                {
+                    "messageId": f"{tag}-{n}",
+                    "receiptHandle": f"rh-{tag}-{n}",
+                    "body": body,
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "eventSource": "aws:sqs",
+                }
+                for n, body in enumerate(bodies)
+            ]
+        }
         for tag in ("a", "b")
     ]
     barrier = threading.Barrier(2)
@@ -200,21 +219,26 @@ class _PartiallyFailingSqs:
     """Wraps the moto client; SendMessageBatch reports every entry whose id ends in the given
     digits as failed (the way SQS reports throttled entries), everything else goes through."""
 
-    def __init__(self, client: Any, failing_suffixes: tuple[str, ...], crash_after_calls: int | None = None) -> None:
+    def __init__(
+        self, client: Any, failing_suffixes: tuple[str, ...], crash_after_calls: int | None = None
+    ) -> None:
         self._client = client
         self._failing = failing_suffixes
         self._crash_after = crash_after_calls
         self.calls = 0
 
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls += 1
         if self._crash_after is not None and self.calls > self._crash_after:
             raise RuntimeError("evaluate killed part way")
         ok = [e for e in Entries if not e["Id"].endswith(self._failing)]
         failed = [e for e in Entries if e["Id"].endswith(self._failing)]
-        response = self._client.send_message_batch(QueueUrl=QueueUrl, Entries=ok) if ok else {"Successful": []}
+        response = (
+            self._client.send_message_batch(QueueUrl=QueueUrl, Entries=ok) if ok else {"Successful": []}
+        )
         response["Failed"] = [
-            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try again"} for e in failed
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try again"}
+            for e in failed
         ]
         return response
 
@@ -424,12 +448,14 @@ def test_fault16_permanent_error_fails_at_once(pipeline: Any, make_message: Any)
     assert platform_sent_at(pipeline.conn, message) is None
 
 
-def test_fault18_attempts_exhausted(monkeypatch: Any, database_url: str, signing_secret: str,
-                                    make_message: Any, capsys: Any) -> None:
+def test_fault18_attempts_exhausted(
+    monkeypatch: Any, database_url: str, signing_secret: str, make_message: Any, capsys: Any
+) -> None:
     from tests.pipeline import running_pipeline
 
-    with running_pipeline(monkeypatch, database_url, signing_secret, visibility_timeout=2,
-                          max_receive_count=3) as pipeline:
+    with running_pipeline(
+        monkeypatch, database_url, signing_secret, visibility_timeout=2, max_receive_count=3
+    ) as pipeline:
         # GIVEN a receiver that always answers 503 and an attempt budget of 3
         message = make_message()
         pipeline.receiver.plan = lambda _id, _n: Reply(503)
@@ -445,7 +471,9 @@ def test_fault18_attempts_exhausted(monkeypatch: Any, database_url: str, signing
         assert row["reason"] == "attempts_exhausted"
         assert "server_error" in row["last_error"]
         assert [a["outcome"] for a in attempts(pipeline.conn, message)] == ["retry", "retry", "failed"]
-        assert pipeline.dlq_bodies() == [json.dumps({"source": "proactive", "id": message}, separators=(",", ":"))]
+        assert pipeline.dlq_bodies() == [
+            json.dumps({"source": "proactive", "id": message}, separators=(",", ":"))
+        ]
         # AND the failure metric the alarm watches was emitted
         metrics = emf_metrics(capsys.readouterr().out)
         assert metrics.get("MessagesFailed") == 1

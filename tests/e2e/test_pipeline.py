@@ -8,8 +8,9 @@ from typing import Any
 from tests.conftest import attempts, platform_sent_at, state_row, states
 
 
-def test_pipeline_delivers_every_due_message_once(pipeline: Any, make_messages: Any, make_contractor: Any,
-                                                   make_message: Any) -> None:
+def test_pipeline_delivers_every_due_message_once(
+    pipeline: Any, make_messages: Any, make_contractor: Any, make_message: Any
+) -> None:
     # GIVEN 25 due messages and one for a contractor without a phone
     ids = make_messages(25)
     no_phone = make_message(contractor_id=make_contractor(phone=None))
@@ -37,10 +38,14 @@ def test_pipeline_delivers_every_due_message_once(pipeline: Any, make_messages: 
     assert log[0]["latency_ms"] is not None
 
 
-def test_payload_carries_seed_fields_and_identity(pipeline: Any, make_contractor: Any, make_message: Any) -> None:
+def test_payload_carries_seed_fields_and_identity(
+    pipeline: Any, make_contractor: Any, make_message: Any
+) -> None:
     # GIVEN one message
     contractor = make_contractor(first_name="Jade", phone="+15550100042")
-    message = make_message(contractor_id=contractor, content="Great week, Jade!", message_type="win_celebration")
+    message = make_message(
+        contractor_id=contractor, content="Great week, Jade!", message_type="win_celebration"
+    )
 
     # WHEN it is delivered
     pipeline.evaluate()

@@ -366,10 +366,6 @@ def test_signing_secret_is_not_in_repr() -> None:
     assert "webhook_signing_secret=" not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: Settings.database_url is in repr, so a password in DATABASE_URL leaks",
-)
 def test_database_password_is_not_in_repr() -> None:
     # GIVEN a DATABASE_URL with a password in it
     settings = Settings.from_env(local_env(DATABASE_URL="postgresql://app:hunter2-s3cret@db.internal/app"))

@@ -8,12 +8,10 @@ environment.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 import threading
 from collections.abc import Callable
-from functools import cache, wraps
-from typing import TypeVar
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import boto3
@@ -32,19 +30,36 @@ T = TypeVar("T")
 _LOCK = threading.RLock()
 
 
-def _once(factory: Callable[[], T]) -> Callable[[], T]:
-    """functools.cache, made safe for the local runtime's concurrent invocations in one
-    process (Lambda itself never runs two invocations in one environment at once)."""
-    cached = cache(factory)
+class _Once(Generic[T]):
+    """functools.cache for a factory without arguments, made safe for the local runtime's
+    concurrent invocations in one process (Lambda never runs two at once in one
+    environment)."""
 
-    @wraps(factory)
-    def get() -> T:
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+        self._built = False
+        self.__doc__ = factory.__doc__
+
+    def __call__(self) -> T:
         with _LOCK:
-            return cached()
+            if not self._built:
+                self._value = self._factory()
+                self._built = True
+            return self._value  # type: ignore[return-value]
 
-    get.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
-    get.cache_info = cached.cache_info  # type: ignore[attr-defined]
-    return get
+    @property
+    def built(self) -> bool:
+        return self._built
+
+    def cache_clear(self) -> None:
+        with _LOCK:
+            self._value = None
+            self._built = False
+
+
+def _once(factory: Callable[[], T]) -> _Once[T]:
+    return _Once(factory)
 
 
 @_once
@@ -58,7 +73,9 @@ def _get_secret(arn: str, max_age: int) -> str:
     try:
         value = parameters.get_secret(arn, max_age=max_age)
     except parameters.exceptions.GetParameterError as exc:
-        raise ConfigError(f"cannot read secret {arn.rsplit(':', 1)[-1]}: {type(exc.__cause__).__name__}") from exc
+        raise ConfigError(
+            f"cannot read secret {arn.rsplit(':', 1)[-1]}: {type(exc.__cause__).__name__}"
+        ) from exc
     return str(value)
 
 
@@ -112,7 +129,7 @@ def use_sqs_client(client: Any) -> None:
     global _sqs_client_override
     _sqs_client_override = client
     for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client):
-        factory.cache_clear()  # type: ignore[attr-defined]
+        factory.cache_clear()
 
 
 @_once
@@ -184,13 +201,13 @@ def reset() -> None:
     """Forget every cached object (tests, and the local runtime between stack changes)."""
     with _LOCK:
         for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
-            factory.cache_clear()  # type: ignore[attr-defined]
-        if get_database.cache_info().currsize:  # type: ignore[attr-defined]
+            factory.cache_clear()
+        if get_database.built:
             get_database().close()
-        get_database.cache_clear()  # type: ignore[attr-defined]
-        if get_http_client.cache_info().currsize:  # type: ignore[attr-defined]
+        get_database.cache_clear()
+        if get_http_client.built:
             get_http_client().close()
-        get_http_client.cache_clear()  # type: ignore[attr-defined]
-        if get_executor.cache_info().currsize:  # type: ignore[attr-defined]
+        get_http_client.cache_clear()
+        if get_executor.built:
             get_executor().shutdown(wait=True)
-        get_executor.cache_clear()  # type: ignore[attr-defined]
+        get_executor.cache_clear()

@@ -37,7 +37,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proactive_delivery.local.demo import DemoOptions, run_demo
 
     summary = run_demo(
-        DemoOptions(database_url=_database_url(args), count=args.count, fail_rate=args.fail_rate, latency=args.latency),
+        DemoOptions(
+            database_url=_database_url(args), count=args.count, fail_rate=args.fail_rate, latency=args.latency
+        ),
         sys.stdout,
     )
     open_states = {k: v for k, v in summary["states"].items() if k in ("queued", "pending", "sending")}
@@ -46,7 +48,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proactive-delivery", description=__doc__)
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: DATABASE_URL, then the PG* variables)")
+    parser.add_argument(
+        "--database-url", help="PostgreSQL URL (default: DATABASE_URL, then the PG* variables)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     migrate = sub.add_parser("migrate", help="apply this project's migrations to the database")

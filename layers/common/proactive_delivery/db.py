@@ -44,7 +44,7 @@ def load_queries(filename: str = "queries.sql") -> dict[str, str]:
 
 def query(name: str) -> LiteralString:
     # The text comes from the package's own .sql files, never from input.
-    return cast(LiteralString, load_queries()[name])
+    return load_queries()[name]
 
 
 class Database:
@@ -88,7 +88,9 @@ class Database:
             self._conn.close()
             self._conn = None
 
-    def fetch_all(self, sql: LiteralString, params: dict[str, Any], *, retry: bool = True) -> list[dict[str, Any]]:
+    def fetch_all(
+        self, sql: LiteralString, params: dict[str, Any], *, retry: bool = True
+    ) -> list[dict[str, Any]]:
         """Run one statement. Every statement the pipeline issues is safe to repeat, so after
         a dropped connection (failover, pg_terminate_backend, idle timeout) it is retried once
         on a fresh connection before giving up."""
@@ -141,7 +143,9 @@ class PostgresStore:
 
     # evaluate ---------------------------------------------------------------------------
     def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage:
-        row = self.db.fetch_all(query(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size})[0]
+        row = self.db.fetch_all(
+            query(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size}
+        )[0]
         return EnqueuePage(last_id=row["last_id"], scanned=row["scanned"], queued_ids=list(row["queued_ids"]))
 
     def requeue_stranded(
@@ -161,11 +165,15 @@ class PostgresStore:
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int:
         if not source_ids:
             return 0
-        rows = self.db.fetch_all(query("return_to_pending"), {"source": source, "source_ids": list(source_ids)})
+        rows = self.db.fetch_all(
+            query("return_to_pending"), {"source": source, "source_ids": list(source_ids)}
+        )
         return len(rows)
 
     # deliver ----------------------------------------------------------------------------
-    def claim_batch(self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int) -> list[ClaimedRow]:
+    def claim_batch(
+        self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
+    ) -> list[ClaimedRow]:
         rows = self.db.fetch_all(
             query("claim_batch"),
             {

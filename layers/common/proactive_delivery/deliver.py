@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-
 from proactive_delivery.channels.base import Channel
 from proactive_delivery.errors import (
     MalformedRecordError,
@@ -29,11 +28,21 @@ from proactive_delivery.errors import (
     SendError,
     TransientSendError,
 )
-from proactive_delivery.models import FINAL_STATES, ClaimedRow, MessageKey, Outcome, OutboundMessage, SendResult
+from proactive_delivery.models import (
+    FINAL_STATES,
+    ClaimedRow,
+    MessageKey,
+    OutboundMessage,
+    Outcome,
+    SendResult,
+)
 from proactive_delivery.queue import DeliveryQueue
 from proactive_delivery.retry import retry_delay
 
 logger = Logger(service=SERVICE, child=True)
+
+# A queued message locked by a concurrent claim that has not committed yet: look again soon.
+BUSY_RETRY_SECONDS = 5
 
 
 class DeliverStore(Protocol):
@@ -125,7 +134,9 @@ class Deliverer:
             try:
                 key = MessageKey.from_body(record.get("body"))
             except MalformedRecordError as exc:
-                logger.error("malformed queue record", sqs_message_id=message_id, reason=exc.reason, error=str(exc))
+                logger.error(
+                    "malformed queue record", sqs_message_id=message_id, reason=exc.reason, error=str(exc)
+                )
                 result.failures[message_id] = exc
                 result.count("malformed")
                 continue
@@ -139,22 +150,31 @@ class Deliverer:
             return result
 
         claim_token = uuid.uuid4()
-        rows = self._store.claim_batch(list(primary), claim_token=claim_token, lease_seconds=self._config.lease_seconds)
+        rows = self._store.claim_batch(
+            list(primary), claim_token=claim_token, lease_seconds=self._config.lease_seconds
+        )
         sends: list[_Send] = []
         outcomes: list[Outcome] = []
+        retries: list[tuple[str, int]] = []
         for row in rows:
             record = primary[row.key]
-            send = self._triage(row, record, result, outcomes)
+            send = self._triage(row, record, result, outcomes, retries)
             if send is not None:
                 sends.append(send)
 
         self._send_all(sends, remaining_ms)
-        retries: list[tuple[str, int]] = []
         for send in sends:
             outcomes.append(self._outcome_of(send, result, retries))
 
         if outcomes:
-            self._store.record_outcomes(outcomes, claim_token=claim_token)
+            recorded = self._store.record_outcomes(outcomes, claim_token=claim_token)
+            if recorded < len(outcomes):
+                # Our lease ran out and another deliverer took some messages over: their
+                # outcome is now theirs to record. Worth knowing: leases are too short.
+                logger.warning(
+                    "lease lost before outcomes were recorded", recorded=recorded, expected=len(outcomes)
+                )
+                result.count("lease_lost", len(outcomes) - recorded)
         if retries:
             self._queue.change_visibility(retries)
         self._log_outcomes(result)
@@ -162,13 +182,22 @@ class Deliverer:
 
     # ------------------------------------------------------------------------------------
     def _triage(
-        self, row: ClaimedRow, record: Mapping[str, Any], result: BatchResult, outcomes: list[Outcome]
+        self,
+        row: ClaimedRow,
+        record: Mapping[str, Any],
+        result: BatchResult,
+        outcomes: list[Outcome],
+        retries: list[tuple[str, int]],
     ) -> _Send | None:
         message_id = str(record.get("messageId", ""))
         key = row.key
         if row.delivery_id is None:
             exc = MalformedRecordError("unknown_message", key.idempotency_key)
-            logger.error("queue record names an unknown message", sqs_message_id=message_id, message_id=key.idempotency_key)
+            logger.error(
+                "queue record names an unknown message",
+                sqs_message_id=message_id,
+                message_id=key.idempotency_key,
+            )
             result.failures[message_id] = exc
             result.count("malformed")
             return None
@@ -176,21 +205,30 @@ class Deliverer:
             if row.previous_state in FINAL_STATES or row.previous_state in ("sending", "deferred"):
                 # Already done, or owned by a live lease elsewhere (whose holder records it, and
                 # whose crash the reconciliation sweep repairs): acknowledge without a send.
-                logger.info("message not claimable; acknowledged", message_id=key.idempotency_key, state=row.previous_state)
+                logger.info(
+                    "message not claimable; acknowledged",
+                    message_id=key.idempotency_key,
+                    state=row.previous_state,
+                )
                 result.count("duplicate")
                 return None
             # queued but locked by a concurrent claim that has not committed: look again soon.
-            result.failures[message_id] = RetryLaterError("claimed_concurrently", 5)
+            result.failures[message_id] = RetryLaterError("claimed_concurrently", BUSY_RETRY_SECONDS)
+            retries.append((str(record.get("receiptHandle", "")), BUSY_RETRY_SECONDS))
             result.count("busy")
             return None
         assert row.delivery_id is not None
         if row.body is None or row.contractor_id is None:
-            outcomes.append(Outcome(row.delivery_id, "failed", "failed", attempted=False, reason="source_row_missing"))
+            outcomes.append(
+                Outcome(row.delivery_id, "failed", "failed", attempted=False, reason="source_row_missing")
+            )
             result.outcomes.append((key, outcomes[-1]))
             result.count("failed")
             return None
         if row.platform_sent_at is not None:
-            outcomes.append(Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="sent_elsewhere"))
+            outcomes.append(
+                Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="sent_elsewhere")
+            )
             result.outcomes.append((key, outcomes[-1]))
             result.count("skipped")
             return None
@@ -205,7 +243,9 @@ class Deliverer:
         )
         channel = next((c for c in self._channels if c.can_reach(message)), None)
         if channel is None:
-            outcomes.append(Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="no_contact"))
+            outcomes.append(
+                Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="no_contact")
+            )
             result.outcomes.append((key, outcomes[-1]))
             result.count("skipped")
             return None

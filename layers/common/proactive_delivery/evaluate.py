@@ -10,7 +10,6 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-
 from proactive_delivery.db import EnqueuePage
 from proactive_delivery.errors import MalformedRecordError, QueueError
 from proactive_delivery.models import SOURCES, MessageKey
@@ -45,7 +44,9 @@ class EvaluateReport:
 
     @property
     def enqueued(self) -> int:
-        return sum(r.queued_new + r.requeued - r.send_failed - r.returned_to_pending for r in self.sources.values())
+        return sum(
+            r.queued_new + r.requeued - r.send_failed - r.returned_to_pending for r in self.sources.values()
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -126,7 +127,10 @@ class Evaluator:
             if self._out_of_time(remaining_ms):
                 return False
             rows = self._store.requeue_stranded(
-                source, after_id=after_id, page_size=self._page_size, reconcile_after_seconds=self._reconcile_after
+                source,
+                after_id=after_id,
+                page_size=self._page_size,
+                reconcile_after_seconds=self._reconcile_after,
             )
             report.requeued += len(rows)
             if not self._send(source, [source_id for _, source_id in rows], report, remaining_ms):
@@ -135,7 +139,9 @@ class Evaluator:
                 return True
             after_id = rows[-1][0]
 
-    def _send(self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]) -> bool:
+    def _send(
+        self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> bool:
         """Send recorded ids 10 at a time. Entries SQS refuses, and the tail left unsent when
         time runs out, go back to pending so the next run takes them at once."""
         for start in range(0, len(source_ids), SQS_BATCH_LIMIT):

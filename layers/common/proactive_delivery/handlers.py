@@ -14,12 +14,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from proactive_delivery import bootstrap
+from proactive_delivery import SERVICE, bootstrap
 from proactive_delivery.errors import MalformedRecordError
 from proactive_delivery.evaluate import sources_from_event
 from proactive_delivery.redact import RedactingFormatter
 
-from proactive_delivery import SERVICE
 logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(service=SERVICE)

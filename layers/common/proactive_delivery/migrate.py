@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
-from typing import LiteralString, cast
 
 import psycopg
 
@@ -47,7 +46,11 @@ def available_migrations() -> list[Migration]:
 
 
 def reference_schema_sql() -> str:
-    return resources.files("proactive_delivery.sql").joinpath("reference/platform.sql").read_text(encoding="utf-8")
+    return (
+        resources.files("proactive_delivery.sql")
+        .joinpath("reference/platform.sql")
+        .read_text(encoding="utf-8")
+    )
 
 
 class MigrationError(Exception):
@@ -62,13 +65,14 @@ def apply_migrations(conninfo: str, *, reference_schema: bool = False) -> list[s
             if reference_schema:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-                    conn.execute(cast(LiteralString, reference_schema_sql()))
+                    conn.execute(reference_schema_sql())
             for migration in available_migrations():
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-                    conn.execute(cast(LiteralString, LEDGER))
+                    conn.execute(LEDGER)
                     row = conn.execute(
-                        "SELECT checksum FROM delivery.schema_migrations WHERE version = %s", (migration.version,)
+                        "SELECT checksum FROM delivery.schema_migrations WHERE version = %s",
+                        (migration.version,),
                     ).fetchone()
                     if row is not None:
                         if row[0] != migration.checksum:
@@ -77,7 +81,7 @@ def apply_migrations(conninfo: str, *, reference_schema: bool = False) -> list[s
                                 "add a new migration instead of editing an applied one"
                             )
                         continue
-                    conn.execute(cast(LiteralString, migration.sql))
+                    conn.execute(migration.sql)
                     conn.execute(
                         "INSERT INTO delivery.schema_migrations (version, checksum) VALUES (%s, %s)",
                         (migration.version, migration.checksum),

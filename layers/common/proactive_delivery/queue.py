@@ -41,7 +41,11 @@ class SqsDeliveryQueue:
             raise ValueError("SendMessageBatch takes at most 10 entries")
         by_id = {entry_id(k): k for k in keys}
         entries = [
-            {"Id": eid, "MessageBody": key.to_body(), **({"DelaySeconds": delay_seconds} if delay_seconds else {})}
+            {
+                "Id": eid,
+                "MessageBody": key.to_body(),
+                **({"DelaySeconds": delay_seconds} if delay_seconds else {}),
+            }
             for eid, key in by_id.items()
         ]
         try:
@@ -59,7 +63,9 @@ class SqsDeliveryQueue:
                 for i, (handle, seconds) in enumerate(chunk)
             ]
             try:
-                response = self._client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+                response = self._client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
             except (ClientError, BotoCoreError):
                 failed.extend(handle for handle, _ in chunk)
                 continue

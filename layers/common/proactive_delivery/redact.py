@@ -14,7 +14,13 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # E.164 (+ and 7-15 digits, optionally grouped) and North American 3-3-4 groupings.
-_PHONE = re.compile(r"(?<![\w+])\+\d(?:[\s.-]?\d){6,14}\b|(?<![\w-])\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b")
+_PHONE = re.compile(
+    r"(?<![\w+])\+\d(?:[\s.-]?\d){6,14}\b"  # +15550100042, +44 20 7946 0958
+    r"|(?<![\w-])\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b"  # (555) 010-0042, 555-010-0042
+)
+# Inside a single string value (not the whole JSON line) a bare run of 10-15 digits is
+# treated as a phone number too.
+_BARE_PHONE = re.compile(r"(?<![\w.:-])\d{10,15}(?![\w.:-])")
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -36,6 +42,19 @@ def redact_text(text: str) -> str:
     return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
 
 
+def redact_value(value: Any) -> Any:
+    """Mask contact details in every string inside a log record, before it becomes JSON
+    (after, a phone at the start of a line would follow an escaped "\\n")."""
+    if isinstance(value, str):
+        return _BARE_PHONE.sub(lambda m: mask_phone(m.group(0)) or "", redact_text(value))
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
 class RedactingFormatter(LambdaPowertoolsFormatter):
-    def serialize(self, log: dict[str, Any]) -> str:
-        return redact_text(super().serialize(log))
+    def serialize(self, log: Any) -> str:
+        # Values first, then the finished line as a second line of defence.
+        return redact_text(super().serialize(redact_value(log)))

@@ -25,10 +25,12 @@ def backoff_seconds(attempt: int, *, base: int, cap: int, rng: random.Random | N
     rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
     ceiling = min(cap, base * 2 ** min(attempt - 1, 32))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
-    return max(1, min(MAX_VISIBILITY_SECONDS, round(delay)))
+    return int(max(1, min(MAX_VISIBILITY_SECONDS, round(delay))))
 
 
-def retry_delay(attempt: int, *, base: int, cap: int, retry_after: float | None, rng: random.Random | None = None) -> int:
+def retry_delay(
+    attempt: int, *, base: int, cap: int, retry_after: float | None, rng: random.Random | None = None
+) -> int:
     """The provider's Retry-After wins when it asks for more patience than our backoff."""
     delay = backoff_seconds(attempt, base=base, cap=cap, rng=rng)
     if retry_after is not None:
@@ -60,7 +62,9 @@ def classify_response(response: httpx.Response) -> None:
         return
     if status == 429:
         raise TransientSendError(
-            "rate_limited", http_status=status, retry_after=parse_retry_after(response.headers.get("retry-after"))
+            "rate_limited",
+            http_status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
     if status == 408 or status >= 500:
         raise TransientSendError(

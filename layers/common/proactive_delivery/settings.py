@@ -25,7 +25,7 @@ class Settings:
     stage: str
     delivery_queue_url: str
     n8n_outbound_webhook_url: str
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)
     database_secret_arn: str | None = None
     webhook_signing_secret: str | None = field(default=None, repr=False)
     webhook_signing_secret_arn: str | None = None
@@ -87,7 +87,9 @@ class Settings:
             raise ConfigError("WEBHOOK_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ConfigError("RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS")
-        check_webhook_url("N8N_OUTBOUND_WEBHOOK_URL", self.n8n_outbound_webhook_url, deployed=self.is_deployed)
+        check_webhook_url(
+            "N8N_OUTBOUND_WEBHOOK_URL", self.n8n_outbound_webhook_url, deployed=self.is_deployed
+        )
         check_http_url("DELIVERY_QUEUE_URL", self.delivery_queue_url)
 
 
@@ -106,7 +108,8 @@ def check_webhook_url(name: str, value: str, *, deployed: bool) -> None:
     parts = urlsplit(value)
     if parts.scheme != "https":
         raise ConfigError(f"{name} must use https in a deployed stage")
-    if (parts.hostname or "").lower() in _LOOPBACK_HOSTS:
+    host = (parts.hostname or "").lower()
+    if host in _LOOPBACK_HOSTS or host.endswith(".localhost") or host.startswith("127."):
         raise ConfigError(f"{name} must not point at localhost in a deployed stage")
 
 
@@ -126,7 +129,9 @@ class _Reader:
             return default
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         raw = self.optional(name)
         if raw is None:
             return default

@@ -19,6 +19,8 @@ from proactive_delivery.retry import classify_response, classify_transport_error
 
 
 def sign_headers(signer: Webhook, *, msg_id: str, body: str, now: datetime) -> dict[str, str]:
+    # standardwebhooks signs now.replace(tzinfo=UTC): hand it UTC so header and signature agree.
+    now = now.astimezone(UTC)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),

@@ -52,9 +52,11 @@ def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         _reset_demo_tables(options.database_url)
     apply_migrations(options.database_url, reference_schema=True)
     with psycopg.connect(options.database_url, autocommit=True) as conn:
-        seeded = seed(conn, count=options.count)  # type: ignore[arg-type]
-    say(f"seeded {seeded.messages} messages for {seeded.contractors} contractors "
-        f"({seeded.without_phone} without a phone)")
+        seeded = seed(conn, count=options.count)
+    say(
+        f"seeded {seeded.messages} messages for {seeded.contractors} contractors "
+        f"({seeded.without_phone} without a phone)"
+    )
 
     secret = new_signing_secret()
     with ExitStack() as stack:
@@ -91,8 +93,13 @@ def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         report = evaluate({"sources": ["proactive"]}, LambdaContext("EvaluateFunction", 300))
         say(f"evaluate queued {report['enqueued']} messages")
         mapping = SqsEventSourceMapping(
-            client, queues.queue_url, "arn:aws:sqs:us-east-1:123456789012:delivery", deliver,
-            batch_size=10, maximum_concurrency=2, function_timeout=60,
+            client,
+            queues.queue_url,
+            "arn:aws:sqs:us-east-1:123456789012:delivery",
+            deliver,
+            batch_size=10,
+            maximum_concurrency=2,
+            function_timeout=60,
         )
         mapping.drain(timeout=180, idle_sleep=0.2)
         elapsed = time.monotonic() - started
@@ -115,20 +122,22 @@ def _restore_env(saved: dict[str, str | None]) -> None:
 
 def summarize(conninfo: str) -> dict[str, Any]:
     with psycopg.connect(conninfo) as conn:
-        states = dict(conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY state").fetchall())
+        rows = conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY state").fetchall()
+        states: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
         reasons = conn.execute(
             "SELECT state, reason, count(*) FROM delivery.message_state WHERE state IN ('skipped', 'failed') "
             "GROUP BY state, reason ORDER BY 1, 2"
         ).fetchall()
         latency = conn.execute(
-            "SELECT percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY extract(epoch FROM s.sent_at - m.created_at)),"
+            "SELECT percentile_cont(ARRAY[0.5, 0.95])"
+            " WITHIN GROUP (ORDER BY extract(epoch FROM s.sent_at - m.created_at)),"
             " max(extract(epoch FROM s.sent_at - m.created_at))"
             " FROM delivery.message_state s JOIN ai_proactive_messages m ON m.id = s.source_id"
             " WHERE s.source = 'proactive' AND s.state = 'sent'"
         ).fetchone()
         retries = conn.execute("SELECT count(*) FROM delivery.attempt_log WHERE outcome = 'retry'").fetchone()
         unsent = conn.execute("SELECT count(*) FROM ai_proactive_messages WHERE sent_at IS NULL").fetchone()
-    p50, p95 = (latency[0] if latency and latency[0] else [None, None])
+    p50, p95 = latency[0] if latency and latency[0] else [None, None]
     return {
         "states": states,
         "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
@@ -151,9 +160,15 @@ def print_summary(summary: dict[str, Any], say: Any) -> None:
     for row in summary["reasons"]:
         say(f"    {row['state']}: {row['reason']} x{row['count']}")
     say(f"  retried attempts      {summary['retried_attempts']}")
-    say(f"  webhook POSTs         {summary['webhook_posts']} (bad signatures: {summary['signature_rejections']})")
+    say(
+        f"  webhook POSTs         {summary['webhook_posts']}"
+        f" (bad signatures: {summary['signature_rejections']})"
+    )
     say(f"  deliver invocations   {summary['invocations']}")
-    say(f"  due->sent latency     p50 {summary['latency_p50_seconds']} s, p95 {summary['latency_p95_seconds']} s, "
-        f"max {summary['latency_max_seconds']} s")
+    say(
+        f"  due->sent latency     p50 {summary['latency_p50_seconds']} s,"
+        f" p95 {summary['latency_p95_seconds']} s, "
+        f"max {summary['latency_max_seconds']} s"
+    )
     say(f"  platform rows unsent  {summary['platform_unsent']} (skipped/failed keep sent_at NULL)")
     say(f"  wall time             {summary['elapsed_seconds']} s")

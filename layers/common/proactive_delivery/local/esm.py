@@ -71,7 +71,7 @@ class SqsEventSourceMapping:
         self.batching_window = batching_window
         self.maximum_concurrency = maximum_concurrency
         self.report_batch_item_failures = report_batch_item_failures
-        self._context_factory = context_factory or (lambda name, timeout: LambdaContext(name, timeout))
+        self._context_factory = context_factory or LambdaContext
         self.stats = MappingStats()
 
     # One poll -> one invocation -------------------------------------------------------
@@ -117,7 +117,7 @@ class SqsEventSourceMapping:
         context = self._context_factory(self.function_name, self.function_timeout)
         try:
             response = self._handler(event, context)
-        except Exception as exc:  # noqa: BLE001 - Lambda turns any exception into a failed invocation
+        except Exception as exc:
             self.stats.handler_errors += 1
             self.stats.errors.append(f"{type(exc).__name__}: {exc}")
             return
@@ -157,7 +157,9 @@ class SqsEventSourceMapping:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
-    def drain(self, *, timeout: float = 120, idle_sleep: float = 0.05, until: Callable[[], bool] | None = None) -> None:
+    def drain(
+        self, *, timeout: float = 120, idle_sleep: float = 0.05, until: Callable[[], bool] | None = None
+    ) -> None:
         """Poll until the queue holds nothing visible or in flight (or `until()` is true)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -49,7 +49,9 @@ def fail_first(k: int, status: int = 500, *, retry_after: str | None = None, del
     return plan
 
 
-def random_faults(fail_rate: float, status: int = 500, latency: float = 0.0, seed: int | None = None) -> FaultPlan:
+def random_faults(
+    fail_rate: float, status: int = 500, latency: float = 0.0, seed: int | None = None
+) -> FaultPlan:
     rng = random.Random(seed)  # noqa: S311 - fault injection, not security
     lock = threading.Lock()
 
@@ -73,7 +75,9 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="webhook-receiver", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -143,7 +147,7 @@ class WebhookReceiver:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test): nothing to answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         return Handler

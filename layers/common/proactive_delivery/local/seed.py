@@ -24,7 +24,9 @@ class SeedResult:
     without_phone: int
 
 
-def seed(conn: psycopg.Connection[object], *, count: int = 100, contractors: int = 20, seed: int = 7) -> SeedResult:
+def seed(
+    conn: psycopg.Connection[object], *, count: int = 100, contractors: int = 20, seed: int = 7
+) -> SeedResult:
     """Insert `contractors` contractors (every tenth without a phone) and `count` unsent
     messages spread over them. Phones are from the 555-01xx range reserved for fiction."""
     rng = random.Random(seed)  # noqa: S311 - sample data

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 LOCAL_REGION = "us-east-1"
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # noqa: S105
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def free_port() -> int:
@@ -67,13 +67,17 @@ def create_queues(
     dlq_url = client.create_queue(
         QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": str(dlq_retention_seconds)}
     )["QueueUrl"]
-    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     queue_url = client.create_queue(
         QueueName=name,
         Attributes={
             "VisibilityTimeout": str(visibility_timeout),
             "MessageRetentionPeriod": str(retention_seconds),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            ),
         },
     )["QueueUrl"]
     return QueuePair(queue_url=queue_url, dlq_url=dlq_url, dlq_arn=dlq_arn)

@@ -1,0 +1,106 @@
+"""Evaluate against moto's SQS, and SQS's own redrive to the DLQ."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from proactive_delivery.db import Database, PostgresStore
+from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.local.sqs import create_queues
+from proactive_delivery.queue import SqsDeliveryQueue
+from tests.conftest import states
+
+
+def test_evaluate_sends_ids_in_batches_and_records_queued(
+    database_url: str, make_messages: Any, conn: Any
+) -> None:
+    with mock_aws():
+        # GIVEN 23 due messages and an SQS queue
+        ids = make_messages(23)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(sqs)
+        calls: list[int] = []
+        original = sqs.send_message_batch
+
+        def counting(**kwargs: Any) -> Any:
+            calls.append(len(kwargs["Entries"]))
+            return original(**kwargs)
+
+        sqs.send_message_batch = counting
+        evaluator = Evaluator(
+            PostgresStore(db := Database(lambda: database_url)),
+            SqsDeliveryQueue(sqs, queues.queue_url),
+            page_size=10,
+        )
+
+        # WHEN evaluate runs
+        report = evaluator.run(["proactive"], lambda: 300_000)
+
+        # THEN every id is on the queue once, as {source, id}, sent 10 per call, and queued in the DB
+        assert report.enqueued == 23
+        assert calls == [10, 10, 3]
+        bodies = []
+        while True:
+            got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                break
+            bodies.extend(json.loads(m["Body"]) for m in got)
+        assert sorted(b["id"] for b in bodies) == sorted(ids)
+        assert {b["source"] for b in bodies} == {"proactive"}
+        assert set(states(conn).values()) == {"queued"}
+        db.close()
+
+
+def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messages: Any, conn: Any) -> None:
+    with mock_aws():
+        # GIVEN one message whose SQS copy was lost long ago, one whose deliverer died mid-send,
+        # and one queued a moment ago
+        lost, died, fresh = make_messages(3)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(sqs)
+        store = PostgresStore(db := Database(lambda: database_url))
+        store.enqueue_new("proactive", after_id=0, page_size=100)
+        conn.execute(
+            "UPDATE delivery.message_state SET next_attempt_at = now() - interval '2 hours' "
+            "WHERE source_id = %s",
+            (lost,),
+        )
+        conn.execute(
+            "UPDATE delivery.message_state SET state = 'sending', lease_expires_at = now() - interval '1 s' "
+            "WHERE source_id = %s",
+            (died,),
+        )
+        evaluator = Evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url), reconcile_after_seconds=1800)
+
+        # WHEN evaluate runs
+        report = evaluator.run(["proactive"], lambda: 300_000)
+
+        # THEN the lost and the abandoned ones are queued again; the fresh one is left alone
+        assert report.sources["proactive"].requeued == 2
+        got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        assert sorted(json.loads(m["Body"])["id"] for m in got) == sorted([lost, died])
+        assert states(conn) == {lost: "queued", died: "queued", fresh: "queued"}
+        db.close()
+
+
+def test_redrive_moves_a_message_to_the_dlq_after_max_receive_count() -> None:
+    with mock_aws():
+        # GIVEN the template's queue pair with maxReceiveCount 3 and a message nobody can process
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(sqs, visibility_timeout=0, max_receive_count=3)
+        sqs.send_message(QueueUrl=queues.queue_url, MessageBody='{"source":"proactive","id":1}')
+
+        # WHEN it is received and not deleted three times
+        receives = 0
+        for _ in range(6):
+            got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=1).get("Messages", [])
+            receives += len(got)
+
+        # THEN the fourth receive finds it in the DLQ instead
+        assert receives == 3
+        dlq = sqs.receive_message(QueueUrl=queues.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+        assert [m["Body"] for m in dlq] == ['{"source":"proactive","id":1}']
