@@ -23,7 +23,9 @@ eval "$$pg_env"; \
 echo "PostgreSQL: $$PGHOST:$$PGPORT user=$$PGUSER db=$$PGDATABASE" >&2;
 endef
 
-.PHONY: help install test lint check demo bench clean pg-start pg-stop
+.PHONY: help install tools test lint check demo bench clean pg-start pg-stop
+
+TOOLS_STAMP := .tools/.installed
 
 help: ## Show this list
 	@echo "Targets:"
@@ -60,7 +62,13 @@ lint: install ## ruff check, ruff format --check, mypy
 	$(VENV_BIN)/ruff format --check .
 	$(VENV_BIN)/mypy
 
-check: lint ## lint + template checks + bandit
+tools: $(TOOLS_STAMP) ## Create .tools (SAM CLI, cfn-lint) and .tools-checkov, apart from .venv
+
+$(TOOLS_STAMP): scripts/tools-venv.sh
+	bash scripts/tools-venv.sh
+	@touch $@
+
+check: lint tools ## lint + template checks (sam validate/build, cfn-lint, checkov) + bandit
 	@if [ ! -f scripts/check-template.sh ]; then \
 		echo "make check: scripts/check-template.sh is missing" >&2; exit 1; \
 	fi
