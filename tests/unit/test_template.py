@@ -617,9 +617,8 @@ def test_deliver_reserved_concurrency_is_optional_and_off_by_default(template: d
     assert int(param["Default"]) == 0
     assert int(param["MinValue"]) == 0
     assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DeliverReservedConcurrency"}, 0]}]}
-    assert reserved == {
-        "Fn::If": ["ReserveDeliverConcurrency", {"Ref": "DeliverReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
-    }
+    when_reserved = {"Ref": "DeliverReservedConcurrency"}
+    assert reserved == {"Fn::If": ["ReserveDeliverConcurrency", when_reserved, {"Ref": "AWS::NoValue"}]}
     # AND the evaluate function reserves nothing (overlapping runs are safe by design)
     assert "ReservedConcurrentExecutions" not in function_properties(template, "EvaluateFunction")
 

@@ -22,7 +22,7 @@ def backoff_seconds(attempt: int, *, base: int, cap: int, rng: random.Random | N
     """
     if attempt < 1:
         raise ValueError("attempt starts at 1")
-    rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+    rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography  # nosec B311
     ceiling = min(cap, base * 2 ** min(attempt - 1, 32))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
     return int(max(1, min(MAX_VISIBILITY_SECONDS, round(delay))))

@@ -52,7 +52,7 @@ def fail_first(k: int, status: int = 500, *, retry_after: str | None = None, del
 def random_faults(
     fail_rate: float, status: int = 500, latency: float = 0.0, seed: int | None = None
 ) -> FaultPlan:
-    rng = random.Random(seed)  # noqa: S311 - fault injection, not security
+    rng = random.Random(seed)  # noqa: S311 - fault injection, not security  # nosec B311
     lock = threading.Lock()
 
     def plan(_webhook_id: str, _n: int) -> Reply:

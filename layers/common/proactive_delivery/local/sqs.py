@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 LOCAL_REGION = "us-east-1"
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto placeholder  # nosec B105
 
 
 def free_port() -> int:
