@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Check template.yaml: sam validate --lint, cfn-lint, sam build (no container)
-# and, when installed, checkov with zero failed checks. Any failure stops the
-# script with a non-zero exit status.
+# Check template.yaml: sam validate --lint, cfn-lint (with the
+# cfn-lint-serverless rules), sam build (no container) and the size budget of
+# its output, and checkov with zero failed checks. Any failure stops the
+# script with a non-zero exit status. Under CI=true a missing checkov or
+# serverless rules package is a failure; elsewhere it is skipped with a note.
 #
 # Tools come from .tools/ and .tools-checkov/ (see scripts/tools-venv.sh) or,
 # failing that, from PATH. Nothing here talks to an AWS account; sam build
@@ -10,6 +12,7 @@
 # Environment:
 #   SKIP_BUILD=1   skip sam build (validate and lint only)
 #   BUILD_DIR      sam build output directory (default: .aws-sam/build)
+#   CI=true        require checkov and cfn-lint-serverless
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +27,13 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 die() {
     printf 'check-template: %s\n' "$*" >&2
     exit 1
+}
+# missing WHAT: fail under CI, otherwise say what is skipped.
+missing() {
+    if [[ "${CI:-}" == "true" ]]; then
+        die "$* (required when CI=true; run scripts/tools-venv.sh)"
+    fi
+    step "$*; skipped (scripts/tools-venv.sh installs it; required when CI=true)"
 }
 
 # tool NAME VENV -> path of NAME from VENV/bin, else from PATH.
@@ -45,8 +55,17 @@ CHECKOV="$(tool checkov .tools-checkov)"
 step "sam validate --lint ($("$SAM" --version))"
 "$SAM" validate --lint --template-file template.yaml
 
-step "cfn-lint ($("$CFN_LINT" --version))"
-"$CFN_LINT" template.yaml
+# The serverless rules live in the cfn-lint venv; their findings that do not
+# apply are ignored next to the resource (Metadata: cfn-lint: config).
+cfn_lint_python="$(dirname "$CFN_LINT")/python"
+if [[ -x "$cfn_lint_python" ]] && "$cfn_lint_python" -c 'import cfn_lint_serverless.rules' 2>/dev/null; then
+    step "cfn-lint ($("$CFN_LINT" --version)) with the cfn-lint-serverless rules"
+    "$CFN_LINT" template.yaml --append-rules cfn_lint_serverless.rules
+else
+    step "cfn-lint ($("$CFN_LINT" --version))"
+    "$CFN_LINT" template.yaml
+    missing "cfn-lint-serverless not installed next to $CFN_LINT"
+fi
 
 if [[ "${SKIP_BUILD:-0}" == "1" ]]; then
     step "sam build skipped (SKIP_BUILD=1)"
@@ -73,6 +92,9 @@ else
     step "sam build (python3.12 = $py312)"
     PATH="$shim_dir:$PATH" "$SAM" build --template-file template.yaml \
         --build-dir "${BUILD_DIR:-.aws-sam/build}"
+
+    step "size budget of the build (layer < 50 MB zipped; function + layers < 250 MB unzipped)"
+    "$py312" scripts/check_build_size.py "${BUILD_DIR:-.aws-sam/build}"
 fi
 
 if [[ -n "$CHECKOV" ]]; then
@@ -82,7 +104,7 @@ if [[ -n "$CHECKOV" ]]; then
     "$CHECKOV" --file template.yaml --framework cloudformation \
         --quiet --compact --skip-download
 else
-    step "checkov not installed; skipped (scripts/tools-venv.sh installs it)"
+    missing "checkov not installed"
 fi
 
 step "template checks passed"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the template tooling virtualenvs, pinned and idempotent.
 #
-#   .tools/          aws-sam-cli + cfn-lint
+#   .tools/          aws-sam-cli + cfn-lint + cfn-lint-serverless (its rules)
 #   .tools-checkov/  checkov
 #
 # These live apart from the project's .venv on purpose: aws-sam-cli pins
@@ -17,6 +17,7 @@ set -euo pipefail
 
 SAM_CLI_VERSION="1.170.0"
 CFN_LINT_VERSION="1.58.0"
+CFN_LINT_SERVERLESS_VERSION="0.3.6"
 CHECKOV_VERSION="3.3.30"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,7 +75,8 @@ ensure_venv() {
     }
 }
 
-ensure_venv "$ROOT/.tools" "aws-sam-cli==$SAM_CLI_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+ensure_venv "$ROOT/.tools" "aws-sam-cli==$SAM_CLI_VERSION" "cfn-lint==$CFN_LINT_VERSION" \
+    "cfn-lint-serverless==$CFN_LINT_SERVERLESS_VERSION"
 
 if [[ "${SKIP_CHECKOV:-0}" != "1" ]]; then
     ensure_venv "$ROOT/.tools-checkov" "checkov==$CHECKOV_VERSION"

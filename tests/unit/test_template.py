@@ -36,6 +36,26 @@ DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, the SQS maximum
 # X-Ray accepts trace data only on Resource "*" (the actions have no resource
 # type), so these are the one legitimate use of a wildcard resource.
 WILDCARD_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+# Lambda checks its network interface permissions on "*" when it attaches a
+# function to subnets: allowed on "*" only under the UseVpc condition.
+VPC_WILDCARD_ACTIONS = frozenset(
+    {
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+)
+# What the SQS event source mapping needs on its queue, plus the backoff's
+# visibility change.
+DELIVER_QUEUE_ACTIONS = frozenset(
+    {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
+)
+# Parameter names that suggest a secret value rather than a reference to one.
+SECRET_NAME = re.compile(r"secret|password|passwd|token|apikey|api_key|credential|privatekey", re.I)
+SECRET_ARN_PATTERN = re.compile(r"^\^arn:aws\[a-z-\]\*:secretsmanager:")
 SCHEDULE_SOURCES = frozenset({"proactive", "followup"})
 SQS_RECORD_FIELDS = frozenset(
     {"messageId", "receiptHandle", "body", "attributes", "eventSource", "eventSourceARN", "awsRegion"}
@@ -193,12 +213,22 @@ def delivery_queue_name(template: dict[str, Any]) -> str:
 
 
 def iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every inline IAM statement in the template, with the resource it belongs to."""
+    """Every inline IAM statement in the template, with the resource it belongs to
+    (a conditional statement, !If [condition, statement, AWS::NoValue], counts as its
+    statement)."""
+    for owner, statement, _ in conditional_iam_statements(template):
+        yield owner, statement
+
+
+def conditional_iam_statements(
+    template: dict[str, Any],
+) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """(owner, statement, condition or None) for every inline IAM statement."""
     for fn_name, props in functions(template).items():
         for policy in props.get("Policies", []):
             if isinstance(policy, dict) and "Statement" in policy:
                 for statement in policy["Statement"]:
-                    yield fn_name, statement
+                    yield fn_name, statement, None
     for name, res in template["Resources"].items():
         if not res["Type"].startswith("AWS::IAM::"):
             continue
@@ -208,7 +238,20 @@ def iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
             documents.append(res_props["PolicyDocument"])
         for document in documents:
             for statement in document["Statement"]:
-                yield name, statement
+                if set(statement) == {"Fn::If"}:
+                    condition, when_true, when_false = statement["Fn::If"]
+                    assert when_false == {"Ref": "AWS::NoValue"}, f"{name}: {statement}"
+                    yield name, when_true, str(condition)
+                else:
+                    yield name, statement, None
+
+
+def role_of(template: dict[str, Any], function_name: str) -> str:
+    """The logical id of the AWS::IAM::Role a function runs with."""
+    role = ref_target(function_properties(template, function_name).get("Role"))
+    assert role is not None, f"{function_name} must run with a role of this template"
+    assert template["Resources"][role]["Type"] == "AWS::IAM::Role"
+    return role
 
 
 def as_list(value: Any) -> list[Any]:
@@ -445,40 +488,151 @@ def test_every_function_has_a_log_group_with_retention(template: dict[str, Any])
 
 
 def test_no_iam_statement_uses_wildcards(template: dict[str, Any]) -> None:
-    statements = list(iam_statements(template))
-    assert statements, "expected at least the deliver function's inline statement"
-    for owner, statement in statements:
+    statements = list(conditional_iam_statements(template))
+    assert statements, "expected the functions' roles"
+    for owner, statement, condition in statements:
         # GIVEN an inline IAM statement
         actions = [str(a) for a in as_list(statement.get("Action", []))]
         resources = as_list(statement.get("Resource", []))
         # WHEN its actions and resources are read
         # THEN no action is a service-wide or global wildcard
         assert not [a for a in actions if a == "*" or a.endswith(":*")], f"{owner}: {actions}"
-        # AND "*" as resource appears only for actions that have no resource type
+        # AND "*" as resource appears only for actions that have no resource type,
+        # or for the network interface actions, and those only when in a VPC
         if "*" in resources:
-            assert set(actions) <= WILDCARD_RESOURCE_ACTIONS, f"{owner}: {actions} on *"
+            allowed = WILDCARD_RESOURCE_ACTIONS | (VPC_WILDCARD_ACTIONS if condition == "UseVpc" else set())
+            assert set(actions) <= allowed, f"{owner}: {actions} on * (condition {condition})"
+        # AND no statement is a Deny or NotAction trick that hides a broad grant
+        assert statement["Effect"] == "Allow", owner
+        assert "NotAction" not in statement and "NotResource" not in statement, owner
 
 
-def test_policy_templates_are_scoped_to_this_stacks_resources(template: dict[str, Any]) -> None:
+def test_functions_run_with_explicit_roles_and_no_sam_policies(template: dict[str, Any]) -> None:
     for name, props in functions(template).items():
-        for policy in props.get("Policies", []):
-            # GIVEN a SAM policy template or managed policy on a function
-            if isinstance(policy, str):
-                # THEN a managed policy is never an administrator or full-access one
-                assert not policy.endswith(("FullAccess", "AdministratorAccess")), f"{name}: {policy}"
-                continue
-            if "Statement" in policy:
-                continue
-            # WHEN its parameters are read
-            for template_name, parameters in policy.items():
-                # THEN each names one resource, never a wildcard
-                for value in (parameters or {}).values():
-                    assert "*" not in json.dumps(value), f"{name}: {template_name} {value}"
+        # GIVEN a function
+        role = role_of(template, name)
+        role_props = template["Resources"][role]["Properties"]
+        # WHEN its role and SAM permission properties are read
+        # THEN SAM adds nothing: no Policies (SAM ignores them once Role is set, so a
+        # permission added there would silently not exist) and no managed policies
+        # (their resources are "*")
+        assert "Policies" not in props, f"{name}: put permissions into {role}"
+        assert "ManagedPolicyArns" not in role_props, role
+        # AND only Lambda can assume the role
+        [trust] = role_props["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    # AND every role belongs to exactly one function
+    roles = [role_of(template, name) for name in functions(template)]
+    assert sorted(roles) == sorted(set(roles)) == sorted(resources_of_type(template, "AWS::IAM::Role"))
+
+
+def test_each_function_writes_logs_only_to_its_own_log_group(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        # GIVEN a function's role and log group
+        role = role_of(template, name)
+        log_group = ref_target(props["LoggingConfig"]["LogGroup"])
+        # WHEN the statements granting logs actions are found
+        logs = [s for owner, s in iam_statements(template) if owner == role and "logs:" in json.dumps(s)]
+        # THEN there is one, for stream creation and writes, on that log group only
+        [statement] = logs
+        assert sorted(as_list(statement["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"]
+        assert statement["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
+
+
+def test_secrets_are_readable_only_by_arn_and_only_where_needed(template: dict[str, Any]) -> None:
+    expected = {
+        # Evaluate never signs a webhook.
+        "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}],
+        "DeliverFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "WebhookSigningSecretArn"}],
+    }
+    for name, secrets in expected.items():
+        # GIVEN a function's role
+        role = role_of(template, name)
+        # WHEN the statements that mention Secrets Manager are found
+        statements = [
+            s for owner, s in iam_statements(template) if owner == role and "secretsmanager" in json.dumps(s)
+        ]
+        # THEN one grants GetSecretValue, and only on the secret ARN parameters it needs
+        [statement] = statements
+        assert as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], name
+        assert as_list(statement["Resource"]) == secrets, name
+
+
+def test_only_evaluate_sends_and_only_deliver_consumes(template: dict[str, Any]) -> None:
+    queue = {"Fn::GetAtt": [delivery_queue_name(template), "Arn"]}
+    sqs = {
+        name: [s for owner, s in iam_statements(template) if owner == role_of(template, name)]
+        for name in ("EvaluateFunction", "DeliverFunction")
+    }
+    # GIVEN the SQS statements of both roles
+    evaluate = [s for s in sqs["EvaluateFunction"] if "sqs:" in json.dumps(s)]
+    deliver = [s for s in sqs["DeliverFunction"] if "sqs:" in json.dumps(s)]
+    # WHEN their actions and resources are read
+    # THEN evaluate can only send, deliver can only consume, both on the delivery queue only
+    [send] = evaluate
+    assert as_list(send["Action"]) == ["sqs:SendMessage"]
+    assert send["Resource"] == queue
+    [consume] = deliver
+    assert set(as_list(consume["Action"])) == DELIVER_QUEUE_ACTIONS
+    assert consume["Resource"] == queue
+
+
+def test_network_interface_permissions_exist_only_in_a_vpc(template: dict[str, Any]) -> None:
+    # GIVEN the statements that mention ec2 actions
+    ec2 = [(owner, c) for owner, s, c in conditional_iam_statements(template) if "ec2:" in json.dumps(s)]
+    # WHEN their conditions are read
+    # THEN each role has one, and it applies only when the functions are attached to a VPC
+    assert sorted(owner for owner, _ in ec2) == sorted(resources_of_type(template, "AWS::IAM::Role"))
+    assert {c for _, c in ec2} == {"UseVpc"}
+
+
+def test_no_parameter_carries_a_plain_secret(template: dict[str, Any]) -> None:
+    secretish = {name: p for name, p in template["Parameters"].items() if SECRET_NAME.search(name)}
+    assert set(secretish) >= {"DatabaseSecretArn", "WebhookSigningSecretArn"}
+    for name, param in secretish.items():
+        # GIVEN a parameter whose name suggests a secret
+        # WHEN its constraints are read
+        is_arn = name.endswith("Arn") and bool(SECRET_ARN_PATTERN.match(param.get("AllowedPattern", "")))
+        # THEN it only accepts a Secrets Manager ARN, or at least is never echoed back
+        assert is_arn or param.get("NoEcho") is True, f"{name} would hold a secret in plain text"
+    # AND no function environment carries a secret value in a deployed stage
+    for fn_name, props in functions(template).items():
+        variables = props["Environment"]["Variables"]
+        for var in ("DATABASE_URL", "WEBHOOK_SIGNING_SECRET"):
+            assert variables.get(var, "") == "", f"{fn_name}.{var} must stay empty (local runs only)"
+
+
+def test_deliver_reserved_concurrency_is_optional_and_off_by_default(template: dict[str, Any]) -> None:
+    # GIVEN the reserved concurrency parameter and condition
+    param = template["Parameters"]["DeliverReservedConcurrency"]
+    condition = template["Conditions"]["ReserveDeliverConcurrency"]
+    # WHEN the deliver function's ReservedConcurrentExecutions is read
+    reserved = function_properties(template, "DeliverFunction")["ReservedConcurrentExecutions"]
+    # THEN 0 (the default) removes it, and any other value reserves exactly that much
+    assert param["Type"] == "Number"
+    assert int(param["Default"]) == 0
+    assert int(param["MinValue"]) == 0
+    assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "DeliverReservedConcurrency"}, 0]}]}
+    when_reserved = {"Ref": "DeliverReservedConcurrency"}
+    assert reserved == {"Fn::If": ["ReserveDeliverConcurrency", when_reserved, {"Ref": "AWS::NoValue"}]}
+    # AND the evaluate function reserves nothing (overlapping runs are safe by design)
+    assert "ReservedConcurrentExecutions" not in function_properties(template, "EvaluateFunction")
+
+
+def test_tracing_is_active_on_every_function(template: dict[str, Any]) -> None:
+    for name, props in functions(template).items():
+        # GIVEN a function WHEN its tracing mode is read THEN X-Ray tracing is active
+        assert props.get("Tracing") == "Active", name
 
 
 def test_deliver_can_only_change_visibility_on_its_own_queue(template: dict[str, Any]) -> None:
-    # GIVEN the deliver function's inline statements
-    statements = [s for owner, s in iam_statements(template) if owner == "DeliverFunction"]
+    # GIVEN the deliver function's role statements
+    role = role_of(template, "DeliverFunction")
+    statements = [s for owner, s in iam_statements(template) if owner == role]
     # WHEN the one granting ChangeMessageVisibility is found
     [statement] = [s for s in statements if "sqs:ChangeMessageVisibility" in as_list(s["Action"])]
     # THEN it is scoped to the delivery queue

@@ -17,7 +17,7 @@ from proactive_delivery.errors import ConfigError
 # Stages that run on a developer's machine or in CI. Anything else is a deployed stage,
 # where webhook URLs must be public HTTPS endpoints.
 LOCAL_STAGES: Final = frozenset({"local", "test"})
-_LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})  # noqa: S104 - a denylist  # nosec B104
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})  # noqa: S104 - refused, never bound  # nosec B104
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def seed(
 ) -> SeedResult:
     """Insert `contractors` contractors (every tenth without a phone) and `count` unsent
     messages spread over them. Phones are from the 555-01xx range reserved for fiction."""
-    rng = random.Random(seed)  # noqa: S311 - sample data  # nosec B311
+    rng = random.Random(seed)  # noqa: S311 - sample data, not security  # nosec B311
     without_phone = 0
     ids: list[int] = []
     with conn.cursor() as cur:

@@ -11,8 +11,7 @@ from typing import Any
 import boto3
 
 LOCAL_REGION = "us-east-1"
-# moto accepts any credentials; these are not secrets.
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # nosec B105
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto placeholder  # nosec B105
 
 
 def free_port() -> int:

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Check the `sam build` output against Lambda's package size limits and print the figures.
+
+    python3 scripts/check_build_size.py [.aws-sam/build]
+
+Each layer must stay under 50 MB zipped (the direct-upload limit) and each function,
+unzipped together with every layer, under 250 MB (Lambda's hard limit). A layer is a
+build directory with a python/ folder (how SAM builds Python layers); every other
+directory is a function. Standard library only, so it runs with any Python 3.
+Exit status 1 when a budget is exceeded or the build directory holds no layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 1024 * 1024
+ZIPPED_LIMIT = 50 * MB
+UNZIPPED_LIMIT = 250 * MB
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    kind: str  # "layer" or "function"
+    unzipped: int
+    zipped: int
+
+
+def unzipped_size(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+def zipped_size(root: Path) -> int:
+    """Size of the directory zipped the way `sam package` does (deflate)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "artifact.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(root).as_posix())
+        return archive.stat().st_size
+
+
+def measure(build_dir: Path) -> list[Artifact]:
+    artifacts = []
+    for entry in sorted(build_dir.iterdir()):
+        if not entry.is_dir():
+            continue
+        kind = "layer" if (entry / "python").is_dir() else "function"
+        artifacts.append(Artifact(entry.name, kind, unzipped_size(entry), zipped_size(entry)))
+    return artifacts
+
+
+def check(artifacts: list[Artifact], *, zipped_limit: int, unzipped_limit: int) -> list[str]:
+    """The budget violations, one line each (empty when everything fits)."""
+    layers = [a for a in artifacts if a.kind == "layer"]
+    functions = [a for a in artifacts if a.kind == "function"]
+    problems = []
+    if not layers:
+        problems.append("no layer found in the build directory (expected a folder with python/)")
+    for artifact in artifacts:
+        if artifact.zipped >= zipped_limit:
+            problems.append(
+                f"{artifact.name}: {artifact.zipped / MB:.1f} MB zipped, limit {zipped_limit / MB:.0f} MB"
+            )
+    layers_total = sum(a.unzipped for a in layers)
+    for function in functions:
+        total = function.unzipped + layers_total
+        if total >= unzipped_limit:
+            problems.append(
+                f"{function.name}: {total / MB:.1f} MB unzipped with its layers, "
+                f"limit {unzipped_limit / MB:.0f} MB"
+            )
+    return problems
+
+
+def report(artifacts: list[Artifact]) -> str:
+    layers_total = sum(a.unzipped for a in artifacts if a.kind == "layer")
+    lines = [f"{'artifact':<24} {'kind':<9} {'zipped MB':>10} {'unzipped MB':>12} {'with layers MB':>15}"]
+    for a in artifacts:
+        with_layers = f"{(a.unzipped + layers_total) / MB:15.2f}" if a.kind == "function" else f"{'':>15}"
+        lines.append(f"{a.name:<24} {a.kind:<9} {a.zipped / MB:10.2f} {a.unzipped / MB:12.2f} {with_layers}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("build_dir", nargs="?", default=os.environ.get("BUILD_DIR", ".aws-sam/build"))
+    parser.add_argument("--zipped-limit-mb", type=float, default=ZIPPED_LIMIT / MB)
+    parser.add_argument("--unzipped-limit-mb", type=float, default=UNZIPPED_LIMIT / MB)
+    args = parser.parse_args(argv)
+    build_dir = Path(args.build_dir)
+    if not build_dir.is_dir():
+        print(f"check-build-size: {build_dir} does not exist; run sam build first", file=sys.stderr)
+        return 1
+    artifacts = measure(build_dir)
+    print(report(artifacts))
+    problems = check(
+        artifacts,
+        zipped_limit=int(args.zipped_limit_mb * MB),
+        unzipped_limit=int(args.unzipped_limit_mb * MB),
+    )
+    for problem in problems:
+        print(f"check-build-size: over budget: {problem}", file=sys.stderr)
+    if not problems:
+        print(
+            f"within budget: every artifact < {args.zipped_limit_mb:.0f} MB zipped, "
+            f"each function with its layers < {args.unzipped_limit_mb:.0f} MB unzipped"
+        )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
