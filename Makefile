@@ -83,7 +83,7 @@ check: lint tools ## lint + template checks (sam validate/build, cfn-lint, check
 
 demo: install ## Run the local end-to-end demo against PostgreSQL
 	@$(with_postgres) \
-	$(VENV_BIN)/proactive-delivery demo
+	$(VENV_BIN)/proactive-delivery local --once
 
 bench: install ## Run the pipeline benchmark
 	@$(with_postgres) \
