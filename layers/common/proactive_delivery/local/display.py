@@ -72,6 +72,7 @@ class Display:
         self._conn: psycopg.Connection[Any] | None = None
         self._last_plain = 0.0
         self._last_line = ""
+        self._shown_posts = 0
         self._live: Any = None
         self._console: Any = None
         try:
@@ -153,7 +154,21 @@ class Display:
         now = time.monotonic()
         if line != self._last_line and now - self._last_plain >= 1.0:
             self._last_line, self._last_plain = line, now
+            self._print_new_deliveries()
             self.say(line)
+
+    def _print_new_deliveries(self, limit: int = 3) -> None:
+        receiver = self.runtime.receiver
+        if receiver is None:
+            return
+        accepted = receiver.accepted()
+        new = accepted[self._shown_posts :]
+        self._shown_posts = len(accepted)
+        for request in new[:limit]:
+            status, name, phone, text = contractor_view(request.payload, request.status)
+            self.say(f"  -> {name} ({phone}): {text}")
+        if len(new) > limit:
+            self.say(f"  ... and {len(new) - limit} more deliveries")
 
     @staticmethod
     def _plain_line(snap: dict[str, Any]) -> str:
@@ -200,7 +215,7 @@ class Display:
 
             table = Table(title="summary", show_header=False)
             table.add_column("what")
-            table.add_column("value", justify="right")
+            table.add_column("value", justify="right", overflow="fold")
             for label, value in lines:
                 table.add_row(label, value)
             self._console.print(table)

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+import httpx
 import psycopg
 
 from proactive_delivery import bootstrap
@@ -422,6 +423,9 @@ class LocalRuntime:
 
             sqs = LocalSqsServer().start()
             stack.callback(sqs.stop)
+            # moto's state lives in this process, not in the server: start from nothing, as
+            # a fresh stack does (a second run in one process would find the first's queues).
+            httpx.post(f"{sqs.endpoint}/moto-api/reset", timeout=10).raise_for_status()
             self.sqs_client = sqs.client()
             self._create_queues()
 
