@@ -59,9 +59,7 @@ def seed_messages(database_url: str, count: int, contractors: int = 10) -> None:
         seed(conn, count=count, contractors=contractors)
 
 
-def test_batch_size_in_the_template_sets_the_invocation_batch_size(
-    tmp_path: Path, database_url: str
-) -> None:
+def test_batch_size_in_the_template_sets_the_invocation_batch_size(tmp_path: Path, database_url: str) -> None:
     # GIVEN a template whose SQS event declares BatchSize 3 (the shipped one says 10)
     template = template_copy(tmp_path, ("BatchSize: !Ref DeliverBatchSize", "BatchSize: 3"))
     seed_messages(database_url, 30)
@@ -240,9 +238,20 @@ def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_p
     # GIVEN no DATABASE_URL and no throwaway cluster running
     assert _throwaway_clusters() == []
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    command = [sys.executable, "-m", "proactive_delivery.cli", "local", "--once", "--count", "20", "--no-live"]
+    command = [
+        sys.executable,
+        "-m",
+        "proactive_delivery.cli",
+        "local",
+        "--once",
+        "--count",
+        "20",
+        "--no-live",
+    ]
     # WHEN `proactive-delivery local --once` runs to the end as its own process
-    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
+    proc = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
     # THEN it delivered the sample, and neither its PostgreSQL nor anything else it started
     # (moto and the receiver are threads of that process) is left running
     assert proc.returncode == 0, proc.stdout + proc.stderr

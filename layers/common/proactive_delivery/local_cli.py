@@ -118,7 +118,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
     from proactive_delivery.cli import _database_url
     from proactive_delivery.local.seed import seed
     from proactive_delivery.migrate import apply_migrations
-
     from proactive_delivery.settings import LOCAL_STAGES
 
     if args.count < 0 or args.contractors < 1:

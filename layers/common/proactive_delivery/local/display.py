@@ -165,7 +165,7 @@ class Display:
         new = accepted[self._shown_posts :]
         self._shown_posts = len(accepted)
         for request in new[:limit]:
-            status, name, phone, text = contractor_view(request.payload, request.status)
+            _status, name, phone, text = contractor_view(request.payload, request.status)
             self.say(f"  -> {name} ({phone}): {text}")
         if len(new) > limit:
             self.say(f"  ... and {len(new) - limit} more deliveries")
@@ -175,7 +175,8 @@ class Display:
         queue = " ".join(f"{q} {v}+{f}" for q, (v, f) in snap["queues"].items())
         dlq = " ".join(f"{q} {v + f}" for q, (v, f) in snap["dlqs"].items())
         states = " ".join(f"{s} {snap['states'][s]}" for s in STATES if snap["states"].get(s))
-        return f"queue {queue or '-'} | dlq {dlq or '-'} | in flight {snap['in_flight']} | {states or 'no state yet'}"
+        in_flight = snap["in_flight"]
+        return f"queue {queue or '-'} | dlq {dlq or '-'} | in flight {in_flight} | {states or 'no state yet'}"
 
     def _render(self, snap: dict[str, Any]) -> Any:
         from rich.console import Group
@@ -194,7 +195,9 @@ class Display:
         for state in STATES:
             states.add_column(state, justify="right")
         states.add_row(*(str(snap["states"].get(s, 0)) for s in STATES))
-        schedules = Table(title=f"schedules (scheduled time {snap['clock']:%H:%M:%S})" if snap["clock"] else "")
+        schedules = Table(
+            title=f"schedules (scheduled time {snap['clock']:%H:%M:%S})" if snap["clock"] else ""
+        )
         for column in ("function", "event", "expression", "fired", "next"):
             schedules.add_column(column)
         for function, name, expression, fired, next_fire in snap["schedules"]:

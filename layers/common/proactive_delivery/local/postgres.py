@@ -29,9 +29,9 @@ def server_bindir() -> Path:
             return Path(directory)
     initdb = shutil.which("initdb")
     if initdb:
-        directory = Path(os.path.realpath(initdb)).parent
-        if (directory / "pg_ctl").exists():
-            return directory
+        found = Path(os.path.realpath(initdb)).parent
+        if (found / "pg_ctl").exists():
+            return found
     raise ConfigError(
         "DATABASE_URL is not set and PostgreSQL's server programs (initdb, pg_ctl) were not found: "
         "install PostgreSQL or set DATABASE_URL"
@@ -75,7 +75,14 @@ class ThrowawayPostgres:
             shutil.chown(self.data_dir, "postgres", "postgres")
         self.data_dir.chmod(0o700)
         init = self._run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
         )
         if init.returncode != 0:
             self._remove()

@@ -301,7 +301,9 @@ class LocalRuntime:
         # Dead-letter queues first: a redrive policy names its target's ARN.
         while pending:
             ready = [
-                s for s in pending.values() if not s.dead_letter_target or s.dead_letter_target in self.queue_urls
+                s
+                for s in pending.values()
+                if not s.dead_letter_target or s.dead_letter_target in self.queue_urls
             ]
             if not ready:
                 raise ConfigError("the template's redrive policies form a cycle")
@@ -313,7 +315,10 @@ class LocalRuntime:
                 if spec.dead_letter_target:
                     target_arn = self.template.attributes[(spec.dead_letter_target, "Arn")]
                     attributes["RedrivePolicy"] = json.dumps(
-                        {"deadLetterTargetArn": target_arn, "maxReceiveCount": str(spec.max_receive_count or 10)}
+                        {
+                            "deadLetterTargetArn": target_arn,
+                            "maxReceiveCount": str(spec.max_receive_count or 10),
+                        }
                     )
                 url = client.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"]
                 arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
@@ -352,7 +357,7 @@ class LocalRuntime:
                     # Without ScalingConfig Lambda scales out freely; locally, 5 pollers.
                     maximum_concurrency=event.maximum_concurrency or 5,
                     report_batch_item_failures=event.report_batch_item_failures,
-                    context_factory=lambda name, timeout, f=function: f.context(),
+                    context_factory=_context_factory(function),
                     on_invoke=on_invoke,
                 )
                 self.mappings.append(mapping)
@@ -361,7 +366,11 @@ class LocalRuntime:
         clock = ScheduleClock(self.options.speed)
         targets = [
             ScheduledTarget(
-                logical_id, schedule.name, ScheduleExpression.parse(schedule.expression), schedule.input, clock.now()
+                logical_id,
+                schedule.name,
+                ScheduleExpression.parse(schedule.expression),
+                schedule.input,
+                clock.now(),
             )
             for logical_id, spec in self.template.functions.items()
             for schedule in spec.schedules
@@ -406,8 +415,8 @@ class LocalRuntime:
         started = time.monotonic()
         with ExitStack() as stack:
             display = Display(self, live=options.live, out=self.out)
-            server_url = options.database_url or os.environ.get("DATABASE_URL") or self.env_file_value(
-                "DATABASE_URL"
+            server_url = (
+                options.database_url or os.environ.get("DATABASE_URL") or self.env_file_value("DATABASE_URL")
             )
             pg = None
             if not server_url:
@@ -457,7 +466,7 @@ class LocalRuntime:
 
             stop = threading.Event()
             threads: list[threading.Thread] = []
-            stack.callback(lambda: [t.join(timeout=120) for t in threads])
+            stack.callback(_join_all, threads)
             stack.callback(stop.set)
             stack.enter_context(display)
             exit_code = self._loop(stop, threads, display)
@@ -507,8 +516,10 @@ class LocalRuntime:
             for target in self.scheduler.due():
                 try:
                     self.fire(target)
-                except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the next fire retries
-                    self.schedule_fires.append((target.function, f"{target.name} failed: {type(exc).__name__}"))
+                except Exception as exc:
+                    self.schedule_fires.append(
+                        (target.function, f"{target.name} failed: {type(exc).__name__}")
+                    )
             upcoming = self.scheduler.next_fire()
             wait = self.scheduler.clock.real_seconds_until(upcoming) if upcoming else 1.0
             stop.wait(min(max(wait, 0.01), 1.0))
@@ -538,6 +549,18 @@ class LocalRuntime:
 
     def _is_dlq(self, logical_id: str) -> bool:
         return any(s.dead_letter_target == logical_id for s in self.template.queues.values())
+
+
+def _context_factory(function: LocalFunction) -> Callable[[str, float], LambdaContext]:
+    def factory(_name: str, _timeout: float) -> LambdaContext:
+        return function.context()
+
+    return factory
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(timeout=120)
 
 
 def run_local(options: RuntimeOptions, out: TextIO | None = None) -> RunResult:

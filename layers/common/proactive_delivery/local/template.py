@@ -44,7 +44,7 @@ _SCALAR_TAGS = {
 }
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that understands CloudFormation's short-form tags."""
 
 
@@ -58,7 +58,7 @@ def _construct(full_name: str) -> Any:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+            value = loader.construct_mapping(node, deep=True)
         return {full_name: value}
 
     return construct
@@ -143,9 +143,7 @@ NO_VALUE = _NoValue()
 
 
 class LocalTemplate:
-    def __init__(
-        self, path: Path | str, parameter_overrides: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, path: Path | str, parameter_overrides: Mapping[str, str] | None = None) -> None:
         self.path = Path(path)
         self.root = self.path.resolve().parent
         self.data = load_yaml(self.path)
