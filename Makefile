@@ -81,9 +81,8 @@ check: lint tools ## lint + template checks (sam validate/build, cfn-lint, check
 		$(VENV_BIN)/bandit -q -r $(PACKAGE_DIR); \
 	fi
 
-demo: install ## Run the local end-to-end demo against PostgreSQL
-	@$(with_postgres) \
-	$(VENV_BIN)/proactive-delivery demo
+demo: install ## Run the pipeline locally once (DATABASE_URL, else a throwaway PostgreSQL it stops)
+	$(VENV_BIN)/proactive-delivery local --once
 
 bench: install ## Run the pipeline benchmark
 	@$(with_postgres) \

@@ -31,21 +31,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    # Before the package's loggers exist: the demo prints a summary, not every delivery.
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    from proactive_delivery.local.demo import DemoOptions, run_demo
-
-    summary = run_demo(
-        DemoOptions(
-            database_url=_database_url(args), count=args.count, fail_rate=args.fail_rate, latency=args.latency
-        ),
-        sys.stdout,
-    )
-    open_states = {k: v for k, v in summary["states"].items() if k in ("queued", "pending", "sending")}
-    return 1 if open_states else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proactive-delivery", description=__doc__)
     parser.add_argument(
@@ -61,11 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
-    demo = sub.add_parser("demo", help="run the pipeline locally once (no AWS account, no Docker)")
-    demo.add_argument("--count", type=int, default=100, help="sample messages to seed (default 100)")
-    demo.add_argument("--fail-rate", type=float, default=0.1, help="share of webhook calls answered 503")
-    demo.add_argument("--latency", type=float, default=0.02, help="receiver latency in seconds")
-    demo.set_defaults(func=cmd_demo)
+    from proactive_delivery.local_cli import add_local_commands
+
+    add_local_commands(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ Powertools examples, so the same code runs under Lambda, the local runtime and t
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -27,7 +28,18 @@ metrics = Metrics(service=SERVICE)
 # reported outcome, each failure with its own backoff already set on the message; it is
 # not a function error. Infrastructure failures (database unreachable) still raise from
 # the handler and show up as Lambda errors.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+#
+# One processor per thread: a BatchProcessor keeps the current batch in its attributes, and
+# the local runtime runs concurrent deliver invocations as threads of one process (Lambda
+# runs one invocation per environment at a time, where this is simply one processor).
+_processors = threading.local()
+
+
+def _processor() -> BatchProcessor:
+    if not hasattr(_processors, "processor"):
+        _processors.processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return _processors.processor  # type: ignore[no-any-return]
+
 
 _DELIVER_METRICS = {
     "delivered": "MessagesDelivered",
@@ -63,5 +75,5 @@ def deliver(event: Any, context: Any) -> PartialItemFailureResponse:
         result.raise_for(record.message_id)
 
     return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=record_handler, processor=_processor(), context=context
     )

@@ -8,6 +8,7 @@ SQS's own redrive moves it to the DLQ after maxReceiveCount receives."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,10 @@ class MappingStats:
     reported_failed: int = 0
     handler_errors: int = 0
     errors: list[str] = field(default_factory=list)
+    # One entry per invocation, in order: what a test of the template's BatchSize sees.
+    batch_sizes: list[int] = field(default_factory=list)
+    in_flight: int = 0
+    peak_concurrency: int = 0
 
 
 class SqsEventSourceMapping:
@@ -60,6 +65,7 @@ class SqsEventSourceMapping:
         maximum_concurrency: int = 1,
         report_batch_item_failures: bool = True,
         context_factory: Callable[[str, float], Any] | None = None,
+        on_invoke: Callable[[list[dict[str, Any]], Any], None] | None = None,
     ) -> None:
         self._client = client
         self.queue_url = queue_url
@@ -73,6 +79,10 @@ class SqsEventSourceMapping:
         self.report_batch_item_failures = report_batch_item_failures
         self._context_factory = context_factory or LambdaContext
         self.stats = MappingStats()
+        self._stats_lock = threading.Lock()
+        # Called after every invocation with the batch and the handler's response (or the
+        # exception it raised): the live display listens here.
+        self._on_invoke = on_invoke
 
     # One poll -> one invocation -------------------------------------------------------
     def receive_batch(self) -> list[dict[str, Any]]:
@@ -88,8 +98,11 @@ class SqsEventSourceMapping:
             )
             got = response.get("Messages", [])
             messages.extend(got)
-            if not got or time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 break
+            if not got:
+                # Within the batching window Lambda keeps polling to fill the batch.
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return messages
 
     def to_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -112,19 +125,34 @@ class SqsEventSourceMapping:
 
     def invoke(self, messages: list[dict[str, Any]]) -> None:
         event = self.to_event(messages)
-        self.stats.invocations += 1
-        self.stats.received += len(messages)
+        with self._stats_lock:
+            self.stats.invocations += 1
+            self.stats.received += len(messages)
+            self.stats.batch_sizes.append(len(messages))
+            self.stats.in_flight += 1
+            self.stats.peak_concurrency = max(self.stats.peak_concurrency, self.stats.in_flight)
         context = self._context_factory(self.function_name, self.function_timeout)
         try:
             response = self._handler(event, context)
         except Exception as exc:
-            self.stats.handler_errors += 1
-            self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+            # What Lambda does with a function error: nothing is deleted, the whole batch
+            # comes back after the visibility timeout.
+            with self._stats_lock:
+                self.stats.handler_errors += 1
+                self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                self.stats.in_flight -= 1
+            if self._on_invoke:
+                self._on_invoke(messages, exc)
             return
+        with self._stats_lock:
+            self.stats.in_flight -= 1
+        if self._on_invoke:
+            self._on_invoke(messages, response)
         failed_ids: set[str] = set()
         if self.report_batch_item_failures and isinstance(response, dict):
             failed_ids = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        self.stats.reported_failed += len(failed_ids)
+        with self._stats_lock:
+            self.stats.reported_failed += len(failed_ids)
         done = [m for m in messages if m["MessageId"] not in failed_ids]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
@@ -132,7 +160,8 @@ class SqsEventSourceMapping:
                 QueueUrl=self.queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
-            self.stats.deleted += len(chunk)
+            with self._stats_lock:
+                self.stats.deleted += len(chunk)
 
     def poll_once(self) -> int:
         """Run up to MaximumConcurrency invocations side by side; return messages handled."""
@@ -172,3 +201,24 @@ class SqsEventSourceMapping:
                     return
                 time.sleep(idle_sleep)
         raise TimeoutError(f"queue not drained within {timeout}s")
+
+    def run(self, stop: threading.Event, *, idle_sleep: float = 0.2) -> list[threading.Thread]:
+        """Poll continuously, as the deployed mapping does: MaximumConcurrency pollers, each
+        receiving a batch and invoking the function, independently of the others. Returns
+        the threads; set `stop` and join them to end."""
+
+        def poller() -> None:
+            while not stop.is_set():
+                batch = self.receive_batch()
+                if batch:
+                    self.invoke(batch)
+                else:
+                    stop.wait(idle_sleep)
+
+        threads = [
+            threading.Thread(target=poller, name=f"esm-{self.function_name}-{i}", daemon=True)
+            for i in range(self.maximum_concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        return threads

@@ -1,0 +1,268 @@
+"""What a person watches while the local runtime runs: queue and DLQ depth, invocations in
+flight, the ledger's counts, the last deliveries as the contractor saw them (first name,
+masked phone, text), and at the end a summary with where the run's data is.
+
+A terminal gets a rich live view; anything else (a pipe, CI, --no-live) gets plain lines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+import psycopg
+
+from proactive_delivery.redact import mask_phone
+
+if TYPE_CHECKING:
+    from proactive_delivery.local.runtime import LocalRuntime
+
+STATES = ("sent", "deferred", "skipped", "failed", "queued", "sending", "pending")
+
+# A message balances when it is sent (and the platform row says so), skipped or failed with
+# a reason, or deferred with a time; anything else is unaccounted for at the end of a run.
+_UNBALANCED_SQL = """
+SELECT m.id, s.state
+FROM ai_proactive_messages m
+LEFT JOIN delivery.message_state s ON s.source = 'proactive' AND s.source_id = m.id
+WHERE s.id IS NULL
+   OR s.state NOT IN ('sent', 'skipped', 'failed', 'deferred')
+   OR (s.state = 'sent' AND m.sent_at IS NULL)
+   OR (s.state IN ('skipped', 'failed') AND coalesce(s.reason, s.last_error, '') = '')
+   OR (s.state = 'deferred' AND s.next_attempt_at IS NULL)
+ORDER BY m.id
+"""
+
+
+def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY state").fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def ledger_summary(conninfo: str) -> dict[str, Any]:
+    with psycopg.connect(conninfo) as conn:
+        states = state_counts(conn)
+        reasons = conn.execute(
+            "SELECT state, coalesce(reason, last_error), count(*) FROM delivery.message_state"
+            " WHERE state IN ('skipped', 'failed') GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        deferred_until = conn.execute(
+            "SELECT min(next_attempt_at), max(next_attempt_at) FROM delivery.message_state"
+            " WHERE state = 'deferred'"
+        ).fetchone()
+        retries = conn.execute("SELECT count(*) FROM delivery.attempt_log WHERE outcome = 'retry'").fetchone()
+        seeded = conn.execute("SELECT count(*) FROM ai_proactive_messages").fetchone()
+        unbalanced = conn.execute(_UNBALANCED_SQL).fetchall()
+    return {
+        "states": states,
+        "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
+        "deferred_until": [str(v) for v in deferred_until] if deferred_until and deferred_until[0] else None,
+        "retried_attempts": int(retries[0]) if retries else 0,
+        "messages": int(seeded[0]) if seeded else 0,
+        "unbalanced": [{"id": int(i), "state": s} for i, s in unbalanced],
+    }
+
+
+class Display:
+    def __init__(self, runtime: LocalRuntime, *, live: bool, out: TextIO) -> None:
+        self.runtime = runtime
+        self.out = out
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._last_plain = 0.0
+        self._last_line = ""
+        self._shown_posts = 0
+        self._live: Any = None
+        self._console: Any = None
+        try:
+            from rich.console import Console
+
+            self._console = Console(file=out, highlight=False)
+        except ImportError:  # rich is a dev extra; plain lines work without it
+            self._console = None
+        self.live = bool(live and self._console is not None and self._console.is_terminal)
+
+    # Lines before and after the live view ---------------------------------------------------
+    def say(self, line: str) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(line, markup=False)
+            else:
+                print(line, file=self.out, flush=True)
+
+    def on_invoke(self, _batch: list[dict[str, Any]], _response: Any) -> None:
+        """Called by the event source mapping after each invocation (nothing to do: the view
+        reads the mapping's statistics when it refreshes)."""
+
+    # Live view ----------------------------------------------------------------------------------
+    def __enter__(self) -> Display:
+        if self.live:
+            from rich.live import Live
+
+            self._live = Live(
+                console=self._console, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
+            )
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self.refresh()
+            self._live.stop()
+            self._live = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _states(self) -> dict[str, int]:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.runtime.database_url, autocommit=True, connect_timeout=5)
+            return state_counts(self._conn)
+        except psycopg.Error:
+            self._conn = None
+            return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        runtime = self.runtime
+        depths = runtime.queue_depths() if runtime.sqs_client is not None else {}
+        dlqs = {q for q, s in runtime.template.queues.items() if runtime._is_dlq(q)}
+        receiver = runtime.receiver
+        recent = list(receiver.requests[-6:]) if receiver is not None else []
+        return {
+            "queues": {q: d for q, d in depths.items() if q not in dlqs},
+            "dlqs": {q: d for q, d in depths.items() if q in dlqs},
+            "in_flight": sum(m.stats.in_flight for m in runtime.mappings),
+            "invocations": {name: f.invocations for name, f in runtime.functions.items()},
+            "states": self._states(),
+            "posts": len(receiver.requests) if receiver is not None else 0,
+            "recent": recent,
+            "schedules": [
+                (t.function, t.name, t.expression.text, t.fired, t.next_fire)
+                for t in (runtime.scheduler.targets if runtime.scheduler else [])
+            ],
+            "clock": runtime.scheduler.clock.now() if runtime.scheduler else None,
+        }
+
+    def refresh(self) -> None:
+        snap = self.snapshot()
+        if self._live is not None:
+            self._live.update(self._render(snap), refresh=True)
+            return
+        line = self._plain_line(snap)
+        now = time.monotonic()
+        if line != self._last_line and now - self._last_plain >= 1.0:
+            self._last_line, self._last_plain = line, now
+            self._print_new_deliveries()
+            self.say(line)
+
+    def _print_new_deliveries(self, limit: int = 3) -> None:
+        receiver = self.runtime.receiver
+        if receiver is None:
+            return
+        accepted = receiver.accepted()
+        new = accepted[self._shown_posts :]
+        self._shown_posts = len(accepted)
+        for request in new[:limit]:
+            _status, name, phone, text = contractor_view(request.payload, request.status)
+            self.say(f"  -> {name} ({phone}): {text}")
+        if len(new) > limit:
+            self.say(f"  ... and {len(new) - limit} more deliveries")
+
+    @staticmethod
+    def _plain_line(snap: dict[str, Any]) -> str:
+        queue = " ".join(f"{q} {v}+{f}" for q, (v, f) in snap["queues"].items())
+        dlq = " ".join(f"{q} {v + f}" for q, (v, f) in snap["dlqs"].items())
+        states = " ".join(f"{s} {snap['states'][s]}" for s in STATES if snap["states"].get(s))
+        in_flight = snap["in_flight"]
+        return f"queue {queue or '-'} | dlq {dlq or '-'} | in flight {in_flight} | {states or 'no state yet'}"
+
+    def _render(self, snap: dict[str, Any]) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        top = Table(title="proactive-delivery local", show_header=True, expand=False)
+        for column in ("queue (visible+in flight)", "DLQ", "invocations in flight", "webhook POSTs"):
+            top.add_column(column, justify="right")
+        top.add_row(
+            ", ".join(f"{v}+{f}" for v, f in snap["queues"].values()) or "-",
+            str(sum(v + f for v, f in snap["dlqs"].values())),
+            str(snap["in_flight"]),
+            str(snap["posts"]),
+        )
+        states = Table(title="ledger", show_header=True)
+        for state in STATES:
+            states.add_column(state, justify="right")
+        states.add_row(*(str(snap["states"].get(s, 0)) for s in STATES))
+        schedules = Table(
+            title=f"schedules (scheduled time {snap['clock']:%H:%M:%S})" if snap["clock"] else ""
+        )
+        for column in ("function", "event", "expression", "fired", "next"):
+            schedules.add_column(column)
+        for function, name, expression, fired, next_fire in snap["schedules"]:
+            schedules.add_row(function, name, expression, str(fired), f"{next_fire:%H:%M:%S}")
+        recent = Table(title="last deliveries (what the contractor sees)")
+        for column in ("status", "to", "phone", "message"):
+            recent.add_column(column)
+        for request in snap["recent"]:
+            recent.add_row(*contractor_view(request.payload, request.status))
+        invocations = ", ".join(f"{k} {v}" for k, v in snap["invocations"].items())
+        return Group(top, states, schedules, recent, f"invocations: {invocations}")
+
+    # The end ------------------------------------------------------------------------------------
+    def final(self, summary: dict[str, Any]) -> None:
+        lines = summary_lines(summary)
+        if self._console is not None:
+            from rich.table import Table
+
+            table = Table(title="summary", show_header=False)
+            table.add_column("what")
+            table.add_column("value", justify="right", overflow="fold")
+            for label, value in lines:
+                table.add_row(label, value)
+            self._console.print(table)
+        else:
+            for label, value in lines:
+                print(f"  {label:<28} {value}", file=self.out)
+        self.out.flush()
+
+
+def contractor_view(payload: dict[str, Any], status: int) -> tuple[str, str, str, str]:
+    """A delivery as the contractor would see it: never the full phone number."""
+    text = str(payload.get("message", ""))
+    return (
+        str(status),
+        str(payload.get("first_name") or "?"),
+        mask_phone(str(payload.get("phone") or "")) or "-",
+        text if len(text) <= 70 else text[:67] + "...",
+    )
+
+
+def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = [("messages in the ledger", str(summary["messages"]))]
+    for state in STATES:
+        if summary["states"].get(state):
+            lines.append((f"  {state}", str(summary["states"][state])))
+    for row in summary["reasons"]:
+        lines.append((f"    {row['state']}: {row['reason']}", str(row["count"])))
+    if summary.get("deferred_until"):
+        lines.append(("  deferred until", " .. ".join(summary["deferred_until"])))
+    lines.append(("unaccounted for", str(len(summary["unbalanced"]))))
+    lines.append(("retried attempts", str(summary["retried_attempts"])))
+    if "webhook_posts" in summary:
+        lines += [
+            ("webhook POSTs (accepted)", f"{summary['webhook_posts']} ({summary['webhook_accepted']})"),
+            ("bad signatures", str(summary["signature_rejections"])),
+            ("invocations", ", ".join(f"{k} {v}" for k, v in summary["invocations"].items())),
+            ("function errors", ", ".join(f"{k} {v}" for k, v in summary["function_errors"].items())),
+            ("schedule fires", str(summary["schedule_fires"])),
+            ("peak concurrent invocations", str(summary["peak_concurrency"])),
+            ("messages in the DLQ", str(summary["dlq_messages"])),
+            ("wall time", f"{summary['elapsed_seconds']} s"),
+            ("database", summary["database"] if summary["database_kept"] else "throwaway, removed"),
+            ("function logs + metrics", summary["functions_log"]),
+        ]
+        if summary.get("pg_data_dir"):
+            lines.append(("PostgreSQL data dir (stopped)", summary["pg_data_dir"]))
+    return lines

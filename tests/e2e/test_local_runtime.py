@@ -1,0 +1,260 @@
+"""Faithfulness of `proactive-delivery local`: what the template declares is what the local
+runtime does (a changed copy of template.yaml changes its behaviour, no code change), and a
+run with injected faults leaves the ledger balanced."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from proactive_delivery import cli
+from proactive_delivery.local.runtime import LocalRuntime, RunResult, RuntimeOptions
+from proactive_delivery.local.schedule import ScheduleClock, ScheduledTarget, ScheduleExpression, Scheduler
+from proactive_delivery.local.seed import seed
+from proactive_delivery.local.template import LocalTemplate
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = (ROOT / "template.yaml").read_text()
+
+
+def template_copy(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
+    """template.yaml with some text replaced, next to the real functions/ (CodeUri)."""
+    text = TEMPLATE
+    for old, new in replacements:
+        assert old in text, f"{old!r} is not in template.yaml"
+        text = text.replace(old, new)
+    (tmp_path / "functions").symlink_to(ROOT / "functions")
+    path = tmp_path / "template.yaml"
+    path.write_text(text)
+    return path
+
+
+def run(tmp_path: Path, database_url: str, template: Path, **options: Any) -> RunResult:
+    defaults: dict[str, Any] = {
+        "template": template,
+        "env_vars": ROOT / "events" / "env.local.json",
+        "once": True,
+        "count": 0,
+        "live": False,
+        "latency": 0.0,
+        "database_url": database_url,
+        "max_wait": 120,
+        "run_dir": tmp_path / "run",
+    }
+    defaults.update(options)
+    return LocalRuntime(RuntimeOptions(**defaults), out=io.StringIO()).run()
+
+
+def seed_messages(database_url: str, count: int, contractors: int = 10) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed(conn, count=count, contractors=contractors)
+
+
+def test_batch_size_in_the_template_sets_the_invocation_batch_size(tmp_path: Path, database_url: str) -> None:
+    # GIVEN a template whose SQS event declares BatchSize 3 (the shipped one says 10)
+    template = template_copy(tmp_path, ("BatchSize: !Ref DeliverBatchSize", "BatchSize: 3"))
+    seed_messages(database_url, 30)
+    # WHEN the local runtime runs one pass
+    result = run(tmp_path, database_url, template)
+    # THEN no invocation got more than 3 records, some got exactly 3, and all were delivered
+    sizes = result.summary["batch_sizes"]
+    assert max(sizes) == 3
+    assert sum(sizes) >= 30
+    assert not result.summary["unbalanced"]
+    assert result.exit_code == 0
+
+
+def test_batch_size_parameter_default_is_honoured(tmp_path: Path, database_url: str) -> None:
+    # GIVEN the shipped template (BatchSize 10, MaximumConcurrency 5) and 60 messages
+    template = template_copy(tmp_path)
+    seed_messages(database_url, 60)
+    # WHEN the runtime runs one pass
+    result = run(tmp_path, database_url, template)
+    # THEN batches of up to 10 were invoked, never above, with several invocations at once
+    assert max(result.summary["batch_sizes"]) == 10
+    assert result.summary["peak_concurrency"] >= 2
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize("max_receive_count", [2, 3])
+def test_max_receive_count_in_the_template_is_the_attempt_budget(
+    tmp_path: Path, database_url: str, max_receive_count: int
+) -> None:
+    # GIVEN a template whose MaxReceiveCount default is changed, and a webhook that always 503s
+    template = template_copy(
+        tmp_path,
+        (
+            "  MaxReceiveCount:\n    Type: Number\n    Default: 5",
+            f"  MaxReceiveCount:\n    Type: Number\n    Default: {max_receive_count}",
+        ),
+    )
+    seed_messages(database_url, 4, contractors=4)
+    # WHEN the runtime runs one pass
+    runtime = LocalRuntime(
+        RuntimeOptions(
+            template=template,
+            env_vars=ROOT / "events" / "env.local.json",
+            once=True,
+            count=0,
+            live=False,
+            fail_rate=1.0,
+            status=503,
+            latency=0.0,
+            database_url=database_url,
+            max_wait=120,
+            run_dir=tmp_path / "run",
+        ),
+        out=io.StringIO(),
+    )
+    result = runtime.run()
+    # THEN each reachable message was POSTed exactly max_receive_count times, then failed
+    # with its last error, and its queue message went to the DLQ
+    assert runtime.receiver is not None
+    posts = Counter(r.webhook_id for r in runtime.receiver.requests)
+    assert posts and set(posts.values()) == {max_receive_count}
+    assert result.summary["states"].get("failed") == len(posts)
+    assert result.summary["dlq_messages"] == len(posts)
+    assert all(r["reason"] for r in result.summary["reasons"])
+    assert not result.summary["unbalanced"]
+
+
+class ManualClock(ScheduleClock):
+    def __init__(self, start: datetime) -> None:
+        super().__init__(1.0, start=start)
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+
+@pytest.mark.parametrize(("expression", "fires"), [("rate(1 hour)", 3), ("rate(10 minutes)", 18)])
+def test_schedule_in_the_template_sets_how_often_evaluate_runs(
+    tmp_path: Path, expression: str, fires: int
+) -> None:
+    # GIVEN a template whose evaluate schedule is `expression`
+    template = LocalTemplate(template_copy(tmp_path, ("Schedule: rate(1 hour)", f"Schedule: {expression}")))
+    (schedule,) = template.functions["EvaluateFunction"].schedules
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = ManualClock(start)
+    scheduler = Scheduler(
+        [ScheduledTarget("EvaluateFunction", schedule.name, ScheduleExpression.parse(schedule.expression),
+                         schedule.input, start)],
+        clock,
+    )  # fmt: skip
+    # WHEN three scheduled hours pass, a minute at a time
+    fired = []
+    for minute in range(1, 181):
+        clock.current = start + timedelta(minutes=minute)
+        fired += scheduler.due()
+    # THEN evaluate fired as often as the expression says, with the schedule's Input
+    assert len(fired) == fires
+    assert fired[0].input == {"sources": ["proactive"]}
+
+
+def test_speed_compresses_scheduled_time_in_a_running_runtime(tmp_path: Path, database_url: str) -> None:
+    # GIVEN a template firing evaluate every 10 minutes, and time running 600x faster
+    template = template_copy(tmp_path, ("Schedule: rate(1 hour)", "Schedule: rate(10 minutes)"))
+    # WHEN the runtime runs (not --once) for 3.5 real seconds = 35 scheduled minutes
+    runtime = LocalRuntime(
+        RuntimeOptions(
+            template=template,
+            env_vars=ROOT / "events" / "env.local.json",
+            once=False,
+            speed=600,
+            count=0,
+            live=False,
+            database_url=database_url,
+            run_for=3.5,
+            run_dir=tmp_path / "run",
+        ),
+        out=io.StringIO(),
+    )
+    result = runtime.run()
+    # THEN evaluate ran on the schedule: at scheduled minutes 10, 20 and 30
+    assert result.summary["invocations"]["EvaluateFunction"] == 3
+    assert result.exit_code == 0
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(429, "sent"), (500, "sent"), (400, "failed")])
+def test_local_once_with_injected_faults_leaves_the_ledger_balanced(
+    tmp_path: Path,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    outcome: str,
+) -> None:
+    # GIVEN sample data seeded through the command line
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["--database-url", database_url, "seed", "--count", "40", "--contractors", "10"]) == 0
+    # WHEN `proactive-delivery local --once` runs with 30% of webhook calls answered `status`
+    code = cli.main(
+        ["--database-url", database_url, "local", "--once", "--count", "0", "--no-live",
+         "--fail-rate", "0.3", "--status", str(status), "--latency", "0"]
+    )  # fmt: skip
+    output = capsys.readouterr().out
+    # THEN every seeded message is sent, skipped or failed with a reason, or deferred with a time
+    assert code == 0, output
+    assert "unaccounted for" in output
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT m.id, s.state, coalesce(s.reason, s.last_error), s.next_attempt_at, m.sent_at "
+            "FROM ai_proactive_messages m LEFT JOIN delivery.message_state s "
+            "ON s.source = 'proactive' AND s.source_id = m.id"
+        ).fetchall()
+    assert len(rows) == 40
+    for message_id, state, reason, next_attempt_at, sent_at in rows:
+        assert state in ("sent", "skipped", "failed", "deferred"), (message_id, state)
+        if state == "sent":
+            assert sent_at is not None
+        if state in ("skipped", "failed"):
+            assert reason, message_id
+        if state == "deferred":
+            assert next_attempt_at is not None
+    states = Counter(r[1] for r in rows)
+    # ... transient faults are retried until sent; a permanent 400 fails at once
+    assert states[outcome] > 0
+    if outcome == "failed":
+        assert states["failed"] + states["sent"] + states["skipped"] == 40
+    # ... and the receiver showed deliveries without a full phone number
+    assert "+1555010" not in output
+
+
+def _throwaway_clusters() -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if "proactive-delivery-pg-" in line]
+
+
+def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_path: Path) -> None:
+    # GIVEN no DATABASE_URL and no throwaway cluster running
+    assert _throwaway_clusters() == []
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    command = [
+        sys.executable,
+        "-m",
+        "proactive_delivery.cli",
+        "local",
+        "--once",
+        "--count",
+        "20",
+        "--no-live",
+    ]
+    # WHEN `proactive-delivery local --once` runs to the end as its own process
+    proc = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    # THEN it delivered the sample, and neither its PostgreSQL nor anything else it started
+    # (moto and the receiver are threads of that process) is left running
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "throwaway PostgreSQL" in proc.stdout
+    assert "unaccounted for" in proc.stdout
+    assert _throwaway_clusters() == []
