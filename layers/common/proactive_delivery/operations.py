@@ -429,6 +429,8 @@ def _walk_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> Iterator[list
             want = SQS_BATCH_LIMIT if options.max_messages is None else options.max_messages - taken
             got = _receive(sqs, queues, want, options.visibility_timeout)
             fresh = [m for m in got if m["MessageId"] not in seen]
+            # A message seen before came back (released, or a duplicate): hide it no longer.
+            skipped.extend(m for m in got if m["MessageId"] in seen)
             if not fresh:
                 break
             seen.update(m["MessageId"] for m in fresh)
@@ -444,7 +446,10 @@ def _walk_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> Iterator[list
 
 def _list_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> ReplayReport:
     report = ReplayReport(method="dry-run")
+    held: list[dict[str, Any]] = []
     for batch in _walk_dlq(sqs, queues, options):
+        # Kept hidden until the walk ends, so no message is listed twice; then released.
+        held.extend(batch)
         for m in batch:
             key = _key_of(m.get("Body"))
             report.listed.append(
@@ -454,7 +459,7 @@ def _list_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> ReplayReport:
                     "receive_count": int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
                 }
             )
-        _release(sqs, queues, batch)
+    _release(sqs, queues, held)
     report.left = queue_depth(sqs, queues.dlq_url, "dead-letter queue")["visible"]
     return report
 
