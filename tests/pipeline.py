@@ -181,15 +181,24 @@ def running_pipeline(
             bootstrap.reset()
 
 
-def emf_metrics(output: str) -> dict[str, float]:
-    """Sum the EMF metrics printed by Powertools Metrics (one JSON object per line)."""
-    totals: dict[str, float] = {}
+def emf_blobs(output: str) -> list[dict[str, Any]]:
+    """Every EMF blob printed by Powertools Metrics (one JSON object per line)."""
+    blobs: list[dict[str, Any]] = []
     for raw in output.splitlines():
         line = raw.strip()
-        if not line.startswith("{") or "_aws" not in line:
-            continue
-        blob = json.loads(line)
+        if line.startswith("{") and "_aws" in line:
+            blobs.append(json.loads(line))
+    return blobs
+
+
+def emf_metrics(output: str, dimensions: frozenset[str] = frozenset({"service"})) -> dict[str, float]:
+    """Sum the EMF metrics printed under exactly `dimensions` (default: the per-invocation
+    totals, whose only dimension is service)."""
+    totals: dict[str, float] = {}
+    for blob in emf_blobs(output):
         for directive in blob["_aws"]["CloudWatchMetrics"]:
+            if not any(frozenset(d) == dimensions for d in directive["Dimensions"]):
+                continue
             for metric in directive["Metrics"]:
                 value = blob[metric["Name"]]
                 values = value if isinstance(value, list) else [value]

@@ -23,6 +23,7 @@ from proactive_delivery.db import Database, PostgresStore
 from proactive_delivery.deliver import DeliverConfig, Deliverer
 from proactive_delivery.errors import ConfigError
 from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.ops_store import OperationsStore
 from proactive_delivery.queue import SqsDeliveryQueue
 from proactive_delivery.settings import Settings
 
@@ -197,11 +198,17 @@ def get_deliverer() -> Deliverer:
     return Deliverer(PostgresStore(get_database()), get_queue(), channels, get_executor(), config)
 
 
+@_once
+def get_operations_store() -> OperationsStore:
+    return OperationsStore(get_database())
+
+
 def reset() -> None:
     """Forget every cached object (tests, and the local runtime between stack changes)."""
     with _LOCK:
         for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
             factory.cache_clear()
+        get_operations_store.cache_clear()
         if get_database.built:
             get_database().close()
         get_database.cache_clear()

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     from proactive_delivery.local_cli import add_local_commands
 
     add_local_commands(sub)
+
+    from proactive_delivery import ops_cli
+
+    ops_cli.register(sub, _database_url)
     return parser
 
 

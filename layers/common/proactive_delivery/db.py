@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from proactive_delivery.errors import StoreUnavailableError
 from proactive_delivery.models import ClaimedRow, MessageKey, Outcome
+from proactive_delivery.tracing import subsegment
 
 T = TypeVar("T")
 
@@ -100,7 +101,7 @@ class Database:
         self, conn: psycopg.Connection[dict[str, Any]], sql: LiteralString, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
         self.statements += 1
-        with conn.cursor() as cur:
+        with subsegment("postgres"), conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall() if cur.description else []
 

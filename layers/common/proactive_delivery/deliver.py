@@ -38,6 +38,7 @@ from proactive_delivery.models import (
 )
 from proactive_delivery.queue import DeliveryQueue
 from proactive_delivery.retry import retry_delay
+from proactive_delivery.tracing import subsegment
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -75,6 +76,8 @@ class BatchResult:
     failures: dict[str, Exception] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     outcomes: list[tuple[MessageKey, Outcome]] = field(default_factory=list)
+    # When each sent message was due (for the DeliveryLatency metric).
+    due_at: dict[MessageKey, datetime] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -263,7 +266,8 @@ class Deliverer:
             send.started_at = self._clock()
             started = time.perf_counter()
             try:
-                send.result = send.channel.send(send.message)
+                with subsegment(f"channel.{send.channel.name}", message_id=send.key.idempotency_key):
+                    send.result = send.channel.send(send.message)
             except SendError as exc:
                 send.error = exc
             finally:
@@ -354,6 +358,8 @@ class Deliverer:
                     **common,
                 )
         result.outcomes.append((send.key, outcome))
+        if send.row.due_at is not None:
+            result.due_at[send.key] = send.row.due_at
         return outcome
 
     def _log_outcomes(self, result: BatchResult) -> None:

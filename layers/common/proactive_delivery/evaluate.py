@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from proactive_delivery import SERVICE
 from proactive_delivery.db import EnqueuePage
 from proactive_delivery.errors import MalformedRecordError, QueueError
-from proactive_delivery.models import SOURCES, MessageKey
+from proactive_delivery.models import SOURCES, MessageKey, UnsentBacklog
 from proactive_delivery.queue import SQS_BATCH_LIMIT, DeliveryQueue
 
 logger = Logger(service=SERVICE, child=True)
@@ -41,6 +41,8 @@ class SourceReport:
 class EvaluateReport:
     sources: dict[str, SourceReport] = field(default_factory=dict)
     stopped_early: bool = False
+    # Filled in after the run (handlers.evaluate), for every selected source.
+    backlog: dict[str, UnsentBacklog] = field(default_factory=dict)
 
     @property
     def enqueued(self) -> int:
@@ -53,6 +55,7 @@ class EvaluateReport:
             "enqueued": self.enqueued,
             "stopped_early": self.stopped_early,
             "sources": {name: vars(r) for name, r in self.sources.items()},
+            **({"backlog": {name: vars(b) for name, b in self.backlog.items()}} if self.backlog else {}),
         }
 
 

@@ -10,19 +10,18 @@ import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from proactive_delivery import SERVICE, bootstrap
+from proactive_delivery import SERVICE, bootstrap, telemetry
 from proactive_delivery.errors import MalformedRecordError
 from proactive_delivery.evaluate import sources_from_event
-from proactive_delivery.redact import RedactingFormatter
+from proactive_delivery.redact import DeliveryLogFormatter
 
-logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
+logger = Logger(service=SERVICE, logger_formatter=DeliveryLogFormatter())
 tracer = Tracer(service=SERVICE)
-metrics = Metrics(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=telemetry.NAMESPACE)
 
 # Deliberate: a batch in which every message failed (the webhook is down) is a normal,
 # reported outcome, each failure with its own backoff already set on the message; it is
@@ -41,24 +40,16 @@ def _processor() -> BatchProcessor:
     return _processors.processor  # type: ignore[no-any-return]
 
 
-_DELIVER_METRICS = {
-    "delivered": "MessagesDelivered",
-    "retried": "MessagesRetried",
-    "failed": "MessagesFailed",
-    "skipped": "MessagesSkipped",
-    "duplicate": "DuplicatesSuppressed",
-    "malformed": "MalformedRecords",
-    "released": "MessagesReleased",
-    "busy": "ClaimContention",
-}
-
-
 def evaluate(event: Any, context: Any) -> dict[str, Any]:
     sources = sources_from_event(event)
     report = bootstrap.get_evaluator().run(sources, context.get_remaining_time_in_millis)
-    metrics.add_metric(name="MessagesEnqueued", unit=MetricUnit.Count, value=report.enqueued)
-    failed = sum(r.send_failed for r in report.sources.values())
-    metrics.add_metric(name="EnqueueFailures", unit=MetricUnit.Count, value=failed)
+    ops = bootstrap.get_operations_store()
+    # Every run, also one that stopped early: the backlog gauge must not go quiet.
+    report.backlog = {source: ops.unsent_backlog(source) for source in sources}
+    ops.record_evaluate_run(
+        sources, enqueued=report.enqueued, stopped_early=report.stopped_early, report=report.as_dict()
+    )
+    telemetry.emit_evaluate(metrics, report)
     return report.as_dict()
 
 
@@ -66,10 +57,7 @@ def deliver(event: Any, context: Any) -> PartialItemFailureResponse:
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         raise MalformedRecordError("invalid_event", "deliver expects an SQS event with a Records list")
     result = bootstrap.get_deliverer().process(event["Records"], context.get_remaining_time_in_millis)
-    for name, value in result.counts.items():
-        metric = _DELIVER_METRICS.get(name)
-        if metric:
-            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)
+    telemetry.emit_deliver(metrics, result)
 
     def record_handler(record: SQSRecord) -> None:
         result.raise_for(record.message_id)

@@ -129,3 +129,12 @@ class Outcome:
     finished_at: datetime | None = None
     latency_ms: int | None = None
     next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UnsentBacklog:
+    """Due messages of one source that are not sent, skipped or failed, and how long the
+    oldest of them has been due."""
+
+    count: int
+    oldest_age_seconds: float

@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from proactive_delivery.errors import QueueError
 from proactive_delivery.models import MessageKey
+from proactive_delivery.tracing import subsegment
 
 SQS_BATCH_LIMIT = 10
 
@@ -49,7 +50,8 @@ class SqsDeliveryQueue:
             for eid, key in by_id.items()
         ]
         try:
-            response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            with subsegment("sqs.SendMessageBatch"):
+                response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as exc:
             raise QueueError(f"SendMessageBatch failed: {_describe(exc)}") from exc
         return [by_id[f["Id"]] for f in response.get("Failed", [])]
@@ -63,9 +65,10 @@ class SqsDeliveryQueue:
                 for i, (handle, seconds) in enumerate(chunk)
             ]
             try:
-                response = self._client.change_message_visibility_batch(
-                    QueueUrl=self.queue_url, Entries=entries
-                )
+                with subsegment("sqs.ChangeMessageVisibilityBatch"):
+                    response = self._client.change_message_visibility_batch(
+                        QueueUrl=self.queue_url, Entries=entries
+                    )
             except (ClientError, BotoCoreError):
                 failed.extend(handle for handle, _ in chunk)
                 continue

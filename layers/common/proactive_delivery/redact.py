@@ -58,3 +58,16 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
     def serialize(self, log: Any) -> str:
         # Values first, then the finished line as a second line of defence.
         return redact_text(super().serialize(redact_value(log)))
+
+
+class DeliveryLogFormatter(RedactingFormatter):
+    """Masks contact details and makes the message identity the correlation id of every
+    line about one message (message_id, or the SQS message id of a record that never
+    parsed), so one search in CloudWatch Logs Insights follows a message end to end."""
+
+    def serialize(self, log: Any) -> str:
+        if not log.get("correlation_id"):
+            identity = log.get("message_id") or log.get("sqs_message_id")
+            if identity:
+                log["correlation_id"] = identity
+        return super().serialize(log)

@@ -66,8 +66,8 @@ def seed(
     extra = [c for c in (tz_column, channel_column) if c]
     # Column names come from information_schema (see _columns), never from input.
     columns = ", ".join(["first_name", "phone", "email", *extra])
-    values = ", ".join(["%s"] * (3 + len(extra)))
-    insert = f"INSERT INTO contractors ({columns}) VALUES ({values}) RETURNING id"  # nosec B608
+    markers = ", ".join(["%s"] * (3 + len(extra)))
+    insert = f"INSERT INTO contractors ({columns}) VALUES ({markers}) RETURNING id"  # nosec B608
     with conn.cursor() as cur:
         for i in range(contractors):
             name = FIRST_NAMES[i % len(FIRST_NAMES)]

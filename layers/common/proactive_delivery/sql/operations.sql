@@ -1,0 +1,71 @@
+-- Named queries of the operators' tools and of the evaluate run's bookkeeping, loaded by
+-- proactive_delivery.ops_store. Same rules as queries.sql: every state change is one
+-- conditional statement.
+
+-- name: unsent_backlog_proactive
+-- Due platform messages that nobody has sent and that did not end skipped or failed: what
+-- contractors are still waiting for, whether or not evaluate has seen it yet. The age of
+-- the oldest is measured from its due time (created_at for proactive messages).
+SELECT count(*) AS backlog,
+       coalesce(extract(epoch FROM now() - min(m.created_at)), 0)::float8 AS oldest_age_seconds
+FROM ai_proactive_messages m
+LEFT JOIN delivery.message_state s ON s.source = 'proactive' AND s.source_id = m.id
+WHERE m.sent_at IS NULL
+  AND m.created_at <= now()
+  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
+
+-- name: record_evaluate_run
+-- One row per finished run; rows older than 30 days go in the same statement, so the
+-- table stays a few thousand rows whatever the schedule.
+WITH pruned AS (
+    DELETE FROM delivery.evaluate_run WHERE finished_at < now() - interval '30 days'
+)
+INSERT INTO delivery.evaluate_run (sources, enqueued, stopped_early, report)
+VALUES (%(sources)s::text[], %(enqueued)s, %(stopped_early)s, %(report)s::jsonb)
+RETURNING id, finished_at;
+
+-- name: last_evaluate_run
+SELECT id, finished_at, sources, enqueued, stopped_early, report,
+       extract(epoch FROM now() - finished_at)::float8 AS age_seconds
+FROM delivery.evaluate_run
+ORDER BY finished_at DESC
+LIMIT 1;
+
+-- name: state_counts
+-- Open messages (any age) and final ones of the last 24 hours, by source and state.
+SELECT source, state, count(*) AS messages
+FROM delivery.message_state
+WHERE state IN ('pending', 'queued', 'sending', 'deferred')
+   OR updated_at >= now() - interval '24 hours'
+GROUP BY source, state
+ORDER BY source, state;
+
+-- name: recent_failures
+SELECT source, coalesce(reason, 'unknown') AS reason, count(*) AS messages
+FROM delivery.message_state
+WHERE state = 'failed'
+  AND updated_at >= now() - interval '24 hours'
+GROUP BY source, coalesce(reason, 'unknown')
+ORDER BY messages DESC, source, reason;
+
+-- name: failed_since
+-- What `resend --dry-run` lists: the rows reset_failed would take.
+SELECT source, source_id, reason, updated_at AS failed_at
+FROM delivery.message_state
+WHERE state = 'failed'
+  AND updated_at >= %(since)s
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+ORDER BY updated_at, id;
+
+-- name: reset_failed
+-- `resend`: failed messages go back to queued in one conditional statement, with a fresh
+-- attempt budget (attempt_log keeps every earlier attempt; its attempt numbers start at 1
+-- again after a resend). The ids are then put on the delivery queue and pass through the
+-- same claim as any other message, so a message cannot be sent twice by a resend.
+UPDATE delivery.message_state
+SET state = 'queued', attempts = 0, reason = NULL, queued_at = now(), next_attempt_at = now(),
+    lease_expires_at = NULL, claim_token = NULL, updated_at = now()
+WHERE state = 'failed'
+  AND updated_at >= %(since)s
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+RETURNING source, source_id;

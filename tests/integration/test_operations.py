@@ -1,0 +1,331 @@
+"""Operator commands against moto SQS (receive/re-send/delete), botocore's Stubber
+(StartMessageMoveTask, which moto does not implement) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from proactive_delivery import cli, ops_cli
+from proactive_delivery.local.sqs import QueuePair, create_queues
+from proactive_delivery.operations import (
+    OperationsError,
+    Queues,
+    ReplayOptions,
+    find_queues,
+    replay_dlq,
+)
+
+DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:delivery-dlq"
+QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:delivery"
+STUB_QUEUES = Queues(
+    queue_url="https://sqs.example/123456789012/delivery",
+    queue_arn=QUEUE_ARN,
+    dlq_url="https://sqs.example/123456789012/delivery-dlq",
+    dlq_arn=DLQ_ARN,
+)
+
+
+@pytest.fixture
+def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, QueuePair]]:
+    for key, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        client = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(client, visibility_timeout=30)
+        monkeypatch.setenv("DELIVERY_QUEUE_URL", queues.queue_url)
+        yield client, queues
+
+
+def _fill_dlq(client: Any, queues: QueuePair, bodies: list[str]) -> None:
+    for body in bodies:
+        client.send_message(QueueUrl=queues.dlq_url, MessageBody=body)
+
+
+def _bodies(client: Any, url: str) -> list[str]:
+    out: list[str] = []
+    while got := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30).get(
+        "Messages", []
+    ):
+        out.extend(m["Body"] for m in got)
+    return sorted(out)
+
+
+def _key(source: str, i: int) -> str:
+    return json.dumps({"source": source, "id": i}, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- #
+# StartMessageMoveTask (Stubber)                                              #
+# --------------------------------------------------------------------------- #
+
+
+def _stubbed() -> tuple[Any, Stubber]:
+    client = boto3.client(
+        "sqs", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    return client, Stubber(client)
+
+
+def _task(status: str, moved: int) -> dict[str, Any]:
+    return {
+        "Results": [
+            {
+                "TaskHandle": "handle-1",
+                "Status": status,
+                "SourceArn": DLQ_ARN,
+                "DestinationArn": QUEUE_ARN,
+                "ApproximateNumberOfMessagesMoved": moved,
+                "ApproximateNumberOfMessagesToMove": 5,
+                "StartedTimestamp": 1,
+            }
+        ]
+    }
+
+
+def test_replay_without_filters_uses_a_move_task_and_follows_it_until_done() -> None:
+    client, stub = _stubbed()
+    # GIVEN no move task running, then one that runs and completes
+    stub.add_response("list_message_move_tasks", {"Results": []}, {"SourceArn": DLQ_ARN, "MaxResults": 1})
+    stub.add_response(
+        "start_message_move_task",
+        {"TaskHandle": "handle-1"},
+        {"SourceArn": DLQ_ARN, "DestinationArn": QUEUE_ARN, "MaxNumberOfMessagesPerSecond": 20},
+    )
+    stub.add_response("list_message_move_tasks", _task("RUNNING", 2), {"SourceArn": DLQ_ARN, "MaxResults": 1})
+    stub.add_response(
+        "list_message_move_tasks", _task("COMPLETED", 5), {"SourceArn": DLQ_ARN, "MaxResults": 1}
+    )
+    stub.add_response("get_queue_attributes", {"Attributes": {"ApproximateNumberOfMessages": "0"}})
+    sleeps: list[float] = []
+    # WHEN the DLQ is replayed without filters
+    with stub:
+        report = replay_dlq(client, STUB_QUEUES, ReplayOptions(rate=20), sleep=sleeps.append)
+        stub.assert_no_pending_responses()
+    # THEN the task moved everything back to the delivery queue, polled until COMPLETED
+    assert (report.method, report.task_status, report.moved, report.left) == (
+        "StartMessageMoveTask",
+        "COMPLETED",
+        5,
+        0,
+    )
+    assert sleeps == [2.0]
+
+
+def test_replay_run_again_follows_the_running_task_instead_of_starting_another() -> None:
+    client, stub = _stubbed()
+    # GIVEN a move task still running from an earlier (killed) replay
+    stub.add_response("list_message_move_tasks", _task("RUNNING", 1))
+    stub.add_response("list_message_move_tasks", _task("COMPLETED", 5))
+    stub.add_response("get_queue_attributes", {"Attributes": {"ApproximateNumberOfMessages": "0"}})
+    # WHEN replay runs again THEN it follows that task (no StartMessageMoveTask stubbed)
+    with stub:
+        report = replay_dlq(client, STUB_QUEUES, ReplayOptions(), sleep=lambda _s: None)
+        stub.assert_no_pending_responses()
+    assert report.task_handle == "handle-1"
+    assert report.moved == 5
+
+
+def test_a_failed_move_task_is_one_clear_error() -> None:
+    client, stub = _stubbed()
+    stub.add_response("list_message_move_tasks", {"Results": []})
+    stub.add_response("start_message_move_task", {"TaskHandle": "h"})
+    failed = _task("FAILED", 0)
+    failed["Results"][0]["FailureReason"] = "AWS.SimpleQueueService.NonExistentQueue"
+    stub.add_response("list_message_move_tasks", failed)
+    with stub, pytest.raises(OperationsError, match=r"the move task failed: AWS\.SimpleQueueService"):
+        replay_dlq(client, STUB_QUEUES, ReplayOptions(), sleep=lambda _s: None)
+
+
+@pytest.mark.parametrize("code", ["ExpiredToken", "InvalidClientTokenId", "AccessDenied"])
+def test_expired_or_wrong_credentials_are_one_line_and_nothing_moves(
+    code: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    client, stub = _stubbed()
+    # GIVEN credentials that AWS refuses
+    stub.add_client_error("get_queue_attributes", service_error_code=code, http_status_code=403)
+    monkeypatch.setattr(ops_cli, "sqs_client", lambda: client)
+    monkeypatch.setenv("DELIVERY_QUEUE_URL", STUB_QUEUES.queue_url or "")
+    # WHEN replay-dlq runs
+    with stub:
+        rc = cli.main(["replay-dlq"])
+    # THEN one line on stderr naming the problem, a non-zero exit, and no other call made
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1
+    assert f"AWS refused the credentials ({code})" in err[0]
+
+
+# --------------------------------------------------------------------------- #
+# receive / re-send / delete (moto)                                           #
+# --------------------------------------------------------------------------- #
+
+
+def test_replay_falls_back_to_receive_resend_delete_where_move_tasks_are_missing(sqs: Any) -> None:
+    client, queues = sqs
+    # GIVEN 12 messages in the DLQ and an endpoint without StartMessageMoveTask (moto)
+    bodies = [_key("proactive", i) for i in range(1, 13)]
+    _fill_dlq(client, queues, bodies)
+    found = find_queues(client, queues.queue_url, None)
+    # WHEN replayed without filters
+    report = replay_dlq(client, found, ReplayOptions(rate=1000))
+    # THEN every message is on the delivery queue and none is left in the DLQ
+    assert report.method == "receive-resend-delete"
+    assert report.moved == 12
+    assert _bodies(client, queues.queue_url) == sorted(bodies)
+    assert _bodies(client, queues.dlq_url) == []
+
+
+def test_source_and_max_filters_leave_the_rest_in_the_dlq(sqs: Any) -> None:
+    client, queues = sqs
+    # GIVEN messages of two sources and a malformed one
+    _fill_dlq(client, queues, [_key("proactive", i) for i in range(1, 6)] + [_key("followup", 1), "not json"])
+    found = find_queues(client, queues.queue_url, None)
+    # WHEN 3 proactive messages are replayed
+    report = replay_dlq(client, found, ReplayOptions(source="proactive", max_messages=3, rate=1000))
+    # THEN exactly 3 proactive ones moved and everything else is still in the DLQ
+    assert report.moved == 3
+    moved = _bodies(client, queues.queue_url)
+    assert len(moved) == 3
+    assert all(json.loads(b)["source"] == "proactive" for b in moved)
+    left = _bodies(client, queues.dlq_url)
+    assert len(left) == 4
+    assert "not json" in left
+
+
+def test_rate_limits_the_replay(sqs: Any) -> None:
+    client, queues = sqs
+    _fill_dlq(client, queues, [_key("proactive", i) for i in range(1, 21)])
+    found = find_queues(client, queues.queue_url, None)
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    # GIVEN a rate of 5 per second WHEN 20 messages are replayed (filtered by --max)
+    report = replay_dlq(
+        client, found, ReplayOptions(max_messages=20, rate=5), sleep=sleep, clock=lambda: now[0]
+    )
+    # THEN it took at least 20 / 5 = 4 seconds of pacing
+    assert report.moved == 20
+    assert sum(slept) >= 4.0 - 1e-9
+
+
+def test_dry_run_lists_and_changes_nothing(sqs: Any, capsys: Any) -> None:
+    client, queues = sqs
+    _fill_dlq(client, queues, [_key("proactive", 1), _key("proactive", 2), "{}"])
+    # WHEN replay-dlq --dry-run runs
+    assert cli.main(["replay-dlq", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    # THEN it lists each message and moves none
+    assert "proactive-1" in out and "proactive-2" in out and "(malformed)" in out
+    assert "would move 3 message(s)" in out
+    assert _bodies(client, queues.queue_url) == []
+    assert len(_bodies(client, queues.dlq_url)) == 3
+
+
+def test_replay_of_a_dlq_that_does_not_exist_is_one_line(sqs: Any, capsys: Any) -> None:
+    client, queues = sqs
+    _fill_dlq(client, queues, [_key("proactive", 1)])
+    # WHEN --dlq-url names a queue that does not exist
+    rc = cli.main(["replay-dlq", "--dlq-url", queues.dlq_url + "-missing"])
+    # THEN one clear line, exit 2, and the real DLQ still holds its message
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1
+    assert "does not exist" in err[0]
+    assert _bodies(client, queues.dlq_url) == [_key("proactive", 1)]
+
+
+# --------------------------------------------------------------------------- #
+# status and resend (PostgreSQL)                                              #
+# --------------------------------------------------------------------------- #
+
+
+def test_status_reports_backlog_failures_queues_and_last_run(
+    sqs: Any, database_url: str, conn: Any, make_messages: Any, capsys: Any
+) -> None:
+    client, queues = sqs
+    # GIVEN 3 unsent messages (one failed, one queued), a DLQ message and an evaluate run
+    ids = make_messages(3)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason) VALUES "
+        "('proactive', %s, 'failed', 'attempts_exhausted'), ('proactive', %s, 'queued', NULL)",
+        (ids[0], ids[1]),
+    )
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (sources, enqueued, stopped_early, report) "
+        "VALUES ('{proactive}', 2, false, '{}')"
+    )
+    _fill_dlq(client, queues, [_key("proactive", 99)])
+    # WHEN status --json runs
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    # THEN it reports what the on-call person needs
+    assert status["backlog"]["proactive"]["unsent"] == 2  # the failed one is not backlog
+    assert status["states"]["proactive"] == {"failed": 1, "queued": 1}
+    assert status["failures_24h"] == [{"source": "proactive", "reason": "attempts_exhausted", "messages": 1}]
+    assert status["queues"]["dlq"]["visible"] == 1
+    assert status["last_evaluate_run"]["enqueued"] == 2
+    # AND the table form renders the same facts
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    table = capsys.readouterr().out
+    assert "attempts_exhausted" in table and "Last evaluate run" in table
+
+
+def test_resend_with_a_bad_timestamp_is_one_line_and_changes_nothing(
+    sqs: Any, database_url: str, conn: Any, make_messages: Any, capsys: Any
+) -> None:
+    [message] = make_messages(1)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason) "
+        "VALUES ('proactive', %s, 'failed', 'rejected')",
+        (message,),
+    )
+    # WHEN --failed-since is not a timestamp
+    rc = cli.main(["--database-url", database_url, "resend", "--failed-since", "yesterday-ish"])
+    # THEN one clear line, exit 2, and the row is still failed
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1
+    assert "is not a timestamp" in err[0]
+    assert conn.execute("SELECT state FROM delivery.message_state").fetchone() == ("failed",)
+
+
+def test_resend_filters_by_reason_and_time(
+    sqs: Any, database_url: str, conn: Any, make_messages: Any, capsys: Any
+) -> None:
+    client, queues = sqs
+    a, b, c = make_messages(3)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason, attempts, updated_at) VALUES "
+        "('proactive', %s, 'failed', 'attempts_exhausted', 5, now()),"
+        "('proactive', %s, 'failed', 'rejected', 1, now()),"
+        "('proactive', %s, 'failed', 'attempts_exhausted', 5, now() - interval '3 days')",
+        (a, b, c),
+    )
+    since = conn.execute("SELECT (now() - interval '1 day')::text").fetchone()[0]
+    # WHEN resend runs for exhausted failures of the last day
+    rc = cli.main(
+        ["--database-url", database_url, "resend", "--failed-since", since, "--reason", "attempts_exhausted"]
+    )
+    # THEN only that message is queued again, with a fresh attempt budget, and on the queue
+    assert rc == 0
+    rows = dict(conn.execute("SELECT source_id, state FROM delivery.message_state").fetchall())
+    assert rows == {a: "queued", b: "failed", c: "failed"}
+    assert conn.execute(
+        "SELECT attempts FROM delivery.message_state WHERE source_id = %s", (a,)
+    ).fetchone() == (0,)
+    assert _bodies(client, queues.queue_url) == [_key("proactive", a)]
