@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
 from proactive_delivery import SERVICE
 
@@ -144,6 +144,18 @@ def emit_dimensioned(name: str, value: float, **dimensions: str) -> None:
             metric.add_dimension(name=key, value=dim_value or "unknown")
 
 
+def emit_dimensioned_values(name: str, values: list[float], **dimensions: str) -> None:
+    """Several values of one metric with its own dimensions, as ONE EMF blob (a list of
+    values): a batch's latencies cost one line, not one per message."""
+    check_registered(name, dimensions)
+    blob = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    for key, dim_value in dimensions.items():
+        blob.add_dimension(name=key, value=dim_value or "unknown")
+    for value in values:
+        blob.add_metric(name=name, unit=_UNITS[name], value=value)
+    blob.flush_metrics()
+
+
 def emit_deliver(metrics: Metrics, result: BatchResult, *, now: datetime | None = None) -> None:
     for count_name, value in result.counts.items():
         metric = DELIVER_COUNTS.get(count_name)
@@ -152,6 +164,7 @@ def emit_deliver(metrics: Metrics, result: BatchResult, *, now: datetime | None 
     failed: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     delivered: Counter[tuple[str, str]] = Counter()
+    latencies: dict[tuple[str, str], list[float]] = {}
     for key, outcome in result.outcomes:
         if outcome.state == "failed":
             failed[failure_class(outcome.reason)] += 1
@@ -164,7 +177,9 @@ def emit_deliver(metrics: Metrics, result: BatchResult, *, now: datetime | None 
             sent_at = outcome.finished_at or now or datetime.now(UTC)
             if due_at is not None:
                 latency = max(0.0, (sent_at - due_at).total_seconds())
-                emit_dimensioned("DeliveryLatency", latency, source=key.source, channel=channel)
+                latencies.setdefault((key.source, channel), []).append(latency)
+    for (source, channel), values in latencies.items():
+        emit_dimensioned_values("DeliveryLatency", values, source=source, channel=channel)
     for reason_class, n in failed.items():
         emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
     for reason, n in skipped.items():
