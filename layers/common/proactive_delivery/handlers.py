@@ -34,6 +34,7 @@ _DELIVER_METRICS = {
     "retried": "MessagesRetried",
     "failed": "MessagesFailed",
     "skipped": "MessagesSkipped",
+    "deferred": "MessagesDeferred",
     "duplicate": "DuplicatesSuppressed",
     "malformed": "MalformedRecords",
     "released": "MessagesReleased",
