@@ -250,7 +250,7 @@ class Deliverer:
                 )
             except PolicyInputError as exc:
                 self._settle(row, "failed", exc.reason, result, outcomes, error=str(exc))
-            return None
+                return None
         message = OutboundMessage(
             key=key,
             contractor_id=row.contractor_id,
@@ -264,7 +264,7 @@ class Deliverer:
             channel = next((c for c in self._channels if c.can_reach(message)), None)
             if channel is None:
                 self._settle(row, "skipped", "no_contact", result, outcomes)
-            return None
+                return None
             return _Send(key=key, row=row, record=record, channel=channel, message=message)
         # The policy again, just before the send: preferences, opt-outs and the day's count
         # may have changed since the message was queued.
