@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail-rate", type=float, default=0.1, help="share of webhook calls answered 503")
     demo.add_argument("--latency", type=float, default=0.02, help="receiver latency in seconds")
     demo.set_defaults(func=cmd_demo)
+
+    from proactive_delivery import prefs_cli
+
+    prefs_cli.add_parser(sub, _database_url)
     return parser
 
 
