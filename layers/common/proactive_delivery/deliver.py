@@ -161,10 +161,12 @@ class Deliverer:
         )
         sends: list[_Send] = []
         outcomes: list[Outcome] = []
+        # Sends decided earlier in this batch count toward each contractor's daily cap.
+        planned: dict[int, int] = {}
         retries: list[tuple[str, int]] = []
         for row in rows:
             record = primary[row.key]
-            send = self._triage(row, record, result, outcomes, retries)
+            send = self._triage(row, record, result, outcomes, retries, planned)
             if send is not None:
                 sends.append(send)
 
@@ -194,6 +196,7 @@ class Deliverer:
         result: BatchResult,
         outcomes: list[Outcome],
         retries: list[tuple[str, int]],
+        planned: dict[int, int] | None = None,
     ) -> _Send | None:
         message_id = str(record.get("messageId", ""))
         key = row.key
@@ -266,6 +269,7 @@ class Deliverer:
                 self._settle(row, "skipped", "no_contact", result, outcomes)
                 return None
             return _Send(key=key, row=row, record=record, channel=channel, message=message)
+        planned = {} if planned is None else planned
         # The policy again, just before the send: preferences, opt-outs and the day's count
         # may have changed since the message was queued.
         now = self._clock()
@@ -277,7 +281,7 @@ class Deliverer:
             defaults=self._policy,
             contact=Contact(row.phone, row.email, row.contractor_id),
             available=self._by_name,
-            sent_times=row.sent_times,
+            sent_times=(*row.sent_times, *[now] * planned.get(row.contractor_id, 0)),
         )
         if decision.action == "skip":
             self._settle(row, "skipped", decision.reason, result, outcomes)
@@ -311,6 +315,7 @@ class Deliverer:
             retries.append((str(record.get("receiptHandle", "")), delay))
             return None
         assert decision.channel is not None
+        planned[row.contractor_id] = planned.get(row.contractor_id, 0) + 1
         return _Send(
             key=key, row=row, record=record, channel=self._by_name[decision.channel], message=message
         )

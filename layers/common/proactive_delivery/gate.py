@@ -38,7 +38,13 @@ class GateResult:
 
 
 def decide_for_row(
-    row: dict[str, Any], *, now: datetime, defaults: PolicyDefaults, available: Iterable[str], source: str
+    row: dict[str, Any],
+    *,
+    now: datetime,
+    defaults: PolicyDefaults,
+    available: Iterable[str],
+    source: str,
+    planned: int = 0,
 ) -> Decision:
     if row.get("contractor_id") is None:
         return Decision("fail", reason="source_row_missing")
@@ -60,7 +66,7 @@ def decide_for_row(
         defaults=defaults,
         contact=Contact(row.get("phone"), row.get("email"), row.get("contractor_id")),
         available=available,
-        sent_times=row.get("sent_times") or (),
+        sent_times=(*(row.get("sent_times") or ()), *[now] * planned),
     )
 
 
@@ -85,14 +91,24 @@ class QueueGate:
         now = self._clock()
         decisions: list[QueueDecision] = []
         seen: set[int] = set()
+        # Messages already let through in this page count toward the contractor's cap.
+        planned: dict[int, int] = {}
         for row in self._store.policy_inputs(source, source_ids):
             source_id = int(row["source_id"])
             seen.add(source_id)
+            contractor = row.get("contractor_id")
             decision = decide_for_row(
-                row, now=now, defaults=self._defaults, available=self._available, source=source
+                row,
+                now=now,
+                defaults=self._defaults,
+                available=self._available,
+                source=source,
+                planned=planned.get(contractor, 0) if contractor is not None else 0,
             )
             if decision.action == "send":
                 result.send_now.append(source_id)
+                if contractor is not None:
+                    planned[contractor] = planned.get(contractor, 0) + 1
                 continue
             if decision.action == "defer":
                 result.deferred += 1
