@@ -30,7 +30,8 @@ def make_followup(conn: psycopg.Connection[Any], make_contractor: Callable[..., 
         contractor_id = contractor_id or make_contractor()
         row = conn.execute(
             "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
-            " message_template, status) VALUES (%s, now() + make_interval(secs => %s), %s, %s, %s) RETURNING id",
+            " message_template, status)"
+            " VALUES (%s, now() + make_interval(secs => %s), %s, %s, %s) RETURNING id",
             (contractor_id, offset_seconds, followup_type, template, status),
         ).fetchone()
         assert row is not None
@@ -200,11 +201,13 @@ def test_fault17_long_deferral_is_stored_and_requeued_when_due(
     assert state_row(pipeline.conn, message)["state"] == "deferred"
     # AND once the window has opened (time moved on), the sweep sends it
     pipeline.conn.execute(
-        "UPDATE delivery.contractor_preferences SET quiet_start = '00:00', quiet_end = '00:00' WHERE contractor_id = %s",
+        "UPDATE delivery.contractor_preferences SET quiet_start = '00:00', quiet_end = '00:00'"
+        " WHERE contractor_id = %s",
         (contractor,),
     )
     pipeline.conn.execute(
-        "UPDATE delivery.message_state SET next_attempt_at = now() - interval '1 second' WHERE source_id = %s",
+        "UPDATE delivery.message_state SET next_attempt_at = now() - interval '1 second'"
+        " WHERE source_id = %s",
         (message,),
     )
     pipeline.evaluate()
@@ -317,7 +320,7 @@ def test_channels_follow_each_contractors_preference(
         EMAIL_FROM_ADDRESS="coach@example.com",
         WEB_CHAT_WEBHOOK_URL=pipeline.receiver.url.replace("/webhook", "/chat"),
     )
-    by_email, by_chat, by_sms, fallback = (make_contractor() for _ in range(4))
+    by_email, by_chat, by_sms = (make_contractor() for _ in range(3))
     set_prefs(pipeline.conn, by_email, channels=["email", "sms"])
     set_prefs(pipeline.conn, by_chat, channels=["web_chat"])
     no_email = make_contractor(email=None)

@@ -166,7 +166,7 @@ class Deliverer:
         retries: list[tuple[str, int]] = []
         for row in rows:
             record = primary[row.key]
-            send = self._triage(row, record, result, outcomes, retries, planned)
+            send = self._triage(row, record, result, outcomes, retries, planned=planned)
             if send is not None:
                 sends.append(send)
 
@@ -196,6 +196,7 @@ class Deliverer:
         result: BatchResult,
         outcomes: list[Outcome],
         retries: list[tuple[str, int]],
+        *,
         planned: dict[int, int] | None = None,
     ) -> _Send | None:
         message_id = str(record.get("messageId", ""))
