@@ -15,14 +15,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import boto3
 import psycopg
 
 from proactive_delivery import bootstrap
 from proactive_delivery.local.esm import LambdaContext, SqsEventSourceMapping
 from proactive_delivery.local.receiver import WebhookReceiver, random_faults
 from proactive_delivery.local.seed import seed
-from proactive_delivery.local.sqs import LocalSqsServer, create_queues, local_aws_environment
+from proactive_delivery.local.sqs import (
+    LOCAL_CREDENTIALS,
+    LOCAL_REGION,
+    LocalSqsServer,
+    create_queues,
+    local_aws_environment,
+)
 from proactive_delivery.migrate import apply_migrations
+
+DEMO_SENDER = "coach@example.com"
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,9 @@ def new_signing_secret() -> str:
 def _reset_demo_tables(conninfo: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS delivery CASCADE")
-        conn.execute("DROP TABLE IF EXISTS ai_proactive_messages, contractors CASCADE")
+        conn.execute(
+            "DROP TABLE IF EXISTS contractor_followup_schedules, ai_proactive_messages, contractors CASCADE"
+        )
 
 
 def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
@@ -55,7 +66,8 @@ def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         seeded = seed(conn, count=options.count)
     say(
         f"seeded {seeded.messages} messages for {seeded.contractors} contractors "
-        f"({seeded.without_phone} without a phone)"
+        f"({seeded.without_phone} without a phone), {seeded.followups} follow-ups, "
+        f"{seeded.preferences} preference rows"
     )
 
     secret = new_signing_secret()
@@ -74,6 +86,10 @@ def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
             "DELIVERY_QUEUE_URL": queues.queue_url,
             "N8N_OUTBOUND_WEBHOOK_URL": receiver.url,
             "WEBHOOK_SIGNING_SECRET": secret,
+            # Email through moto's SES v2 on the same local server, web chat to the receiver.
+            "AWS_ENDPOINT_URL_SESV2": sqs.endpoint,
+            "EMAIL_FROM_ADDRESS": DEMO_SENDER,
+            "WEB_CHAT_WEBHOOK_URL": receiver.url.replace("/webhook", "/chat"),
             # Retries come back after 1-2 s instead of minutes, so the demo finishes quickly.
             "RETRY_BASE_SECONDS": "1",
             "RETRY_MAX_SECONDS": "2",
@@ -90,8 +106,13 @@ def run_demo(options: DemoOptions, out: TextIO) -> dict[str, Any]:
         from proactive_delivery.handlers import deliver, evaluate
 
         started = time.monotonic()
+        boto3.client(
+            "sesv2", endpoint_url=sqs.endpoint, region_name=LOCAL_REGION, **LOCAL_CREDENTIALS
+        ).create_email_identity(EmailIdentity=DEMO_SENDER)
         report = evaluate({"sources": ["proactive"]}, LambdaContext("EvaluateFunction", 300))
         say(f"evaluate queued {report['enqueued']} messages")
+        followups = evaluate({"sources": ["followup"]}, LambdaContext("EvaluateFunction", 300))
+        say(f"evaluate queued {followups['enqueued']} follow-ups")
         mapping = SqsEventSourceMapping(
             client,
             queues.queue_url,
@@ -125,8 +146,12 @@ def summarize(conninfo: str) -> dict[str, Any]:
         rows = conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY state").fetchall()
         states: dict[str, int] = {str(r[0]): int(r[1]) for r in rows}
         reasons = conn.execute(
-            "SELECT state, reason, count(*) FROM delivery.message_state WHERE state IN ('skipped', 'failed') "
-            "GROUP BY state, reason ORDER BY 1, 2"
+            "SELECT state, reason, count(*) FROM delivery.message_state"
+            " WHERE state IN ('skipped', 'failed', 'deferred') GROUP BY state, reason ORDER BY 1, 2"
+        ).fetchall()
+        channels = conn.execute(
+            "SELECT source, channel, count(*) FROM delivery.message_state WHERE state = 'sent'"
+            " GROUP BY source, channel ORDER BY 1, 2"
         ).fetchall()
         latency = conn.execute(
             "SELECT percentile_cont(ARRAY[0.5, 0.95])"
@@ -141,6 +166,7 @@ def summarize(conninfo: str) -> dict[str, Any]:
     return {
         "states": states,
         "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
+        "channels": [{"source": s, "channel": ch, "count": c} for s, ch, c in channels],
         "latency_p50_seconds": round(float(p50), 3) if p50 is not None else None,
         "latency_p95_seconds": round(float(p95), 3) if p95 is not None else None,
         "latency_max_seconds": round(float(latency[1]), 3) if latency and latency[1] is not None else None,
@@ -159,6 +185,8 @@ def print_summary(summary: dict[str, Any], say: Any) -> None:
             say(f"  {state:<9} {states[state]:>5}")
     for row in summary["reasons"]:
         say(f"    {row['state']}: {row['reason']} x{row['count']}")
+    for row in summary.get("channels", []):
+        say(f"    sent: {row['source']} via {row['channel']} x{row['count']}")
     say(f"  retried attempts      {summary['retried_attempts']}")
     say(
         f"  webhook POSTs         {summary['webhook_posts']}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -22,6 +24,60 @@ class SeedResult:
     contractors: int
     messages: int
     without_phone: int
+    followups: int = 0
+    preferences: int = 0
+
+
+# Zones spread around the globe: at any hour some contractors are inside their quiet hours.
+DEMO_ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Tokyo", "Australia/Sydney"]
+
+
+def zone_in_quiet_hours(now: datetime | None = None) -> str:
+    """A zone whose local time is inside 21:00-08:00 right now (there always is one)."""
+    now = now or datetime.now(UTC)
+    for offset in range(-11, 13):
+        zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+        hour = now.astimezone(ZoneInfo(zone)).hour
+        if hour >= 22 or hour < 7:
+            return zone
+    return "UTC"  # pragma: no cover - some zone is always at night
+
+
+def seed_preferences_and_followups(
+    conn: psycopg.Connection[object], contractor_ids: list[int], *, followups: int = 10
+) -> tuple[int, int]:
+    """Preferences for the demo: contractors in several time zones and on every channel, one
+    opted out, one in its quiet hours now; and a few due follow-ups (one cancelled)."""
+    channels = [["sms"], ["email", "sms"], ["web_chat", "sms"], ["sms", "email"]]
+    quiet_zone = zone_in_quiet_hours()
+    rows = []
+    for n, contractor_id in enumerate(contractor_ids):
+        zone = quiet_zone if n == 1 else DEMO_ZONES[n % len(DEMO_ZONES)]
+        # Outside the demo's night contractor, quiet hours are off so the demo shows sends.
+        start, end = ("21:00", "08:00") if n == 1 else ("00:00", "00:00")
+        rows.append((contractor_id, channels[n % len(channels)], n == 2, zone, start, end))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO delivery.contractor_preferences (contractor_id, channels, opted_out, opted_out_at,"
+            " opt_out_source, timezone, quiet_start, quiet_end) VALUES (%s, %s, %s,"
+            " CASE WHEN %s THEN now() END, CASE WHEN %s THEN 'demo' END, %s, %s, %s)"
+            " ON CONFLICT (contractor_id) DO NOTHING",
+            [(c, ch, out, out, out, zone, start, end) for c, ch, out, zone, start, end in rows],
+        )
+        cur.executemany(
+            "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
+            " message_template, status) VALUES (%s, now() - interval '1 minute', %s, %s, %s)",
+            [
+                (
+                    contractor_ids[n % len(contractor_ids)],
+                    "estimate_follow_up",
+                    "Hi {first_name}, did the customer get back to you about the estimate?",
+                    "cancelled" if n == 0 else "scheduled",
+                )
+                for n in range(followups)
+            ],
+        )
+    return len(rows), followups
 
 
 def seed(
@@ -61,4 +117,11 @@ def seed(
             "context_data) VALUES (%s, %s, %s, %s, '{}'::jsonb)",
             rows,
         )
-    return SeedResult(contractors=contractors, messages=count, without_phone=without_phone)
+    preferences, followups = seed_preferences_and_followups(conn, ids)
+    return SeedResult(
+        contractors=contractors,
+        messages=count,
+        without_phone=without_phone,
+        followups=followups,
+        preferences=preferences,
+    )
