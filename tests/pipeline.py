@@ -57,6 +57,10 @@ def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -
         "MAX_RECEIVE_COUNT": "5",
         "HTTP_CONNECT_TIMEOUT_SECONDS": "1",
         "HTTP_READ_TIMEOUT_SECONDS": "2",
+        # The delivery mechanics tests must not depend on the hour they run at: no quiet
+        # hours and no practical cap unless a test sets them (tests/e2e/test_policy.py).
+        "QUIET_HOURS": "none",
+        "MAX_MESSAGES_PER_DAY": "1000",
         "POWERTOOLS_METRICS_NAMESPACE": "ProactiveDelivery",
         "POWERTOOLS_SERVICE_NAME": "proactive-delivery",
         "POWERTOOLS_TRACE_DISABLED": "true",

@@ -304,6 +304,8 @@ def test_report_as_dict_is_json_friendly() -> None:
                 "requeued": 0,
                 "send_failed": 0,
                 "returned_to_pending": 0,
+                "deferred": 0,
+                "held": 0,
             }
         },
     }

@@ -54,7 +54,7 @@ def test_extra_fields_are_ignored() -> None:
         ("42", "not_an_object"),
         ("null", "not_an_object"),
         ('{"id": 42}', "unknown_source"),
-        ('{"source": "followup", "id": 42}', "unknown_source"),
+        ('{"source": "reminder", "id": 42}', "unknown_source"),
         ('{"source": null, "id": 42}', "unknown_source"),
         ('{"source": ["proactive"], "id": 42}', "unknown_source"),
         ('{"source": "proactive"}', "invalid_id"),

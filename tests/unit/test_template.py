@@ -384,6 +384,33 @@ def test_schedules_parse_and_send_the_documented_input(template: dict[str, Any])
         assert set(payload["sources"]) <= SCHEDULE_SOURCES, name
     assert schedules["ProactiveSchedule"]["Schedule"] == "rate(1 hour)"
     assert json.loads(schedules["ProactiveSchedule"]["Input"]) == {"sources": ["proactive"]}
+    assert schedules["FollowupSchedule"]["Schedule"] == "rate(5 minutes)"
+    assert json.loads(schedules["FollowupSchedule"]["Input"]) == {"sources": ["followup"]}
+
+
+def test_followup_event_is_what_its_schedule_delivers(template: dict[str, Any]) -> None:
+    # GIVEN the sample event for the follow-up schedule
+    event = load_event("evaluate-followups.json")
+    # WHEN it is compared with the schedule's Input
+    schedule = events_of_type(function_properties(template, "EvaluateFunction"), "Schedule")[
+        "FollowupSchedule"
+    ]
+    # THEN they are the same document
+    assert event == json.loads(schedule["Input"])
+
+
+def test_optional_channel_permissions_are_conditional_and_scoped(template: dict[str, Any]) -> None:
+    # GIVEN the optional channel policies
+    for name, parameter in (
+        ("DeliverSendEmailPolicy", "EmailIdentityArn"),
+        ("DeliverTwilioSecretPolicy", "TwilioSecretArn"),
+    ):
+        policy = template["Resources"][name]
+        # THEN each exists only when its parameter is set, and names that one resource
+        assert policy["Condition"] in template["Conditions"], name
+        [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert statement["Resource"] == {"Ref": parameter}, name
+        assert len(statement["Action"]) == 1, name
 
 
 def test_sqs_batch_size_is_valid_for_every_allowed_parameter_value(template: dict[str, Any]) -> None:

@@ -18,11 +18,15 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from proactive_delivery.channels.webhook import SignedWebhookChannel
+from proactive_delivery.channels.base import Channel
+from proactive_delivery.channels.email import SesEmailChannel
+from proactive_delivery.channels.twilio import TwilioSmsChannel
+from proactive_delivery.channels.webhook import SignedWebhookChannel, web_chat_payload
 from proactive_delivery.db import Database, PostgresStore
 from proactive_delivery.deliver import DeliverConfig, Deliverer
 from proactive_delivery.errors import ConfigError
 from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.gate import QueueGate
 from proactive_delivery.ops_store import OperationsStore
 from proactive_delivery.queue import SqsDeliveryQueue
 from proactive_delivery.settings import Settings
@@ -174,20 +178,74 @@ def get_evaluator() -> Evaluator:
         get_queue(),
         page_size=settings.evaluate_page_size,
         reconcile_after_seconds=settings.reconcile_after_seconds,
+        gate=QueueGate(PostgresStore(get_database()), settings.policy, settings.available_channels),
     )
+
+
+def twilio_credentials(settings: Settings) -> tuple[str, str]:
+    """(account SID, auth token): from the environment locally, else from the secret (JSON
+    with account_sid and auth_token), cached by Powertools Parameters."""
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        return settings.twilio_account_sid, settings.twilio_auth_token
+    assert settings.twilio_secret_arn is not None
+    raw = _get_secret(settings.twilio_secret_arn, settings.secret_max_age_seconds)
+    try:
+        secret = json.loads(raw)
+        return str(secret["account_sid"]), str(secret["auth_token"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "TWILIO_SECRET_ARN must name a JSON secret with account_sid and auth_token"
+        ) from exc
+
+
+@_once
+def get_sesv2_client() -> Any:
+    # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL_SESV2).
+    return boto3.client("sesv2", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+
+def build_channels(settings: Settings) -> list[Channel]:
+    """One adapter per configured channel; a channel without its setting is not built."""
+    channels: list[Channel] = []
+    if settings.sms_provider == "twilio":
+        channels.append(
+            TwilioSmsChannel(
+                base_url=settings.twilio_api_base_url,
+                credentials=lambda: twilio_credentials(settings),
+                client=get_http_client(),
+                from_number=settings.twilio_from_number,
+                messaging_service_sid=settings.twilio_messaging_service_sid,
+            )
+        )
+    else:
+        channels.append(
+            SignedWebhookChannel(
+                name="sms",
+                url=settings.n8n_outbound_webhook_url,
+                client=get_http_client(),
+                signing_secret=signing_secret(settings),
+            )
+        )
+    if settings.email_from_address:
+        channels.append(SesEmailChannel(client=get_sesv2_client(), from_address=settings.email_from_address))
+    if settings.web_chat_webhook_url:
+        channels.append(
+            SignedWebhookChannel(
+                name="web_chat",
+                url=settings.web_chat_webhook_url,
+                client=get_http_client(),
+                signing_secret=signing_secret(settings),
+                payload=web_chat_payload,
+                needs="contractor_id",
+            )
+        )
+    return channels
 
 
 @_once
 def get_deliverer() -> Deliverer:
     settings = get_settings()
-    channels = [
-        SignedWebhookChannel(
-            name="sms",
-            url=settings.n8n_outbound_webhook_url,
-            client=get_http_client(),
-            signing_secret=signing_secret(settings),
-        )
-    ]
+    channels = build_channels(settings)
     config = DeliverConfig(
         lease_seconds=settings.lease_seconds,
         retry_base_seconds=settings.retry_base_seconds,
@@ -195,7 +253,9 @@ def get_deliverer() -> Deliverer:
         max_receive_count=settings.max_receive_count,
         send_budget_ms=int(settings.send_budget_seconds * 1000),
     )
-    return Deliverer(PostgresStore(get_database()), get_queue(), channels, get_executor(), config)
+    return Deliverer(
+        PostgresStore(get_database()), get_queue(), channels, get_executor(), config, policy=settings.policy
+    )
 
 
 @_once
@@ -206,7 +266,14 @@ def get_operations_store() -> OperationsStore:
 def reset() -> None:
     """Forget every cached object (tests, and the local runtime between stack changes)."""
     with _LOCK:
-        for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client, get_settings):
+        for factory in (
+            get_evaluator,
+            get_deliverer,
+            get_queue,
+            get_sqs_client,
+            get_settings,
+            get_sesv2_client,
+        ):
             factory.cache_clear()
         get_operations_store.cache_clear()
         if get_database.built:

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     from proactive_delivery import ops_cli
 
     ops_cli.register(sub, _database_url)
+
+    from proactive_delivery import prefs_cli
+
+    prefs_cli.add_parser(sub, _database_url)
     return parser
 
 

@@ -130,6 +130,20 @@ class Database:
 
 
 @dataclass(frozen=True)
+class QueueDecision:
+    """The queue-time policy's verdict on one freshly queued message."""
+
+    source_id: int
+    state: str
+    reason: str | None
+    next_attempt_at: datetime | None = None
+
+
+# Recorded with an opt-out the provider reported (Twilio error 21610).
+OPT_OUT_SOURCE = "twilio"
+
+
+@dataclass(frozen=True)
 class EnqueuePage:
     last_id: int | None
     scanned: int
@@ -171,6 +185,26 @@ class PostgresStore:
         )
         return len(rows)
 
+    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not source_ids:
+            return []
+        return self.db.fetch_all(query("policy_inputs"), {"source": source, "source_ids": list(source_ids)})
+
+    def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int:
+        if not decisions:
+            return 0
+        rows = self.db.fetch_all(
+            query("apply_queue_decisions"),
+            {
+                "source": source,
+                "source_ids": [d.source_id for d in decisions],
+                "states": [d.state for d in decisions],
+                "reasons": [d.reason for d in decisions],
+                "next_attempt_ats": [d.next_attempt_at for d in decisions],
+            },
+        )
+        return len(rows)
+
     # deliver ----------------------------------------------------------------------------
     def claim_batch(
         self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
@@ -206,6 +240,9 @@ class PostgresStore:
                 "finished_ats": [o.finished_at for o in outcomes],
                 "latencies_ms": [o.latency_ms for o in outcomes],
                 "next_attempt_ats": [o.next_attempt_at for o in outcomes],
+                "opt_out_contractor_ids": [o.opt_out_contractor_id for o in outcomes],
+                "opt_out_channels": [o.opt_out_channel for o in outcomes],
+                "opt_out_source": OPT_OUT_SOURCE,
             },
         )
         return len(rows)

@@ -36,6 +36,7 @@ from proactive_delivery.models import (
     Outcome,
     SendResult,
 )
+from proactive_delivery.policy import Contact, PolicyDefaults, PolicyInputError, decide, render_template
 from proactive_delivery.queue import DeliveryQueue
 from proactive_delivery.retry import retry_delay
 from proactive_delivery.tracing import subsegment
@@ -120,10 +121,15 @@ class Deliverer:
         config: DeliverConfig,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        policy: PolicyDefaults | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._channels = list(channels)
+        # With a policy, the contractor's preferences choose the channel by name; without
+        # one (unit tests of the delivery mechanics), the first channel that can reach them.
+        self._policy = policy
+        self._by_name = {c.name: c for c in self._channels}
         self._executor = executor
         self._config = config
         self._clock = clock
@@ -158,10 +164,12 @@ class Deliverer:
         )
         sends: list[_Send] = []
         outcomes: list[Outcome] = []
+        # Sends decided earlier in this batch count toward each contractor's daily cap.
+        planned: dict[int, int] = {}
         retries: list[tuple[str, int]] = []
         for row in rows:
             record = primary[row.key]
-            send = self._triage(row, record, result, outcomes, retries)
+            send = self._triage(row, record, result, outcomes, retries, planned=planned)
             if send is not None:
                 sends.append(send)
 
@@ -191,6 +199,8 @@ class Deliverer:
         result: BatchResult,
         outcomes: list[Outcome],
         retries: list[tuple[str, int]],
+        *,
+        planned: dict[int, int] | None = None,
     ) -> _Send | None:
         message_id = str(record.get("messageId", ""))
         key = row.key
@@ -235,24 +245,112 @@ class Deliverer:
             result.outcomes.append((key, outcomes[-1]))
             result.count("skipped")
             return None
+        if key.source == "followup" and row.source_status == "cancelled":
+            # Cancelled on the platform after it was queued: never sent.
+            self._settle(row, "skipped", "cancelled", result, outcomes)
+            return None
+        text = row.body
+        if key.source == "followup":
+            try:
+                text = render_template(
+                    row.body, {"first_name": row.first_name, "contractor_id": row.contractor_id}
+                )
+            except PolicyInputError as exc:
+                self._settle(row, "failed", exc.reason, result, outcomes, error=str(exc))
+                return None
         message = OutboundMessage(
             key=key,
             contractor_id=row.contractor_id,
             message_type=row.message_type or "",
-            text=row.body,
+            text=text,
             first_name=row.first_name,
             phone=row.phone,
             email=row.email,
         )
-        channel = next((c for c in self._channels if c.can_reach(message)), None)
-        if channel is None:
+        if self._policy is None:
+            channel = next((c for c in self._channels if c.can_reach(message)), None)
+            if channel is None:
+                self._settle(row, "skipped", "no_contact", result, outcomes)
+                return None
+            return _Send(key=key, row=row, record=record, channel=channel, message=message)
+        planned = {} if planned is None else planned
+        # The policy again, just before the send: preferences, opt-outs and the day's count
+        # may have changed since the message was queued.
+        now = self._clock()
+        decision = decide(
+            now=now,
+            due_at=row.due_at,
+            body=text,
+            stored=row.preferences,
+            defaults=self._policy,
+            contact=Contact(row.phone, row.email, row.contractor_id),
+            available=self._by_name,
+            sent_times=(*row.sent_times, *[now] * planned.get(row.contractor_id, 0)),
+        )
+        if decision.action == "skip":
+            self._settle(row, "skipped", decision.reason, result, outcomes)
+            return None
+        if decision.action == "fail":
+            self._settle(row, "failed", decision.reason, result, outcomes)
+            return None
+        if decision.action == "defer":
+            delay = decision.queue_delay(now)
+            result.count("deferred")
+            if delay is None:
+                # Too long for SQS to hold: stored as deferred, the next evaluate run re-queues it.
+                self._settle(
+                    row, "deferred", decision.reason, result, outcomes, next_attempt_at=decision.not_before
+                )
+                return None
+            # Short enough for the queue: stays queued and comes back when the window opens.
+            # Not an attempt (nothing is logged) and not a failure (no backoff, no budget).
             outcomes.append(
-                Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="no_contact")
+                Outcome(
+                    row.delivery_id,
+                    "queued",
+                    "deferred",
+                    attempted=False,
+                    reason=decision.reason,
+                    next_attempt_at=decision.not_before,
+                )
             )
             result.outcomes.append((key, outcomes[-1]))
-            result.count("skipped")
+            result.failures[message_id] = RetryLaterError(decision.reason or "deferred", delay)
+            retries.append((str(record.get("receiptHandle", "")), delay))
             return None
-        return _Send(key=key, row=row, record=record, channel=channel, message=message)
+        assert decision.channel is not None
+        planned[row.contractor_id] = planned.get(row.contractor_id, 0) + 1
+        return _Send(
+            key=key, row=row, record=record, channel=self._by_name[decision.channel], message=message
+        )
+
+    def _settle(
+        self,
+        row: ClaimedRow,
+        state: str,
+        reason: str | None,
+        result: BatchResult,
+        outcomes: list[Outcome],
+        *,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """Record a decision that needs no send (skipped, failed, deferred)."""
+        assert row.delivery_id is not None
+        outcomes.append(
+            Outcome(
+                row.delivery_id,
+                state,
+                state,
+                attempted=False,
+                reason=reason,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
+        )
+        result.outcomes.append((row.key, outcomes[-1]))
+        if state != "deferred":
+            result.count(state)
 
     def _send_all(self, sends: Sequence[_Send], remaining_ms: Callable[[], int]) -> None:
         needed_ms = self._config.send_budget_ms + self._config.safety_margin_ms
@@ -307,6 +405,7 @@ class Deliverer:
             )
         elif isinstance(send.error, PermanentSendError):
             result.count(send.error.final_state)
+            opted_out = send.error.reason == "opted_out"
             outcome = Outcome(
                 delivery_id,
                 send.error.final_state,
@@ -315,6 +414,8 @@ class Deliverer:
                 reason=send.error.reason,
                 error=str(send.error),
                 http_status=send.error.http_status,
+                opt_out_contractor_id=send.message.contractor_id if opted_out else None,
+                opt_out_channel=send.channel.name if opted_out else None,
                 **common,
             )
         else:

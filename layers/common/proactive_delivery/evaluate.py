@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from proactive_delivery import SERVICE
 from proactive_delivery.db import EnqueuePage
 from proactive_delivery.errors import MalformedRecordError, QueueError
+from proactive_delivery.gate import QueueGate
 from proactive_delivery.models import SOURCES, MessageKey, UnsentBacklog
 from proactive_delivery.queue import SQS_BATCH_LIMIT, DeliveryQueue
 
@@ -35,6 +36,9 @@ class SourceReport:
     requeued: int = 0
     send_failed: int = 0
     returned_to_pending: int = 0
+    # Held back by the queue-time policy: deferred for later, or skipped / failed for good.
+    deferred: int = 0
+    held: int = 0
 
 
 @dataclass
@@ -47,7 +51,8 @@ class EvaluateReport:
     @property
     def enqueued(self) -> int:
         return sum(
-            r.queued_new + r.requeued - r.send_failed - r.returned_to_pending for r in self.sources.values()
+            r.queued_new + r.requeued - r.send_failed - r.returned_to_pending - r.held
+            for r in self.sources.values()
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,8 +91,10 @@ class Evaluator:
         page_size: int = 500,
         reconcile_after_seconds: int = 1800,
         safety_margin_ms: int = 10_000,
+        gate: QueueGate | None = None,
     ) -> None:
         self._store = store
+        self._gate = gate
         self._queue = queue
         self._page_size = page_size
         self._reconcile_after = reconcile_after_seconds
@@ -147,6 +154,25 @@ class Evaluator:
     ) -> bool:
         """Send recorded ids 10 at a time. Entries SQS refuses, and the tail left unsent when
         time runs out, go back to pending so the next run takes them at once."""
+        if self._gate is not None and source_ids:
+            gated = self._gate.check(source, source_ids)
+            report.deferred += gated.deferred
+            report.held += gated.held
+            for delay, ids in gated.delayed.items():
+                if not self._send_chunks(source, ids, report, remaining_ms, delay_seconds=delay):
+                    return False
+            source_ids = gated.send_now
+        return self._send_chunks(source, source_ids, report, remaining_ms)
+
+    def _send_chunks(
+        self,
+        source: str,
+        source_ids: Sequence[int],
+        report: SourceReport,
+        remaining_ms: Callable[[], int],
+        *,
+        delay_seconds: int = 0,
+    ) -> bool:
         for start in range(0, len(source_ids), SQS_BATCH_LIMIT):
             if self._out_of_time(remaining_ms):
                 unsent = source_ids[start:]
@@ -155,7 +181,7 @@ class Evaluator:
                 return False
             chunk = [MessageKey(source, i) for i in source_ids[start : start + SQS_BATCH_LIMIT]]
             try:
-                failed = self._queue.send_keys(chunk)
+                failed = self._queue.send_keys(chunk, delay_seconds=delay_seconds)
             except QueueError:
                 # The whole call failed: nothing after this point was sent. Put it all back
                 # to pending so it is not left waiting for the reconciliation threshold.

@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from proactive_delivery.errors import MalformedRecordError
+from proactive_delivery.policy import StoredPreferences
 
 # Where a message comes from. Each source has its own id space, so identity is the pair.
-SOURCES: Final = ("proactive",)
+SOURCES: Final = ("proactive", "followup")
 
 OPEN_STATES: Final = frozenset({"pending", "queued", "sending", "deferred"})
 FINAL_STATES: Final = frozenset({"sent", "skipped", "failed"})
@@ -68,6 +69,12 @@ class ClaimedRow:
     first_name: str | None = None
     phone: str | None = None
     email: str | None = None
+    # Follow-ups: the platform's status ('cancelled' means never send).
+    source_status: str | None = None
+    # The send-time policy's inputs: the contractor's stored preferences (None: defaults)
+    # and when they were last sent something.
+    preferences: StoredPreferences | None = None
+    sent_times: tuple[datetime, ...] = ()
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedRow:
@@ -85,6 +92,9 @@ class ClaimedRow:
             first_name=row["first_name"],
             phone=row["phone"],
             email=row["email"],
+            source_status=row.get("source_status"),
+            preferences=StoredPreferences.from_row(row),
+            sent_times=tuple(row.get("sent_times") or ()),
         )
 
 
@@ -129,6 +139,9 @@ class Outcome:
     finished_at: datetime | None = None
     latency_ms: int | None = None
     next_attempt_at: datetime | None = None
+    # Set when the provider reported the recipient opted out of this channel.
+    opt_out_contractor_id: int | None = None
+    opt_out_channel: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,26 @@ ConfigError naming it, so a bad deployment fails at its first invocation with on
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import timedelta
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from proactive_delivery.errors import ConfigError
+from proactive_delivery.policy import (
+    PolicyDefaults,
+    PolicyInputError,
+    is_e164,
+    load_zone,
+    parse_channels,
+    parse_quiet_hours,
+)
+
+T = TypeVar("T")
+SMS_PROVIDERS: Final = ("n8n", "twilio")
+# Where the platform's contractors mostly are; a contractor elsewhere gets a preference row.
+DEFAULT_TIMEZONE: Final = "America/New_York"
 
 # Stages that run on a developer's machine or in CI. Anything else is a deployed stage,
 # where webhook URLs must be public HTTPS endpoints.
@@ -39,6 +53,17 @@ class Settings:
     http_read_timeout_seconds: float = 10.0
     evaluate_page_size: int = 500
     secret_max_age_seconds: int = 300
+    # Channels and delivery policy (docs/channels-and-preferences.md).
+    sms_provider: str = "n8n"
+    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_secret_arn: str | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    email_from_address: str | None = None
+    web_chat_webhook_url: str | None = None
+    policy: PolicyDefaults = field(default_factory=PolicyDefaults)
 
     @property
     def is_deployed(self) -> bool:
@@ -72,6 +97,16 @@ class Settings:
             http_read_timeout_seconds=reader.number("HTTP_READ_TIMEOUT_SECONDS", 10.0),
             evaluate_page_size=reader.integer("EVALUATE_PAGE_SIZE", 500, minimum=1, maximum=10000),
             secret_max_age_seconds=reader.integer("SECRET_MAX_AGE_SECONDS", 300, minimum=0),
+            sms_provider=reader.text("SMS_PROVIDER", default="n8n").lower(),
+            twilio_api_base_url=reader.text("TWILIO_API_BASE_URL", default="https://api.twilio.com"),
+            twilio_account_sid=reader.optional("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=reader.optional("TWILIO_AUTH_TOKEN"),
+            twilio_secret_arn=reader.optional("TWILIO_SECRET_ARN"),
+            twilio_from_number=reader.optional("TWILIO_FROM_NUMBER"),
+            twilio_messaging_service_sid=reader.optional("TWILIO_MESSAGING_SERVICE_SID"),
+            email_from_address=reader.optional("EMAIL_FROM_ADDRESS"),
+            web_chat_webhook_url=reader.optional("WEB_CHAT_WEBHOOK_URL"),
+            policy=_policy_defaults(reader),
         )
         settings.validate()
         return settings
@@ -91,6 +126,56 @@ class Settings:
             "N8N_OUTBOUND_WEBHOOK_URL", self.n8n_outbound_webhook_url, deployed=self.is_deployed
         )
         check_http_url("DELIVERY_QUEUE_URL", self.delivery_queue_url)
+        self._validate_channels()
+
+    def _validate_channels(self) -> None:
+        if self.sms_provider not in SMS_PROVIDERS:
+            raise ConfigError(
+                f"SMS_PROVIDER must be one of {', '.join(SMS_PROVIDERS)}, got {self.sms_provider!r}"
+            )
+        if self.sms_provider == "twilio":
+            check_webhook_url("TWILIO_API_BASE_URL", self.twilio_api_base_url, deployed=self.is_deployed)
+            if not self.twilio_secret_arn and not (self.twilio_account_sid and self.twilio_auth_token):
+                raise ConfigError(
+                    "SMS_PROVIDER=twilio needs TWILIO_SECRET_ARN or TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+                )
+            if not (self.twilio_from_number or self.twilio_messaging_service_sid):
+                raise ConfigError(
+                    "SMS_PROVIDER=twilio needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID"
+                )
+            if self.twilio_from_number and not is_e164(self.twilio_from_number):
+                raise ConfigError("TWILIO_FROM_NUMBER must be an E.164 number (+15550100000)")
+        if self.email_from_address and "@" not in self.email_from_address:
+            raise ConfigError("EMAIL_FROM_ADDRESS must be an email address")
+        if self.web_chat_webhook_url:
+            check_webhook_url("WEB_CHAT_WEBHOOK_URL", self.web_chat_webhook_url, deployed=self.is_deployed)
+
+    @property
+    def available_channels(self) -> tuple[str, ...]:
+        """Channels configured in this deployment; a channel without its setting is unavailable."""
+        channels = ["sms"]
+        if self.email_from_address:
+            channels.append("email")
+        if self.web_chat_webhook_url:
+            channels.append("web_chat")
+        return tuple(channels)
+
+
+def _policy_defaults(reader: _Reader) -> PolicyDefaults:
+    def parsed(name: str, default: str, parse: Callable[[str], T]) -> T:
+        raw = reader.text(name, default=default)
+        try:
+            return parse(raw)
+        except PolicyInputError as exc:
+            raise ConfigError(f"{name} is invalid: {exc}") from None
+
+    return PolicyDefaults(
+        channels=parsed("DEFAULT_CHANNELS", "sms", parse_channels),
+        timezone=parsed("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE, lambda v: load_zone(v).key),
+        quiet_hours=parsed("QUIET_HOURS", "21:00-08:00", parse_quiet_hours),
+        max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),
+        max_age=timedelta(hours=reader.integer("MESSAGE_MAX_AGE_HOURS", 72, minimum=1, maximum=8760)),
+    )
 
 
 def check_http_url(name: str, value: str) -> None:

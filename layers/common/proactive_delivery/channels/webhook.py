@@ -43,6 +43,20 @@ def n8n_payload(message: OutboundMessage) -> dict[str, object]:
     }
 
 
+def web_chat_payload(message: OutboundMessage) -> dict[str, object]:
+    """The platform's in-app chat: who, what and the stable identity; no phone or email."""
+    return {
+        "channel": "web_chat",
+        "contractor_id": message.contractor_id,
+        "message": message.text,
+        "message_type": message.message_type,
+        "message_id": message.idempotency_key,
+        "source": message.key.source,
+        "source_id": message.key.source_id,
+        "first_name": message.first_name,
+    }
+
+
 class SignedWebhookChannel:
     def __init__(
         self,
@@ -65,6 +79,10 @@ class SignedWebhookChannel:
 
     def can_reach(self, message: OutboundMessage) -> bool:
         return bool(getattr(message, self._needs, None))
+
+    @property
+    def provider(self) -> str:
+        return "n8n" if self.name == "sms" else "webhook"
 
     def send(self, message: OutboundMessage) -> SendResult:
         body = json.dumps(self._payload(message), separators=(",", ":"), ensure_ascii=False)

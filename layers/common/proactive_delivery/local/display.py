@@ -31,7 +31,18 @@ WHERE s.id IS NULL
    OR (s.state = 'sent' AND m.sent_at IS NULL)
    OR (s.state IN ('skipped', 'failed') AND coalesce(s.reason, s.last_error, '') = '')
    OR (s.state = 'deferred' AND s.next_attempt_at IS NULL)
-ORDER BY m.id
+UNION ALL
+-- Follow-ups count once they are due and not cancelled before anyone queued them.
+SELECT f.id, s.state
+FROM contractor_followup_schedules f
+LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.id
+WHERE (s.id IS NULL AND f.scheduled_time <= now() AND f.sent_at IS NULL
+       AND f.status IS DISTINCT FROM 'cancelled')
+   OR s.state NOT IN ('sent', 'skipped', 'failed', 'deferred')
+   OR (s.state = 'sent' AND f.sent_at IS NULL)
+   OR (s.state IN ('skipped', 'failed') AND coalesce(s.reason, s.last_error, '') = '')
+   OR (s.state = 'deferred' AND s.next_attempt_at IS NULL)
+ORDER BY 1
 """
 
 
@@ -45,18 +56,26 @@ def ledger_summary(conninfo: str) -> dict[str, Any]:
         states = state_counts(conn)
         reasons = conn.execute(
             "SELECT state, coalesce(reason, last_error), count(*) FROM delivery.message_state"
-            " WHERE state IN ('skipped', 'failed') GROUP BY 1, 2 ORDER BY 1, 2"
+            " WHERE state IN ('skipped', 'failed', 'deferred') GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        channels = conn.execute(
+            "SELECT source, channel, count(*) FROM delivery.message_state WHERE state = 'sent'"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
         deferred_until = conn.execute(
             "SELECT min(next_attempt_at), max(next_attempt_at) FROM delivery.message_state"
             " WHERE state = 'deferred'"
         ).fetchone()
         retries = conn.execute("SELECT count(*) FROM delivery.attempt_log WHERE outcome = 'retry'").fetchone()
-        seeded = conn.execute("SELECT count(*) FROM ai_proactive_messages").fetchone()
+        seeded = conn.execute(
+            "SELECT (SELECT count(*) FROM ai_proactive_messages)"
+            " + (SELECT count(*) FROM contractor_followup_schedules WHERE scheduled_time <= now())"
+        ).fetchone()
         unbalanced = conn.execute(_UNBALANCED_SQL).fetchall()
     return {
         "states": states,
         "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
+        "channels": [{"source": s, "channel": ch, "count": c} for s, ch, c in channels],
         "deferred_until": [str(v) for v in deferred_until] if deferred_until and deferred_until[0] else None,
         "retried_attempts": int(retries[0]) if retries else 0,
         "messages": int(seeded[0]) if seeded else 0,
@@ -246,6 +265,8 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
             lines.append((f"  {state}", str(summary["states"][state])))
     for row in summary["reasons"]:
         lines.append((f"    {row['state']}: {row['reason']}", str(row["count"])))
+    for row in summary.get("channels", []):
+        lines.append((f"    sent: {row['source']} via {row['channel']}", str(row["count"])))
     if summary.get("deferred_until"):
         lines.append(("  deferred until", " .. ".join(summary["deferred_until"])))
     lines.append(("unaccounted for", str(len(summary["unbalanced"]))))

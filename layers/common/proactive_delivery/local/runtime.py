@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+import boto3
 import httpx
 import psycopg
 
@@ -42,7 +43,12 @@ from proactive_delivery.errors import ConfigError
 from proactive_delivery.local.esm import LambdaContext, SqsEventSourceMapping
 from proactive_delivery.local.receiver import FaultPlan, Reply, WebhookReceiver
 from proactive_delivery.local.schedule import ScheduleClock, ScheduledTarget, ScheduleExpression, Scheduler
-from proactive_delivery.local.sqs import LocalSqsServer, local_aws_environment
+from proactive_delivery.local.sqs import (
+    LOCAL_CREDENTIALS,
+    LOCAL_REGION,
+    LocalSqsServer,
+    local_aws_environment,
+)
 from proactive_delivery.local.template import LocalTemplate, load_env_file
 
 LOCAL_DATABASE = "proactive_delivery_local"
@@ -67,6 +73,10 @@ class RuntimeOptions:
     keep_data: bool = False
     fault_seed: int | None = 11
     run_dir: Path = Path(".local-run")
+
+
+# The sender the local SES accepts unless the env file names another.
+LOCAL_EMAIL_SENDER = "coach@example.com"
 
 
 def new_signing_secret() -> str:
@@ -437,6 +447,12 @@ class LocalRuntime:
             httpx.post(f"{sqs.endpoint}/moto-api/reset", timeout=10).raise_for_status()
             self.sqs_client = sqs.client()
             self._create_queues()
+            # Email goes to moto's SES v2 on the same local server; it only accepts a
+            # sender it knows, as SES only sends from a verified identity.
+            email_sender = self.env_file_value("EMAIL_FROM_ADDRESS") or LOCAL_EMAIL_SENDER
+            boto3.client(
+                "sesv2", endpoint_url=sqs.endpoint, region_name=LOCAL_REGION, **LOCAL_CREDENTIALS
+            ).create_email_identity(EmailIdentity=email_sender)
 
             signing_secret = self.env_file_value("WEBHOOK_SIGNING_SECRET") or new_signing_secret()
             plan = fault_plan(options.fail_rate, options.status, options.latency, options.fault_seed)
@@ -446,6 +462,10 @@ class LocalRuntime:
                 "DATABASE_URL": self.database_url,
                 "N8N_OUTBOUND_WEBHOOK_URL": self.receiver.url,
                 "WEBHOOK_SIGNING_SECRET": signing_secret,
+                # Every channel is local: web chat to the receiver's /chat path, email to SES.
+                "WEB_CHAT_WEBHOOK_URL": self.receiver.url.replace("/webhook", "/chat"),
+                "EMAIL_FROM_ADDRESS": email_sender,
+                "AWS_ENDPOINT_URL_SESV2": sqs.endpoint,
                 # No X-Ray daemon on this machine.
                 "POWERTOOLS_TRACE_DISABLED": "true",
             }

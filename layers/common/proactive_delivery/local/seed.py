@@ -1,15 +1,11 @@
-"""Sample contractors and messages for the local demo and manual tests (reference schema).
-
-The reference tables grow as the project does; seed fills the columns and tables it finds:
-contractors and ai_proactive_messages always; a time zone or preferred channel column on
-contractors when there is one; contractor_followup_schedules when that table exists.
-"""
+"""Sample contractors and messages for the local demo and manual tests (reference schema)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -23,31 +19,65 @@ TEMPLATES = [
 ]
 
 
-TIME_ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "Europe/London",
-              "Asia/Kolkata", "Australia/Sydney"]  # fmt: skip
-CHANNELS = ["sms", "sms", "email", "web_chat"]
-FOLLOWUP_TYPES = ["estimate_follow_up", "check_in", "review_request"]
-
-
 @dataclass(frozen=True)
 class SeedResult:
     contractors: int
     messages: int
     without_phone: int
     followups: int = 0
+    preferences: int = 0
 
 
-def _columns(conn: psycopg.Connection[Any], table: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-        "AND table_name = %s",
-        (table,),
-    ).fetchall()
-    return {str(r[0]) for r in rows}
+# Zones spread around the globe: at any hour some contractors are inside their quiet hours.
+DEMO_ZONES = ["America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Tokyo", "Australia/Sydney"]
 
 
-def _first(columns: set[str], *names: str) -> str | None:
-    return next((n for n in names if n in columns), None)
+def zone_in_quiet_hours(now: datetime | None = None) -> str:
+    """A zone whose local time is inside 21:00-08:00 right now (there always is one)."""
+    now = now or datetime.now(UTC)
+    for offset in range(-11, 13):
+        zone = f"Etc/GMT{-offset:+d}" if offset else "UTC"
+        hour = now.astimezone(ZoneInfo(zone)).hour
+        if hour >= 22 or hour < 7:
+            return zone
+    return "UTC"  # pragma: no cover - some zone is always at night
+
+
+def seed_preferences_and_followups(
+    conn: psycopg.Connection[object], contractor_ids: list[int], *, followups: int = 10
+) -> tuple[int, int]:
+    """Preferences for the demo: contractors in several time zones and on every channel, one
+    opted out, one in its quiet hours now; and a few due follow-ups (one cancelled)."""
+    channels = [["sms"], ["email", "sms"], ["web_chat", "sms"], ["sms", "email"]]
+    quiet_zone = zone_in_quiet_hours()
+    rows = []
+    for n, contractor_id in enumerate(contractor_ids):
+        zone = quiet_zone if n == 1 else DEMO_ZONES[n % len(DEMO_ZONES)]
+        # Outside the demo's night contractor, quiet hours are off so the demo shows sends.
+        start, end = ("21:00", "08:00") if n == 1 else ("00:00", "00:00")
+        rows.append((contractor_id, channels[n % len(channels)], n == 2, zone, start, end))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO delivery.contractor_preferences (contractor_id, channels, opted_out, opted_out_at,"
+            " opt_out_source, timezone, quiet_start, quiet_end) VALUES (%s, %s, %s,"
+            " CASE WHEN %s THEN now() END, CASE WHEN %s THEN 'demo' END, %s, %s, %s)"
+            " ON CONFLICT (contractor_id) DO NOTHING",
+            [(c, ch, out, out, out, zone, start, end) for c, ch, out, zone, start, end in rows],
+        )
+        cur.executemany(
+            "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
+            " message_template, status) VALUES (%s, now() - interval '1 minute', %s, %s, %s)",
+            [
+                (
+                    contractor_ids[n % len(contractor_ids)],
+                    "estimate_follow_up",
+                    "Hi {first_name}, did the customer get back to you about the estimate?",
+                    "cancelled" if n == 0 else "scheduled",
+                )
+                for n in range(followups)
+            ],
+        )
+    return len(rows), followups
 
 
 def seed(
@@ -57,28 +87,18 @@ def seed(
     messages spread over them. Phones are from the 555-01xx range reserved for fiction."""
     if count < 0 or contractors < 1:
         raise ValueError("seed needs count >= 0 and at least one contractor")
-    rng = random.Random(seed)  # noqa: S311 - sample data, not security  # nosec B311
+    rng = random.Random(seed)  # noqa: S311 - sample data
     without_phone = 0
     ids: list[int] = []
-    contractor_columns = _columns(conn, "contractors")
-    tz_column = _first(contractor_columns, "timezone", "time_zone", "tz")
-    channel_column = _first(contractor_columns, "preferred_channel", "channel")
-    extra = [c for c in (tz_column, channel_column) if c]
-    # Column names come from information_schema (see _columns), never from input.
-    columns = ", ".join(["first_name", "phone", "email", *extra])
-    markers = ", ".join(["%s"] * (3 + len(extra)))
-    insert = f"INSERT INTO contractors ({columns}) VALUES ({markers}) RETURNING id"  # nosec B608
     with conn.cursor() as cur:
         for i in range(contractors):
             name = FIRST_NAMES[i % len(FIRST_NAMES)]
             phone = None if i % 10 == 9 else f"+1555010{i:04d}"[:12]
             without_phone += phone is None
-            values: list[object] = [name, phone, f"{name.lower()}.{i}@example.com"]
-            if tz_column:
-                values.append(TIME_ZONES[i % len(TIME_ZONES)])
-            if channel_column:
-                values.append(CHANNELS[i % len(CHANNELS)])
-            cur.execute(insert, values)
+            cur.execute(
+                "INSERT INTO contractors (first_name, phone, email) VALUES (%s, %s, %s) RETURNING id",
+                (name, phone, f"{name.lower()}.{i}@example.com"),
+            )
             row = cur.fetchone()
             assert row is not None
             ids.append(int(row[0]))  # type: ignore[index]
@@ -99,32 +119,11 @@ def seed(
             "context_data) VALUES (%s, %s, %s, %s, '{}'::jsonb)",
             rows,
         )
-    followups = _seed_followups(conn, ids, rng, count)
+    preferences, followups = seed_preferences_and_followups(conn, ids)
     return SeedResult(
-        contractors=contractors, messages=count, without_phone=without_phone, followups=followups
+        contractors=contractors,
+        messages=count,
+        without_phone=without_phone,
+        followups=followups,
+        preferences=preferences,
     )
-
-
-def _seed_followups(conn: psycopg.Connection[Any], ids: list[int], rng: random.Random, count: int) -> int:
-    """Follow-ups due now and later, when the reference table exists (a later migration)."""
-    columns = _columns(conn, "contractor_followup_schedules")
-    if not {"contractor_id", "scheduled_time"} <= columns:
-        return 0
-    message_column = _first(columns, "message", "message_content", "message_text")
-    type_column = _first(columns, "followup_type", "type", "follow_up_type")
-    names = ["contractor_id", "scheduled_time", *(c for c in (message_column, type_column) if c)]
-    rows = []
-    for n in range(max(1, count // 4)):
-        # Every third one is due in an hour: the next evaluate run must leave it alone.
-        row: list[object] = [ids[rng.randrange(len(ids))], "1 hour" if n % 3 == 2 else "-5 minutes"]
-        if message_column:
-            row.append("Did the customer accept your estimate? Reply YES or NO.")
-        if type_column:
-            row.append(FOLLOWUP_TYPES[n % len(FOLLOWUP_TYPES)])
-        rows.append(row)
-    placeholders = ", ".join(["%s", "now() + %s::interval"] + ["%s"] * (len(names) - 2))
-    with conn.cursor() as cur:
-        # Column names come from information_schema (see _columns), never from input.
-        sql = f"INSERT INTO contractor_followup_schedules ({', '.join(names)}) VALUES ({placeholders})"  # nosec B608
-        cur.executemany(sql, rows)
-    return len(rows)

@@ -14,6 +14,18 @@ WHERE m.sent_at IS NULL
   AND m.created_at <= now()
   AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
 
+-- name: unsent_backlog_followup
+-- The same for follow-ups: due from scheduled_time; a follow-up cancelled before anyone
+-- sent it is not waited for.
+SELECT count(*) AS backlog,
+       coalesce(extract(epoch FROM now() - min(f.scheduled_time)), 0)::float8 AS oldest_age_seconds
+FROM contractor_followup_schedules f
+LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.id
+WHERE f.sent_at IS NULL
+  AND f.scheduled_time <= now()
+  AND f.status IS DISTINCT FROM 'cancelled'
+  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
+
 -- name: record_evaluate_run
 -- One row per finished run; rows older than 30 days go in the same statement, so the
 -- table stays a few thousand rows whatever the schedule.

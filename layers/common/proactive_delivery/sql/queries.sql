@@ -8,7 +8,7 @@
 -- run whose INSERT wins gets the id back, so each id is queued once. The cursor (last_id)
 -- comes from the page, not from what was inserted, so the scan always moves forward.
 WITH page AS (
-    SELECT m.id
+    SELECT m.id, m.contractor_id
     FROM ai_proactive_messages m
     WHERE m.sent_at IS NULL
       AND m.created_at <= now()
@@ -17,8 +17,33 @@ WITH page AS (
     LIMIT %(page_size)s
 ),
 fresh AS (
-    INSERT INTO delivery.message_state (source, source_id, state, queued_at, next_attempt_at)
-    SELECT 'proactive', p.id, 'queued', now(), now()
+    INSERT INTO delivery.message_state (source, source_id, state, queued_at, next_attempt_at, contractor_id)
+    SELECT 'proactive', p.id, 'queued', now(), now(), p.contractor_id
+    FROM page p
+    ON CONFLICT (source, source_id) DO NOTHING
+    RETURNING source_id
+)
+SELECT (SELECT max(id) FROM page) AS last_id,
+       (SELECT count(*) FROM page) AS scanned,
+       coalesce((SELECT array_agg(source_id ORDER BY source_id) FROM fresh), '{}'::bigint[]) AS queued_ids;
+
+-- name: enqueue_new_followup
+-- The same as enqueue_new_proactive for contractor_followup_schedules: due when
+-- scheduled_time has come, unsent and not cancelled. Its ids live under source 'followup',
+-- so they never collide with ai_proactive_messages ids.
+WITH page AS (
+    SELECT f.id, f.contractor_id
+    FROM contractor_followup_schedules f
+    WHERE f.sent_at IS NULL
+      AND f.scheduled_time <= now()
+      AND f.status IS DISTINCT FROM 'cancelled'
+      AND f.id > %(after_id)s
+    ORDER BY f.id
+    LIMIT %(page_size)s
+),
+fresh AS (
+    INSERT INTO delivery.message_state (source, source_id, state, queued_at, next_attempt_at, contractor_id)
+    SELECT 'followup', p.id, 'queued', now(), now(), p.contractor_id
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
@@ -31,15 +56,17 @@ SELECT (SELECT max(id) FROM page) AS last_id,
 -- The reconciliation sweep: messages that are ours but reachable by nothing. pending = a
 -- SendMessageBatch entry failed; queued for longer than the threshold = the SQS message was
 -- lost (or evaluate died between commit and send); sending with an expired lease = the
--- deliverer died mid-send. SKIP LOCKED lets a concurrent run or deliverer keep its rows.
+-- deliverer died mid-send; deferred whose time has come = quiet hours or the daily cap held
+-- it and the window is open now. SKIP LOCKED lets a concurrent run or deliverer keep its rows.
 WITH stranded AS (
     SELECT s.id
     FROM delivery.message_state s
     WHERE s.source = %(source)s
-      AND s.state IN ('pending', 'queued', 'sending')
+      AND s.state IN ('pending', 'queued', 'sending', 'deferred')
       AND s.id > %(after_id)s
       AND (
           s.state = 'pending'
+          OR (s.state = 'deferred' AND s.next_attempt_at <= now())
           OR (s.state = 'queued' AND s.next_attempt_at <= now() - make_interval(secs => %(reconcile_after)s))
           OR (s.state = 'sending' AND s.lease_expires_at < now())
       )
@@ -107,22 +134,53 @@ SELECT w.source,
        content.body,
        content.due_at,
        content.platform_sent_at,
+       content.source_status,
        k.first_name,
        k.phone,
-       k.email
+       k.email,
+       p.contractor_id AS pref_contractor_id,
+       p.channels AS pref_channels,
+       p.opted_out AS pref_opted_out,
+       p.opted_out_channels AS pref_opted_out_channels,
+       p.timezone AS pref_timezone,
+       p.quiet_start AS pref_quiet_start,
+       p.quiet_end AS pref_quiet_end,
+       p.max_per_day AS pref_max_per_day,
+       recent.sent_times
 FROM wanted w
 LEFT JOIN delivery.message_state s ON s.source = w.source AND s.source_id = w.source_id
 LEFT JOIN claimed c ON c.id = s.id
+-- The send-time policy's inputs come with the claim (preferences, and what the contractor
+-- was sent in the last 26 hours, enough to cover any local day), so a batch stays at one
+-- claim statement and one outcome statement.
 LEFT JOIN LATERAL (
     SELECT m.contractor_id,
            m.message_type,
            m.message_content AS body,
            m.created_at AS due_at,
-           m.sent_at AS platform_sent_at
+           m.sent_at AS platform_sent_at,
+           NULL::text AS source_status
     FROM ai_proactive_messages m
     WHERE w.source = 'proactive' AND m.id = w.source_id
+    UNION ALL
+    SELECT f.contractor_id,
+           f.followup_type,
+           f.message_template,
+           f.scheduled_time,
+           f.sent_at,
+           f.status
+    FROM contractor_followup_schedules f
+    WHERE w.source = 'followup' AND f.id = w.source_id
 ) content ON c.id IS NOT NULL
-LEFT JOIN contractors k ON k.id = content.contractor_id;
+LEFT JOIN contractors k ON k.id = content.contractor_id
+LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = content.contractor_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(r.sent_at) AS sent_times
+    FROM delivery.message_state r
+    WHERE r.contractor_id = content.contractor_id
+      AND r.state = 'sent'
+      AND r.sent_at > now() - interval '26 hours'
+) recent ON content.contractor_id IS NOT NULL;
 
 -- name: record_outcomes
 -- Writes a whole batch's outcomes in one statement: the new states, one attempt_log row
@@ -145,9 +203,12 @@ WITH outcome AS (
         %(started_ats)s::timestamptz[],
         %(finished_ats)s::timestamptz[],
         %(latencies_ms)s::integer[],
-        %(next_attempt_ats)s::timestamptz[]
+        %(next_attempt_ats)s::timestamptz[],
+        %(opt_out_contractor_ids)s::bigint[],
+        %(opt_out_channels)s::text[]
     ) AS o(delivery_id, state, outcome, attempted, channel, provider_ref, reason, error,
-           http_status, started_at, finished_at, latency_ms, next_attempt_at)
+           http_status, started_at, finished_at, latency_ms, next_attempt_at,
+           opt_out_contractor_id, opt_out_channel)
 ),
 updated AS (
     UPDATE delivery.message_state s
@@ -185,6 +246,101 @@ proactive_sent AS (
     FROM updated u
     WHERE u.state = 'sent' AND u.source = 'proactive' AND m.id = u.source_id AND m.sent_at IS NULL
     RETURNING m.id
+),
+followup_sent AS (
+    -- contractor_followup_schedules has no updated_at: only sent_at is ours to set.
+    UPDATE contractor_followup_schedules f
+    SET sent_at = u.sent_at
+    FROM updated u
+    WHERE u.state = 'sent' AND u.source = 'followup' AND f.id = u.source_id AND f.sent_at IS NULL
+    RETURNING f.id
+),
+opted_out AS (
+    -- The provider said the recipient opted out (Twilio 21610): remember it for that
+    -- channel, so neither evaluate nor deliver ever tries it again.
+    INSERT INTO delivery.contractor_preferences
+        (contractor_id, opted_out_channels, opted_out_at, opt_out_source)
+    SELECT DISTINCT o.opt_out_contractor_id, ARRAY[o.opt_out_channel], now(), %(opt_out_source)s
+    FROM updated u
+    JOIN outcome o ON o.delivery_id = u.id
+    WHERE o.opt_out_contractor_id IS NOT NULL AND o.opt_out_channel IS NOT NULL
+    ON CONFLICT (contractor_id) DO UPDATE
+    SET opted_out_channels = CASE
+            WHEN EXCLUDED.opted_out_channels[1] = ANY(delivery.contractor_preferences.opted_out_channels)
+            THEN delivery.contractor_preferences.opted_out_channels
+            ELSE delivery.contractor_preferences.opted_out_channels || EXCLUDED.opted_out_channels
+        END,
+        opted_out_at = EXCLUDED.opted_out_at,
+        opt_out_source = EXCLUDED.opt_out_source,
+        updated_at = now()
+    RETURNING contractor_id
 )
 SELECT u.id, u.state, (SELECT count(*) FROM logged) AS attempts_logged
 FROM updated u;
+
+-- name: policy_inputs
+-- What the queue-time policy check needs for freshly queued ids: the same content,
+-- contact, preference and recent-sends columns the claim statement returns.
+WITH wanted AS (
+    SELECT DISTINCT %(source)s::text AS source, w.source_id
+    FROM unnest(%(source_ids)s::bigint[]) AS w(source_id)
+)
+SELECT w.source_id,
+       content.contractor_id,
+       content.body,
+       content.due_at,
+       content.source_status,
+       k.first_name,
+       k.phone,
+       k.email,
+       p.contractor_id AS pref_contractor_id,
+       p.channels AS pref_channels,
+       p.opted_out AS pref_opted_out,
+       p.opted_out_channels AS pref_opted_out_channels,
+       p.timezone AS pref_timezone,
+       p.quiet_start AS pref_quiet_start,
+       p.quiet_end AS pref_quiet_end,
+       p.max_per_day AS pref_max_per_day,
+       recent.sent_times
+FROM wanted w
+LEFT JOIN LATERAL (
+    SELECT m.contractor_id, m.message_content AS body, m.created_at AS due_at,
+           NULL::text AS source_status
+    FROM ai_proactive_messages m
+    WHERE w.source = 'proactive' AND m.id = w.source_id
+    UNION ALL
+    SELECT f.contractor_id, f.message_template, f.scheduled_time, f.status
+    FROM contractor_followup_schedules f
+    WHERE w.source = 'followup' AND f.id = w.source_id
+) content ON true
+LEFT JOIN contractors k ON k.id = content.contractor_id
+LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = content.contractor_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(r.sent_at) AS sent_times
+    FROM delivery.message_state r
+    WHERE r.contractor_id = content.contractor_id
+      AND r.state = 'sent'
+      AND r.sent_at > now() - interval '26 hours'
+) recent ON content.contractor_id IS NOT NULL;
+
+-- name: apply_queue_decisions
+-- The queue-time policy's verdicts on freshly queued messages, in one statement: deferred
+-- (with the time the window opens), skipped or failed with the reason, or still queued with
+-- a later next_attempt_at (a short deferral carried by SQS DelaySeconds). Only rows still
+-- 'queued' change: a deliverer that already claimed one wins.
+WITH decision AS (
+    SELECT *
+    FROM unnest(%(source_ids)s::bigint[], %(states)s::text[], %(reasons)s::text[],
+                %(next_attempt_ats)s::timestamptz[])
+         AS d(source_id, state, reason, next_attempt_at)
+)
+UPDATE delivery.message_state s
+SET state = d.state,
+    reason = d.reason,
+    next_attempt_at = coalesce(d.next_attempt_at, s.next_attempt_at),
+    updated_at = now()
+FROM decision d
+WHERE s.source = %(source)s
+  AND s.source_id = d.source_id
+  AND s.state = 'queued'
+RETURNING s.source_id, s.state;

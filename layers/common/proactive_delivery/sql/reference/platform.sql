@@ -21,3 +21,14 @@ CREATE TABLE IF NOT EXISTS ai_proactive_messages (
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now()
 );
+
+CREATE TABLE IF NOT EXISTS contractor_followup_schedules (
+    id               bigserial PRIMARY KEY,
+    contractor_id    bigint      NOT NULL REFERENCES contractors (id),
+    scheduled_time   timestamptz NOT NULL,
+    followup_type    text        NOT NULL,
+    message_template text        NOT NULL,
+    status           text        NOT NULL DEFAULT 'scheduled',
+    sent_at          timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,324 @@
+"""Delivery policy: opt-out, maximum age, channel choice, quiet hours in the contractor's own
+time zone, and the daily cap. Pure functions of their inputs (no clock, no database), so the
+queue-time check in evaluate and the send-time check in deliver decide the same way.
+
+Every decision is one of: send on a channel, defer until a time (not an attempt, not a
+failure), skip for good (policy said never) or fail (the data is unusable).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CHANNELS: Final = ("sms", "email", "web_chat")
+E164: Final = re.compile(r"^\+[1-9]\d{6,14}$")
+# A deferral this short rides on an SQS delay (DelaySeconds / ChangeMessageVisibility);
+# a longer one is stored as `deferred` and picked up by the next evaluate run.
+QUEUE_DELAY_LIMIT: Final = timedelta(minutes=15)
+
+
+class PolicyInputError(ValueError):
+    """A preference value that cannot be used. `reason` is what gets recorded."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A local-time window in which nothing is sent. start > end wraps midnight
+    (21:00-08:00); start == end means no quiet hours."""
+
+    start: time
+    end: time
+
+    def contains(self, local: time) -> bool:
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+NO_QUIET_HOURS: Final = QuietHours(time(0), time(0))
+_WINDOW = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+def parse_quiet_hours(text: str) -> QuietHours:
+    """HH:MM-HH:MM in local time, or `none`."""
+    value = text.strip().lower()
+    if value in ("none", "off"):
+        return NO_QUIET_HOURS
+    match = _WINDOW.match(value)
+    if not match:
+        raise PolicyInputError("invalid_quiet_hours", f"expected HH:MM-HH:MM, got {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        return QuietHours(time(h1, m1), time(h2, m2))
+    except ValueError:
+        raise PolicyInputError("invalid_quiet_hours", f"not a time of day: {text!r}") from None
+
+
+def parse_channels(values: str | Iterable[str]) -> tuple[str, ...]:
+    names = values.split(",") if isinstance(values, str) else list(values)
+    channels = tuple(dict.fromkeys(n.strip() for n in names if n and n.strip()))
+    if not channels:
+        raise PolicyInputError("unknown_channel", "at least one channel is required")
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise PolicyInputError("unknown_channel", f"{', '.join(unknown)} (known: {', '.join(CHANNELS)})")
+    return channels
+
+
+def load_zone(name: str) -> ZoneInfo:
+    # ZoneInfo accepts relative paths and such; only plain IANA keys are allowed here.
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise PolicyInputError("invalid_timezone", repr(name))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise PolicyInputError("invalid_timezone", repr(name)) from None
+
+
+def is_e164(phone: str) -> bool:
+    return bool(E164.match(phone))
+
+
+@dataclass(frozen=True)
+class PolicyDefaults:
+    channels: tuple[str, ...] = ("sms",)
+    timezone: str = "America/New_York"
+    quiet_hours: QuietHours = QuietHours(time(21), time(8))
+    max_per_day: int = 3
+    max_age: timedelta = timedelta(hours=72)
+
+
+@dataclass(frozen=True)
+class StoredPreferences:
+    """A delivery.contractor_preferences row as stored (unvalidated: anyone with database
+    access can write it). None means "use the default"."""
+
+    channels: Sequence[str] | None = None
+    opted_out: bool = False
+    opted_out_channels: Sequence[str] = ()
+    timezone: str | None = None
+    quiet_start: time | None = None
+    quiet_end: time | None = None
+    max_per_day: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> StoredPreferences | None:
+        if not row.get("pref_contractor_id"):
+            return None
+        max_per_day = row.get("pref_max_per_day")
+        return cls(
+            channels=_str_list(row.get("pref_channels")),
+            opted_out=bool(row.get("pref_opted_out")),
+            opted_out_channels=_str_list(row.get("pref_opted_out_channels")) or (),
+            timezone=_opt_str(row.get("pref_timezone")),
+            quiet_start=_opt_time(row.get("pref_quiet_start")),
+            quiet_end=_opt_time(row.get("pref_quiet_end")),
+            max_per_day=int(max_per_day) if isinstance(max_per_day, int) else None,
+        )
+
+
+def _str_list(value: object) -> list[str] | None:
+    return [str(v) for v in value] if isinstance(value, list | tuple) else None
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _opt_time(value: object) -> time | None:
+    return value if isinstance(value, time) else None
+
+
+@dataclass(frozen=True)
+class Preferences:
+    channels: tuple[str, ...]
+    opted_out: bool
+    opted_out_channels: frozenset[str]
+    zone: ZoneInfo
+    quiet_hours: QuietHours
+    max_per_day: int
+
+
+def resolve(stored: StoredPreferences | None, defaults: PolicyDefaults) -> Preferences:
+    """Stored preferences over the defaults. Raises PolicyInputError on an unusable value."""
+    stored = stored or StoredPreferences()
+    channels = parse_channels(stored.channels) if stored.channels else defaults.channels
+    quiet = defaults.quiet_hours
+    if stored.quiet_start is not None and stored.quiet_end is not None:
+        quiet = QuietHours(stored.quiet_start, stored.quiet_end)
+    max_per_day = stored.max_per_day if stored.max_per_day is not None else defaults.max_per_day
+    if max_per_day < 0:
+        raise PolicyInputError("invalid_preference", "max_per_day must be >= 0")
+    return Preferences(
+        channels=channels,
+        opted_out=stored.opted_out,
+        opted_out_channels=frozenset(stored.opted_out_channels),
+        zone=load_zone(stored.timezone or defaults.timezone),
+        quiet_hours=quiet,
+        max_per_day=max_per_day,
+    )
+
+
+# --- time ------------------------------------------------------------------------------
+def _at_local(day: datetime, at: time, zone: ZoneInfo) -> datetime:
+    """`at` on the local date of `day`, as an aware UTC datetime. In a DST gap the wall time
+    does not exist; zoneinfo then reads it with the offset before the change (fold=0), which
+    lands just after the gap: never earlier than the wall time asked for."""
+    local = datetime.combine(day.date(), at, tzinfo=zone)
+    return local.astimezone(UTC)
+
+
+def quiet_until(now: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime | None:
+    """When the quiet window that `now` falls in ends (UTC), or None outside it."""
+    local = now.astimezone(zone)
+    if not quiet.contains(local.time()):
+        return None
+    end_day = local
+    if quiet.start > quiet.end and local.time() >= quiet.start:
+        end_day = (local.replace(hour=12) + timedelta(days=1)).astimezone(zone)
+    return _at_local(end_day, quiet.end, zone)
+
+
+def next_local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
+    local = now.astimezone(zone)
+    tomorrow = (local.replace(hour=12, minute=0, second=0, microsecond=0) + timedelta(days=1)).date()
+    return datetime.combine(tomorrow, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def sent_today(now: datetime, zone: ZoneInfo, sent_times: Iterable[datetime]) -> int:
+    """Messages sent on the contractor's current local day (not the UTC day)."""
+    today = now.astimezone(zone).date()
+    return sum(1 for t in sent_times if t.astimezone(zone).date() == today)
+
+
+# --- templates -------------------------------------------------------------------------
+TEMPLATE_FIELDS: Final = ("first_name", "contractor_id")
+
+
+def render_template(template: str, fields: Mapping[str, object]) -> str:
+    """str.format with plain field names only ({first_name}); attribute or index access,
+    format specs, unknown or empty fields raise PolicyInputError('template_error')."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise PolicyInputError("template_error", str(exc)) from None
+    out: list[str] = []
+    for literal, name, spec, conversion in parsed:
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in TEMPLATE_FIELDS or spec or conversion:
+            raise PolicyInputError("template_error", f"unsupported field {{{name}}}")
+        value = fields.get(name)
+        if value is None or value == "":
+            raise PolicyInputError("template_error", f"no value for {{{name}}}")
+        out.append(str(value))
+    return "".join(out)
+
+
+# --- the decision ----------------------------------------------------------------------
+Action = Literal["send", "defer", "skip", "fail"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str | None = None
+    channel: str | None = None
+    not_before: datetime | None = None
+
+    def queue_delay(self, now: datetime) -> int | None:
+        """Seconds to hold the queue message when the deferral is short enough for SQS."""
+        if self.action != "defer" or self.not_before is None:
+            return None
+        wait = self.not_before - now
+        if wait > QUEUE_DELAY_LIMIT:
+            return None
+        return max(1, int(wait.total_seconds() + 0.999))
+
+
+@dataclass(frozen=True)
+class Contact:
+    phone: str | None
+    email: str | None
+    contractor_id: int | None
+
+
+def choose_channel(prefs: Preferences, contact: Contact, available: Iterable[str]) -> Decision:
+    """The first preferred channel that is configured, not opted out, and for which the
+    contractor has usable contact details."""
+    configured = set(available)
+    blocked: str | None = None
+    for channel in prefs.channels:
+        if channel in prefs.opted_out_channels:
+            blocked = blocked or "opted_out"
+            continue
+        if channel not in configured:
+            continue
+        if channel == "sms":
+            if not contact.phone:
+                continue
+            if not is_e164(contact.phone):
+                blocked = "invalid_phone"
+                continue
+        elif channel == "email":
+            if not contact.email or "@" not in contact.email:
+                continue
+        elif channel == "web_chat" and not contact.contractor_id:
+            continue
+        return Decision("send", channel=channel)
+    if blocked == "invalid_phone":
+        return Decision("fail", reason="invalid_phone")
+    if blocked == "opted_out":
+        return Decision("skip", reason="opted_out")
+    return Decision("skip", reason="no_contact")
+
+
+def decide(
+    *,
+    now: datetime,
+    due_at: datetime | None,
+    body: str | None,
+    stored: StoredPreferences | None,
+    defaults: PolicyDefaults,
+    contact: Contact,
+    available: Iterable[str],
+    sent_times: Iterable[datetime] = (),
+) -> Decision:
+    try:
+        prefs = resolve(stored, defaults)
+    except PolicyInputError as exc:
+        return Decision("fail", reason=exc.reason)
+    if prefs.opted_out:
+        return Decision("skip", reason="opted_out")
+    if due_at is not None and now - due_at > defaults.max_age:
+        return Decision("skip", reason="expired")
+    if body is None or not body.strip():
+        return Decision("fail", reason="empty_message")
+    choice = choose_channel(prefs, contact, available)
+    if choice.action != "send":
+        return choice
+    until = quiet_until(now, prefs.zone, prefs.quiet_hours)
+    if until is not None:
+        return Decision("defer", reason="quiet_hours", channel=choice.channel, not_before=until)
+    if sent_today(now, prefs.zone, sent_times) >= prefs.max_per_day:
+        opens = next_local_midnight(now, prefs.zone)
+        # Local midnight is usually inside quiet hours: go straight to when both allow it.
+        opens = quiet_until(opens, prefs.zone, prefs.quiet_hours) or opens
+        return Decision("defer", reason="daily_cap", channel=choice.channel, not_before=opens)
+    return choice
