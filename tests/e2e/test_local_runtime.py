@@ -142,7 +142,9 @@ def test_schedule_in_the_template_sets_how_often_evaluate_runs(
 ) -> None:
     # GIVEN a template whose evaluate schedule is `expression`
     template = LocalTemplate(template_copy(tmp_path, ("Schedule: rate(1 hour)", f"Schedule: {expression}")))
-    (schedule,) = template.functions["EvaluateFunction"].schedules
+    (schedule,) = [
+        s for s in template.functions["EvaluateFunction"].schedules if s.input == {"sources": ["proactive"]}
+    ]
     start = datetime(2030, 1, 1, tzinfo=UTC)
     clock = ManualClock(start)
     scheduler = Scheduler(
@@ -161,8 +163,13 @@ def test_schedule_in_the_template_sets_how_often_evaluate_runs(
 
 
 def test_speed_compresses_scheduled_time_in_a_running_runtime(tmp_path: Path, database_url: str) -> None:
-    # GIVEN a template firing evaluate every 10 minutes, and time running 600x faster
-    template = template_copy(tmp_path, ("Schedule: rate(1 hour)", "Schedule: rate(10 minutes)"))
+    # GIVEN a template firing evaluate every 10 minutes for proactive messages (and hourly
+    # for follow-ups), and time running 600x faster
+    template = template_copy(
+        tmp_path,
+        ("Schedule: rate(1 hour)", "Schedule: rate(10 minutes)"),
+        ("Schedule: rate(5 minutes)", "Schedule: rate(1 hour)"),
+    )
     # WHEN the runtime runs (not --once) for 3.5 real seconds = 35 scheduled minutes
     runtime = LocalRuntime(
         RuntimeOptions(
@@ -224,7 +231,10 @@ def test_local_once_with_injected_faults_leaves_the_ledger_balanced(
     # ... transient faults are retried until sent; a permanent 400 fails at once
     assert states[outcome] > 0
     if outcome == "failed":
-        assert states["failed"] + states["sent"] + states["skipped"] == 40
+        # nothing is waiting for a retry: a 400 is final at once
+        assert states["failed"] + states["sent"] + states["skipped"] + states["deferred"] == 40
+        rejected = [r for r in rows if r[1] == "failed" and r[2] == "rejected"]
+        assert rejected
     # ... and the receiver showed deliveries without a full phone number
     assert "+1555010" not in output
 

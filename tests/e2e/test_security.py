@@ -39,11 +39,11 @@ def existing_tables(conn: Any) -> set[str]:
 def test_injection_strings_are_stored_and_sent_as_data(
     pipeline: Any, make_contractor: Any, make_message: Any, injection: str
 ) -> None:
-    # GIVEN a contractor whose first name and phone and a message whose text are SQL
+    # GIVEN a contractor whose first name and a message whose text and type are SQL
     # injection strings, next to an ordinary message
     assert existing_tables(pipeline.conn) >= set(TABLES)
     hostile = make_message(
-        contractor_id=make_contractor(first_name=injection, phone=f"+15550100999 {injection}"),
+        contractor_id=make_contractor(first_name=injection, phone="+15550100999"),
         content=f"Hi {injection}, how did the bids go?",
         message_type=injection[:40],
     )
@@ -57,7 +57,7 @@ def test_injection_strings_are_stored_and_sent_as_data(
     assert report["enqueued"] == 2
     [post] = pipeline.receiver.posts_for(f"proactive-{hostile}")
     assert post.payload["first_name"] == injection
-    assert post.payload["phone"] == f"+15550100999 {injection}"
+    assert post.payload["phone"] == "+15550100999"
     assert post.payload["message"] == f"Hi {injection}, how did the bids go?"
     assert post.payload["message_type"] == injection[:40]
     assert len(pipeline.receiver.posts_for(f"proactive-{ordinary}")) == 1
@@ -74,3 +74,33 @@ def test_injection_strings_are_stored_and_sent_as_data(
     assert row == (injection, f"Hi {injection}, how did the bids go?")
     attempts = pipeline.conn.execute("SELECT count(*) FROM delivery.attempt_log").fetchone()
     assert attempts == (2,)
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+def test_injection_in_a_phone_number_is_stored_refused_and_recorded(
+    pipeline: Any, make_contractor: Any, make_message: Any, injection: str
+) -> None:
+    # GIVEN a contractor whose phone number carries an SQL injection string
+    hostile = make_message(contractor_id=make_contractor(phone=f"+15550100999 {injection}"))
+    ordinary = make_message()
+
+    # WHEN the pipeline runs end to end
+    pipeline.evaluate()
+    pipeline.drain()
+
+    # THEN the hostile phone is never sent to (it is not E.164): the message is failed with
+    # the reason, the ordinary one is sent, and the string is still there, as data
+    assert pipeline.receiver.posts_for(f"proactive-{hostile}") == []
+    assert len(pipeline.receiver.posts_for(f"proactive-{ordinary}")) == 1
+    assert states(pipeline.conn) == {hostile: "failed", ordinary: "sent"}
+    reason = pipeline.conn.execute(
+        "SELECT reason FROM delivery.message_state WHERE source_id = %s", (hostile,)
+    ).fetchone()
+    assert reason == ("invalid_phone",)
+    assert existing_tables(pipeline.conn) >= set(TABLES)
+    phone = pipeline.conn.execute(
+        "SELECT c.phone FROM ai_proactive_messages m JOIN contractors c ON c.id = m.contractor_id "
+        "WHERE m.id = %s",
+        (hostile,),
+    ).fetchone()
+    assert phone == (f"+15550100999 {injection}",)

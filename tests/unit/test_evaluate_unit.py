@@ -306,6 +306,7 @@ def test_report_as_dict_is_json_friendly() -> None:
                 "returned_to_pending": 0,
                 "deferred": 0,
                 "held": 0,
+                "held_reasons": {},
             }
         },
     }

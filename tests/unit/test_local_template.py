@@ -29,8 +29,11 @@ def test_shipped_template_is_read_as_deployed() -> None:
     evaluate = template.functions["EvaluateFunction"]
     assert evaluate.timeout == 300 and evaluate.memory_mb == 512
     assert evaluate.module_file == ROOT / "functions" / "evaluate" / "app.py"
-    (schedule,) = evaluate.schedules
-    assert (schedule.expression, schedule.input) == ("rate(1 hour)", {"sources": ["proactive"]})
+    schedules = {(s.expression, str(s.input)) for s in evaluate.schedules}
+    assert schedules == {
+        ("rate(1 hour)", str({"sources": ["proactive"]})),
+        ("rate(5 minutes)", str({"sources": ["followup"]})),
+    }
     (event,) = template.functions["DeliverFunction"].sqs_events
     assert (event.queue, event.batch_size, event.batching_window) == ("DeliveryQueue", 10, 0)
     assert event.maximum_concurrency == 5 and event.report_batch_item_failures

@@ -39,6 +39,8 @@ class SourceReport:
     # Held back by the queue-time policy: deferred for later, or skipped / failed for good.
     deferred: int = 0
     held: int = 0
+    # "state:reason" -> count of what the queue-time policy held back.
+    held_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,6 +160,8 @@ class Evaluator:
             gated = self._gate.check(source, source_ids)
             report.deferred += gated.deferred
             report.held += gated.held
+            for key, n in gated.reasons.items():
+                report.held_reasons[key] = report.held_reasons.get(key, 0) + n
             for delay, ids in gated.delayed.items():
                 if not self._send_chunks(source, ids, report, remaining_ms, delay_seconds=delay):
                     return False

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from aws_lambda_powertools import Logger
+
+from proactive_delivery import SERVICE
 from proactive_delivery.db import QueueDecision
 from proactive_delivery.policy import (
     Contact,
@@ -20,6 +23,8 @@ from proactive_delivery.policy import (
     decide,
     render_template,
 )
+
+logger = Logger(service=SERVICE, child=True)
 
 
 class GateStore(Protocol):
@@ -35,6 +40,12 @@ class GateResult:
     delayed: dict[int, list[int]] = field(default_factory=dict)
     deferred: int = 0
     held: int = 0
+    # "state:reason" -> count, for metrics (deferred counts short deferrals too).
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def note(self, state: str, reason: str | None) -> None:
+        key = f"{state}:{reason or 'unknown'}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
 def decide_for_row(
@@ -110,8 +121,17 @@ class QueueGate:
                 if contractor is not None:
                     planned[contractor] = planned.get(contractor, 0) + 1
                 continue
+            # One line per held message, with its identity, as deliver logs its outcomes.
+            logger.info(
+                "message held by policy at queue time",
+                message_id=f"{source}-{source_id}",
+                action=decision.action,
+                reason=decision.reason,
+                not_before=decision.not_before.isoformat() if decision.not_before else None,
+            )
             if decision.action == "defer":
                 result.deferred += 1
+                result.note("deferred", decision.reason)
                 delay = decision.queue_delay(now)
                 if delay is not None:
                     decisions.append(QueueDecision(source_id, "queued", decision.reason, decision.not_before))
@@ -120,6 +140,7 @@ class QueueGate:
                 decisions.append(QueueDecision(source_id, "deferred", decision.reason, decision.not_before))
             else:
                 state = "skipped" if decision.action == "skip" else "failed"
+                result.note(state, decision.reason)
                 decisions.append(QueueDecision(source_id, state, decision.reason))
             result.held += 1
         # Ids the inputs query did not return (cannot happen for rows we just queued) go on

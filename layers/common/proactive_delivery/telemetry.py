@@ -68,15 +68,15 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     # deliver, every batch
     _spec("MessagesDelivered", _C, "deliver", "messages sent (2xx from the channel)"),
     _spec("MessagesRetried", _C, "deliver", "transient failures put back with a backoff"),
-    _spec("MessagesFailed", _C, "deliver", "messages that ended failed"),
-    _spec("MessagesSkipped", _C, "deliver", "messages that ended skipped"),
-    _spec("MessagesDeferred", _C, "deliver", "messages held back by policy (quiet hours, cap)"),
+    _spec("MessagesFailed", _C, "deliver, evaluate", "messages that ended failed"),
+    _spec("MessagesSkipped", _C, "deliver, evaluate", "messages that ended skipped"),
+    _spec("MessagesDeferred", _C, "deliver, evaluate", "messages held back by policy (quiet hours, cap)"),
     _spec("DuplicatesSuppressed", _C, "deliver", "records acknowledged without a send"),
     _spec("MalformedRecords", _C, "deliver", "records that can never be processed"),
     _spec("MessagesReleased", _C, "deliver", "sends not started: the deadline was near"),
     _spec("ClaimContention", _C, "deliver", "records held by a concurrent claim"),
-    _spec("MessagesFailed", _C, "deliver", "failed messages by reason class", "reason_class"),
-    _spec("MessagesSkipped", _C, "deliver", "skipped messages by reason", "reason"),
+    _spec("MessagesFailed", _C, "deliver, evaluate", "failed messages by reason class", "reason_class"),
+    _spec("MessagesSkipped", _C, "deliver, evaluate", "skipped messages by reason", "reason"),
     _spec("MessagesDelivered", _C, "deliver", "messages sent, by source and channel", "source", "channel"),
     _spec(
         "DeliveryLatency",
@@ -197,8 +197,32 @@ def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
             + source_report.requeued
             - source_report.send_failed
             - source_report.returned_to_pending
+            - source_report.held
         )
         emit_dimensioned("MessagesEnqueued", enqueued, source=source)
+    # What the queue-time policy held back, under the same names deliver uses.
+    held: Counter[tuple[str, str]] = Counter()
+    for source_report in report.sources.values():
+        for key, n in source_report.held_reasons.items():
+            state, _, reason = key.partition(":")
+            held[(state, reason)] += n
+    totals: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for (state, reason), n in held.items():
+        totals[state] += n
+        if state == "skipped":
+            emit_dimensioned("MessagesSkipped", n, reason=reason)
+        elif state == "failed":
+            failed[failure_class(reason)] += n
+    for reason_class, n in failed.items():
+        emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
+    for state, metric in (
+        ("skipped", "MessagesSkipped"),
+        ("failed", "MessagesFailed"),
+        ("deferred", "MessagesDeferred"),
+    ):
+        if totals[state]:
+            emit_total(metrics, metric, totals[state])
     for source, backlog in report.backlog.items():
         emit_dimensioned("UnsentBacklog", backlog.count, source=source)
         emit_dimensioned("OldestUnsentAgeSeconds", backlog.oldest_age_seconds, source=source)
