@@ -333,7 +333,7 @@ class DeliverHarness:
         def in_memory_queue() -> Any:
             return queue
 
-        self.bootstrap.get_queue = in_memory_queue
+        self.bootstrap.get_queue = in_memory_queue  # type: ignore[assignment]
 
     def invoke(self, keys: Sequence[Any]) -> dict[str, Any]:
 
@@ -368,6 +368,68 @@ def batches(keys: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield keys[start : start + size]
 
 
+def run_httpx_floor(receiver_url: str, batches: int) -> float:
+    """The ceiling for any handler here: 10 signed POSTs at a time through one httpx.Client
+    and 10 threads, exactly as the deliver handler sends, with no database, no claim and no
+    bookkeeping. Measured in the same run against the same receiver."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    signer = Webhook(SIGNING_SECRET)
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=10)
+    body = json.dumps({"phone": "+15550100000", "message": "x" * 120}, separators=(",", ":"))
+
+    def post(n: int) -> int:
+        headers = sign_headers(signer, msg_id=f"floor-{n}", body=body, now=datetime.now(UTC))
+        headers["content-type"] = "application/json"
+        return client.post(receiver_url, content=body.encode(), headers=headers).status_code
+
+    with httpx.Client(limits=limits, timeout=10) as client, ThreadPoolExecutor(10) as pool:
+        list(pool.map(post, range(10)))  # open the connections, not timed
+        started = time.perf_counter()
+        for batch in range(batches):
+            statuses = list(pool.map(post, range(batch * 10, batch * 10 + 10)))
+            if any(status != 200 for status in statuses):
+                raise RuntimeError(f"floor run got {statuses}")
+        elapsed = time.perf_counter() - started
+    return batches * 10 / elapsed
+
+
+class RemoteReceiver:
+    """benchmarks/remote_receiver.py in its own process (as n8n is on its own machine)."""
+
+    def __init__(self, delay: float) -> None:
+        from proactive_delivery.local.sqs import free_port
+
+        self.port = free_port()
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_receiver.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, script, str(self.port), SIGNING_SECRET, str(delay)],
+            stdin=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/webhook"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.stats()
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("the receiver process did not start") from None
+                time.sleep(0.05)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=5).json())
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+
+
 def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tuple[float, int, list[str]]:
     seed(url, n + 10)
     keys = queue_all(url)
@@ -376,7 +438,9 @@ def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tup
         problems.append(f"queued {len(keys)} of {n + 10}")
     harness.use_database(url)
     warmup, timed = keys[:10], keys[10:]
-    first_request = len(receiver.requests)
+    remote = isinstance(receiver, RemoteReceiver)
+    before: dict[str, int] = receiver.stats()["by_id"] if remote else {}
+    first_request = 0 if remote else len(receiver.requests)
     failures = 0
     failures += len(harness.invoke(warmup).get("batchItemFailures", []))  # cold start, not timed
     started = time.perf_counter()
@@ -392,8 +456,13 @@ def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tup
         platform_sent = conn.execute(
             "SELECT count(*) FROM ai_proactive_messages WHERE sent_at IS NOT NULL"
         ).fetchone()
-    posts = receiver.requests[first_request:]
-    ids = [r.webhook_id for r in posts if r.status == 200]
+    if remote:
+        # POSTs accepted during this run, per webhook-id (the receiver counts over its life).
+        after: dict[str, int] = receiver.stats()["by_id"]
+        ids = [i for i, n in after.items() for _ in range(n - before.get(i, 0))]
+    else:
+        posts = receiver.requests[first_request:]
+        ids = [r.webhook_id for r in posts if r.status == 200]
     if failures:
         problems.append(f"{failures} batchItemFailures")
     if states.get("sent", 0) != len(keys):
@@ -614,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dbs: Databases | None = None
     harness: DeliverHarness | None = None
     receiver: WebhookReceiver | None = None
+    remote: RemoteReceiver | None = None
     monitor: psycopg.Connection[Any] | None = None
     notes: list[str] = []
     try:
@@ -623,6 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_nodelay(receiver)
         receiver.__enter__()
         harness = DeliverHarness(receiver.url)
+        remote = RemoteReceiver(RECEIVER_DELAY)
 
         with section(table, "receiver round trip"):
             table.add("receiver round trip, as shipped (ms, median)", f"{receiver_round_trip(False):.1f}")
@@ -639,7 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with section(table, "baseline msg/s"):
             url = dbs.new("baseline")
             seed(url, baseline_n)
-            baseline_rate, sent, failed = run_baseline(url, receiver.url, baseline_n)
+            # The same out-of-process receiver as the deliver row below: a like-for-like ratio.
+            baseline_rate, sent, failed = run_baseline(url, remote.url, baseline_n)
             ok = sent == baseline_n and failed == 0
             table.add(
                 f"baseline naive sender msg/s ({sent} msgs)",
@@ -651,7 +723,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with section(table, "deliver msg/s"):
             url = dbs.new("deliver")
-            rate, timed, problems = run_deliver(harness, receiver, url, deliver_n)
+            assert remote is not None
+            remote_harness = DeliverHarness(remote.url)
+            try:
+                rate, timed, problems = run_deliver(remote_harness, remote, url, deliver_n)
+            finally:
+                remote_harness.close()
+            notes.append(
+                "deliver: the receiver runs in its own process (as n8n does on its own machine); "
+                "the in-process row shares this process's GIL with the handler under test"
+            )
             table.check(
                 f"deliver msg/s ({timed} msgs, batches of 10)",
                 rate,
@@ -668,12 +749,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     at_least=True,
                     unit="x",
                 )
+            floor = run_httpx_floor(remote.url, deliver_n // 10)
+            table.add("httpx floor: 10 concurrent signed POSTs, no handler (msg/s)", f"{floor:.1f}")
+            table.add("deliver / httpx floor", f"{rate / floor:.2f}")
             table.add(
                 "deliver correctness (all sent once)",
                 "ok" if not problems else "; ".join(problems),
                 "no problem",
                 "ok" if not problems else "MISS",
                 not problems,
+            )
+            url = dbs.new("deliver_inproc")
+            inproc_rate, inproc_timed, inproc_problems = run_deliver(harness, receiver, url, deliver_n)
+            table.add(
+                f"deliver msg/s, receiver in-process ({inproc_timed} msgs)",
+                f"{inproc_rate:.1f}",
+                "-",
+                "ok" if not inproc_problems else "; ".join(inproc_problems),
+                not inproc_problems,
             )
 
         with section(table, "SQL statements per batch"):
@@ -742,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         table.error("setup", exc)
     finally:
-        for resource_ in (harness, receiver, monitor, dbs):
+        for resource_ in (harness, receiver, remote, monitor, dbs):
             try:
                 if resource_ is not None:
                     resource_.close()
