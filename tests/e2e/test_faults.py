@@ -105,6 +105,44 @@ def test_fault03_timeout_after_accepting_is_retried_with_same_key(pipeline: Any,
     assert state_row(pipeline.conn, message)["state"] == "sent"
 
 
+def test_fault04_crash_after_2xx_before_commit_resends_once_with_same_key(
+    pipeline: Any, make_messages: Any, monkeypatch: Any
+) -> None:
+    from proactive_delivery.db import PostgresStore
+    from proactive_delivery.errors import StoreUnavailableError
+
+    # GIVEN 3 messages, a short lease, and a deliverer that dies after the webhook answered
+    # 2xx but before its outcome statement committed (the first time only)
+    ids = make_messages(3)
+    pipeline.setenv(LEASE_SECONDS="1")
+    pipeline.evaluate()
+    real_record = PostgresStore.record_outcomes
+    crashed: list[bool] = []
+
+    def record_or_crash(self: Any, outcomes: Any, *, claim_token: Any) -> int:
+        if not crashed:
+            crashed.append(True)
+            raise StoreUnavailableError("environment killed between the send and the commit")
+        return real_record(self, outcomes, claim_token=claim_token)
+
+    monkeypatch.setattr(PostgresStore, "record_outcomes", record_or_crash)
+
+    # WHEN the queue is drained (the batch comes back after the visibility timeout and the
+    # expired lease lets the next invocation claim it again)
+    mapping = pipeline.drain(timeout=30)
+
+    # THEN the crashed invocation was a function error, each message got at most one extra
+    # POST, every POST of a message carried the same webhook-id, and nothing was lost
+    assert crashed and mapping.stats.handler_errors == 1
+    for i in ids:
+        posts = _posts(pipeline, i)
+        assert 1 <= len(posts) <= 2
+        assert {p.webhook_id for p in posts} == {f"proactive-{i}"}
+        assert state_row(pipeline.conn, i)["state"] == "sent"
+        assert platform_sent_at(pipeline.conn, i) is not None
+    assert sum(len(_posts(pipeline, i)) for i in ids) == 6
+
+
 def test_fault05_crash_after_commit_before_delete_sends_nothing_more(
     pipeline: Any, make_messages: Any
 ) -> None:
