@@ -68,6 +68,7 @@ from proactive_delivery.channels.webhook import sign_headers
 from proactive_delivery.db import Database, PostgresStore
 from proactive_delivery.evaluate import Evaluator
 from proactive_delivery.local.esm import LambdaContext
+from proactive_delivery.local.postgres import url_from_environment
 from proactive_delivery.local.receiver import Reply, WebhookReceiver
 from proactive_delivery.migrate import apply_migrations
 from proactive_delivery.queue import InMemoryQueue
@@ -89,14 +90,7 @@ MAX_MEMORY_RATIO = 1.5
 # PostgreSQL helpers
 # --------------------------------------------------------------------------------------
 def conninfo(dbname: str) -> str:
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    port = os.environ.get("PGPORT", "5432")
-    user = os.environ.get("PGUSER", "postgres")
-    password = os.environ.get("PGPASSWORD", "")
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    if host.startswith("/"):
-        return f"postgresql://{auth}/{dbname}?host={host}&port={port}"
-    return f"postgresql://{auth}{host}:{port}/{dbname}"
+    return url_from_environment(dbname)
 
 
 def admin() -> psycopg.Connection[Any]:

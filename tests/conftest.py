@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from proactive_delivery.local.postgres import url_from_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"test-signing-secret-32-bytes!!!!").decode()
 
@@ -33,14 +35,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _conninfo(dbname: str) -> str:
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    port = os.environ.get("PGPORT", "5432")
-    user = os.environ.get("PGUSER", "postgres")
-    password = os.environ.get("PGPASSWORD", "")
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    if host.startswith("/"):
-        return f"postgresql://{auth}/{dbname}?host={host}&port={port}"
-    return f"postgresql://{auth}{host}:{port}/{dbname}"
+    return url_from_environment(dbname)
 
 
 def _admin() -> psycopg.Connection[Any]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -118,15 +117,6 @@ class Database:
                 if attempt == attempts:
                     raise StoreUnavailableError(f"database connection lost: {type(exc).__name__}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        conn = self.connection()
-        try:
-            with conn.transaction():
-                yield conn
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailableError(f"database error: {type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)

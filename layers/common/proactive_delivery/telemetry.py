@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
@@ -226,10 +226,3 @@ def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
     for source, backlog in report.backlog.items():
         emit_dimensioned("UnsentBacklog", backlog.count, source=source)
         emit_dimensioned("OldestUnsentAgeSeconds", backlog.oldest_age_seconds, source=source)
-
-
-def registry_as_rows() -> list[dict[str, Any]]:
-    """The registry as plain data (docs, tests)."""
-    return [
-        {"name": m.name, "unit": str(m.unit.value), "dimensions": list(m.all_dimensions)} for m in METRICS
-    ]

@@ -15,9 +15,38 @@ import shutil
 import subprocess  # nosec B404
 import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from proactive_delivery.errors import ConfigError
 from proactive_delivery.local.sqs import free_port
+
+
+def url_from_params(info: dict[str, Any], *, mask: bool = False) -> str:
+    """A postgresql:// URL (what Settings accepts) from libpq connection parameters."""
+    user = quote(str(info.get("user") or "postgres"), safe="")
+    password = info.get("password")
+    auth = f"{user}:{'***' if mask else quote(str(password), safe='')}@" if password else f"{user}@"
+    host = str(info.get("host") or "127.0.0.1")
+    port = str(info.get("port") or "5432")
+    dbname = quote(str(info.get("dbname") or "postgres"), safe="")
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{dbname}?host={quote(host, safe='/')}&port={port}"
+    return f"postgresql://{auth}{host}:{port}/{dbname}"
+
+
+def url_from_environment(dbname: str) -> str:
+    """The URL of database `dbname` on the server the standard PG* variables name
+    (default 127.0.0.1:5432, user postgres), as the tests and the benchmark reach it."""
+    return url_from_params(
+        {
+            "host": os.environ.get("PGHOST"),
+            "port": os.environ.get("PGPORT"),
+            "user": os.environ.get("PGUSER"),
+            "password": os.environ.get("PGPASSWORD"),
+            "dbname": dbname,
+        }
+    )
 
 
 def server_bindir() -> Path:

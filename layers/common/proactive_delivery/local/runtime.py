@@ -41,6 +41,7 @@ import psycopg
 from proactive_delivery import bootstrap
 from proactive_delivery.errors import ConfigError
 from proactive_delivery.local.esm import LambdaContext, SqsEventSourceMapping
+from proactive_delivery.local.postgres import ThrowawayPostgres, url_from_params
 from proactive_delivery.local.receiver import FaultPlan, Reply, WebhookReceiver
 from proactive_delivery.local.schedule import ScheduleClock, ScheduledTarget, ScheduleExpression, Scheduler
 from proactive_delivery.local.sqs import (
@@ -208,29 +209,14 @@ class RunResult:
     exit_code: int
 
 
-def _as_url(info: dict[str, Any], *, mask: bool = False) -> str:
-    """A postgresql:// URL (what Settings accepts) from libpq connection parameters."""
-    from urllib.parse import quote
-
-    user = quote(str(info.get("user") or "postgres"), safe="")
-    password = info.get("password")
-    auth = f"{user}:{'***' if mask else quote(str(password), safe='')}@" if password else f"{user}@"
-    host = str(info.get("host") or "127.0.0.1")
-    port = str(info.get("port") or "5432")
-    dbname = quote(str(info.get("dbname") or "postgres"), safe="")
-    if host.startswith("/"):
-        return f"postgresql://{auth}/{dbname}?host={quote(host, safe='/')}&port={port}"
-    return f"postgresql://{auth}{host}:{port}/{dbname}"
-
-
 def _admin_url(url: str, dbname: str) -> str:
     info: dict[str, Any] = dict(psycopg.conninfo.conninfo_to_dict(url))
     info["dbname"] = dbname
-    return _as_url(info)
+    return url_from_params(info)
 
 
 def redacted_url(url: str) -> str:
-    return _as_url(dict(psycopg.conninfo.conninfo_to_dict(url)), mask=True)
+    return url_from_params(dict(psycopg.conninfo.conninfo_to_dict(url)), mask=True)
 
 
 def prepare_database(server_url: str, count: int, *, contractors: int | None = None) -> str:
@@ -430,8 +416,6 @@ class LocalRuntime:
             )
             pg = None
             if not server_url:
-                from proactive_delivery.local.postgres import ThrowawayPostgres
-
                 display.say("DATABASE_URL is not set: starting a throwaway PostgreSQL cluster")
                 pg = ThrowawayPostgres(keep_data=options.keep_data).start()
                 stack.callback(pg.stop)
