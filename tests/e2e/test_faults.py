@@ -527,7 +527,7 @@ def test_fault18_attempts_exhausted(
         assert metrics.get("MessagesRetried") == 2
 
 
-def test_fault01_context_is_a_lambda_context() -> None:
+def test_emulated_lambda_context_has_a_shrinking_deadline() -> None:
     # The emulated context gives handlers a real, shrinking deadline.
     context = LambdaContext("DeliverFunction", 1.0)
     first = context.get_remaining_time_in_millis()
