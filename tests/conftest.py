@@ -93,17 +93,30 @@ def conn(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def make_contractor(conn: psycopg.Connection[Any]) -> Callable[..., int]:
+    """A row of the platform's contractors table. Phones default to valid E.164 numbers in
+    the range reserved for fiction (312-555-01xx); pass `phone` as the platform stores it
+    ("(312) 555-0142") to test normalisation. The platform requires a unique email."""
     counter = iter(range(1, 10_000_000))
 
-    def make(first_name: str = "Ana", phone: str | None = "default", email: str | None = "default") -> int:
+    def make(
+        first_name: str | None = "Ana",
+        phone: str | None = "default",
+        email: str = "default",
+        *,
+        last_name: str | None = None,
+        name: str | None = None,
+        timezone: str | None = None,
+        sms_opt_in: bool | None = None,
+    ) -> int:
         n = next(counter)
         if phone == "default":
-            phone = f"+1555010{n:04d}"
+            phone = f"+1312555{100 + n % 100:04d}"
         if email == "default":
             email = f"contractor{n}@example.com"
         row = conn.execute(
-            "INSERT INTO contractors (first_name, phone, email) VALUES (%s, %s, %s) RETURNING id",
-            (first_name, phone, email),
+            "INSERT INTO contractors (first_name, last_name, name, phone, email, timezone, sms_opt_in)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (first_name, last_name, name, phone, email, timezone, sms_opt_in),
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -113,19 +126,67 @@ def make_contractor(conn: psycopg.Connection[Any]) -> Callable[..., int]:
 
 @pytest.fixture
 def make_message(conn: psycopg.Connection[Any], make_contractor: Callable[..., int]) -> Callable[..., int]:
+    """A row of ai_proactive_messages as the platform writes it: created_at/updated_at are
+    naive UTC (written explicitly, whatever the session's TimeZone); created_offset_seconds
+    None leaves created_at NULL, as the nullable column allows."""
+
     def make(
         contractor_id: int | None = None,
         content: str = "Hi Ana, how did this week's bids go?",
         message_type: str = "check_in",
-        created_offset_seconds: int = -60,
+        created_offset_seconds: int | None = -60,
     ) -> int:
         if contractor_id is None:
             contractor_id = make_contractor()
         row = conn.execute(
-            "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning, "
-            "context_data, created_at) VALUES (%s, %s, %s, 'why', '{}'::jsonb, "
-            "now() + make_interval(secs => %s)) RETURNING id",
+            "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning,"
+            " context_data, created_at, updated_at) VALUES (%s, %s, %s, 'why', '{}'::jsonb,"
+            " (now() AT TIME ZONE 'UTC') + make_interval(secs => %s), now() AT TIME ZONE 'UTC')"
+            " RETURNING id",
             (contractor_id, message_type, content, created_offset_seconds),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    return make
+
+
+@pytest.fixture
+def make_followup(conn: psycopg.Connection[Any], make_contractor: Callable[..., int]) -> Callable[..., int]:
+    """A row of contractor_followup_schedules as the platform's inserts write it: status,
+    created_at and updated_at always given (the table has no defaults), naive UTC times."""
+
+    def make(
+        contractor_id: int | None = None,
+        template: str | None = "Hi {first_name}, checking in on your bids.",
+        offset_seconds: float = -60,
+        status: str | None = "scheduled",
+        followup_type: str = "check_in",
+        *,
+        action_item_id: int | None = None,
+        skip_if_completed: bool | None = None,
+        is_recurring: bool | None = None,
+        recurrence_interval_days: int | None = None,
+    ) -> int:
+        if contractor_id is None:
+            contractor_id = make_contractor()
+        row = conn.execute(
+            "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
+            " message_template, message_tone, status, action_item_id, skip_if_completed, is_recurring,"
+            " recurrence_interval_days, ai_should_personalize, created_at, updated_at)"
+            " VALUES (%s, (now() AT TIME ZONE 'UTC') + make_interval(secs => %s), %s, %s, 'friendly', %s,"
+            " %s, %s, %s, %s, false, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id",
+            (
+                contractor_id,
+                offset_seconds,
+                followup_type,
+                template,
+                status,
+                action_item_id,
+                skip_if_completed,
+                is_recurring,
+                recurrence_interval_days,
+            ),
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -171,7 +232,10 @@ def attempts(
 
 
 def platform_sent_at(conn: psycopg.Connection[Any], message_id: int) -> Any:
-    row = conn.execute("SELECT sent_at FROM ai_proactive_messages WHERE id = %s", (message_id,)).fetchone()
+    """The platform row's sent_at (naive UTC on the real schema) as an aware datetime."""
+    row = conn.execute(
+        "SELECT sent_at AT TIME ZONE 'UTC' FROM ai_proactive_messages WHERE id = %s", (message_id,)
+    ).fetchone()
     assert row is not None
     return row[0]
 

@@ -117,7 +117,7 @@ def test_resend_puts_failed_messages_back_through_the_same_gate(pipeline: Any, m
 
 
 def _seed_mixed(pipeline: Any, make_contractor: Any, make_message: Any) -> dict[str, Any]:
-    phones = [f"+1555777{n:04d}" for n in range(3)]
+    phones = [f"+1312555{170 + n:04d}" for n in range(3)]
     emails = [f"person{n}@contractors.example.org" for n in range(3)]
     contractors = [make_contractor(phone=p, email=e) for p, e in zip(phones, emails, strict=True)]
     no_phone = make_contractor(phone=None, email="nophone@contractors.example.org")

@@ -40,25 +40,55 @@ def test_pipeline_delivers_every_due_message_once(
     assert log[0]["latency_ms"] is not None
 
 
-def test_payload_carries_seed_fields_and_identity(
+def test_payload_is_the_live_workflows_body_with_the_identity(
     pipeline: Any, make_contractor: Any, make_message: Any
 ) -> None:
-    # GIVEN one message
-    contractor = make_contractor(first_name="Jade", phone="+15550100042")
-    message = make_message(
-        contractor_id=contractor, content="Great week, Jade!", message_type="win_celebration"
+    # GIVEN one message, its contractor's phone stored as the platform stores phones
+    contractor = make_contractor(first_name="Jade", phone="(312) 555-0142")
+    message = make_message(contractor_id=contractor, content="Great week, Jade!", message_type="celebration")
+
+    # WHEN it is delivered with the default N8N_PAYLOAD_FORMAT (ghl)
+    pipeline.evaluate()
+    pipeline.drain()
+
+    # THEN the receiver got backend-to-ghl's body: the E.164 phone and text under
+    # send_via_ghl, the platform row under metadata, the identity as webhook-id
+    (received,) = pipeline.receiver.accepted()
+    sent = received.payload["send_via_ghl"]
+    assert (sent["phone"], sent["message"], sent["from_name"]) == (
+        "+13125550142",
+        "Great week, Jade!",
+        "Power100 Concierge",
     )
+    assert sent["timestamp"].endswith("Z")
+    assert received.payload["metadata"] == {
+        "contractor_id": contractor,
+        "message_type": "celebration",
+        "message_id": message,
+        "source": "proactive",
+        "idempotency_key": f"proactive-{message}",
+    }
+    assert received.webhook_id == f"proactive-{message}"
+
+
+def test_flat_payload_format_sends_the_seed_documents_body(
+    pipeline: Any, make_contractor: Any, make_message: Any
+) -> None:
+    # GIVEN N8N_PAYLOAD_FORMAT=flat (the seed's sms-outbound path)
+    pipeline.setenv(N8N_PAYLOAD_FORMAT="flat")
+    contractor = make_contractor(first_name="Jade", phone="312.555.0142")
+    message = make_message(contractor_id=contractor, content="Great week, Jade!", message_type="celebration")
 
     # WHEN it is delivered
     pipeline.evaluate()
     pipeline.drain()
 
-    # THEN the receiver got the old sender's payload plus the message identity
+    # THEN the old sender's payload plus the message identity
     (received,) = pipeline.receiver.accepted()
-    assert received.payload["phone"] == "+15550100042"
+    assert received.payload["phone"] == "+13125550142"
     assert received.payload["message"] == "Great week, Jade!"
     assert received.payload["contractor_id"] == contractor
-    assert received.payload["message_type"] == "win_celebration"
+    assert received.payload["message_type"] == "celebration"
     assert received.payload["message_id"] == f"proactive-{message}"
     assert received.webhook_id == f"proactive-{message}"
 

@@ -4,7 +4,7 @@ SQS (moto) -> event source mapping -> deliver -> receiver / Twilio stand-in / SE
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -16,28 +16,6 @@ from tests.conftest import attempts, state_row
 
 FOLLOWUPS = {"sources": ["followup"]}
 SID, TOKEN = "AC" + "1" * 32, "token"
-
-
-@pytest.fixture
-def make_followup(conn: psycopg.Connection[Any], make_contractor: Callable[..., int]) -> Callable[..., int]:
-    def make(
-        contractor_id: int | None = None,
-        template: str = "Hi {first_name}, checking in on your bids.",
-        offset_seconds: float = -60,
-        status: str = "scheduled",
-        followup_type: str = "check_in",
-    ) -> int:
-        contractor_id = contractor_id or make_contractor()
-        row = conn.execute(
-            "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
-            " message_template, status)"
-            " VALUES (%s, now() + make_interval(secs => %s), %s, %s, %s) RETURNING id",
-            (contractor_id, offset_seconds, followup_type, template, status),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    return make
 
 
 def set_prefs(conn: psycopg.Connection[Any], contractor_id: int, **values: Any) -> None:
@@ -61,7 +39,7 @@ def twilio(pipeline: Any) -> Iterator[FakeTwilio]:
             TWILIO_API_BASE_URL=fake.base_url,
             TWILIO_ACCOUNT_SID=SID,
             TWILIO_AUTH_TOKEN=TOKEN,
-            TWILIO_FROM_NUMBER="+15550109999",
+            TWILIO_FROM_NUMBER="+13125550199",
         )
         yield fake
 
@@ -83,7 +61,7 @@ def test_followups_are_rendered_delivered_and_marked_sent(
 
     # THEN each was POSTed once under its own identity, the template rendered
     [post] = posts(pipeline, "followup", followup)
-    assert post.payload["message"] == "Hi Dev, checking in on your bids."
+    assert post.payload["send_via_ghl"]["message"] == "Hi Dev, checking in on your bids."
     assert len(posts(pipeline, "proactive", proactive)) == 1
     # AND the follow-up's sent_at is set on the platform's row
     sent_at = pipeline.conn.execute(
@@ -109,15 +87,17 @@ def test_followup_cancelled_after_queueing_is_not_sent(pipeline: Any, make_follo
     assert attempts(pipeline.conn, followup, "followup") == []
 
 
-def test_followup_template_error_fails_without_a_send(pipeline: Any, make_followup: Any) -> None:
-    # GIVEN a template naming a field contractors do not have
-    followup = make_followup(template="Hi {nickname}")
+def test_followup_template_with_a_placeholder_we_cannot_fill_is_never_sent(
+    pipeline: Any, make_followup: Any
+) -> None:
+    # GIVEN a template with a placeholder only the platform's AI personalisation filled
+    followup = make_followup(template="Hi {first_name}, {partner_name} will call you at {demo_time}")
     # WHEN the pipeline runs
     report = pipeline.evaluate(FOLLOWUPS)
     pipeline.drain()
-    # THEN failed with template_error at queue time, never queued, never POSTed
+    # THEN skipped at queue time (it would reach the contractor with braces in it), never POSTed
     row = state_row(pipeline.conn, followup, "followup")
-    assert (row["state"], row["reason"]) == ("failed", "template_error")
+    assert (row["state"], row["reason"]) == ("skipped", "unrenderable_template")
     assert report["enqueued"] == 0
     assert posts(pipeline, "followup", followup) == []
 
@@ -275,24 +255,26 @@ def test_expired_message_is_skipped(pipeline: Any, make_message: Any) -> None:
 def test_bad_input_gets_a_recorded_reason_and_no_send(
     pipeline: Any, make_contractor: Any, make_message: Any
 ) -> None:
-    # GIVEN an unknown channel, an invalid time zone, a non-E.164 phone and an empty message
+    # GIVEN an unknown channel and an invalid time zone in our preference rows, a phone that
+    # is not a number and an empty message
     unknown_channel = make_contractor()
     set_prefs(pipeline.conn, unknown_channel, channels=["pigeon"])
     bad_zone = make_contractor()
     set_prefs(pipeline.conn, bad_zone, timezone="Mars/Olympus_Mons")
     cases = {
-        make_message(unknown_channel): "unknown_channel",
-        make_message(bad_zone): "invalid_timezone",
-        make_message(make_contractor(phone="555-0100", email=None)): "invalid_phone",
-        make_message(content="   "): "empty_message",
+        make_message(unknown_channel): ("failed", "unknown_channel"),
+        make_message(bad_zone): ("failed", "invalid_timezone"),
+        make_message(make_contractor(phone="555-0100")): ("skipped", "invalid_phone"),
+        make_message(content="   "): ("skipped", "empty_message"),
     }
     # WHEN the pipeline runs
     pipeline.evaluate()
     mapping = pipeline.drain()
-    # THEN each is failed with its reason, nothing was POSTed, nothing crashed
-    for message, reason in cases.items():
+    # THEN each ends with its reason (a preference row to fix is failed; content that can
+    # never be sent is skipped), nothing was POSTed, nothing crashed
+    for message, expected in cases.items():
         row = state_row(pipeline.conn, message)
-        assert (row["state"], row["reason"]) == ("failed", reason), message
+        assert (row["state"], row["reason"]) == expected, message
     assert pipeline.receiver.requests == []
     assert mapping.stats.handler_errors == 0
 
@@ -323,7 +305,8 @@ def test_channels_follow_each_contractors_preference(
     by_email, by_chat, by_sms = (make_contractor() for _ in range(3))
     set_prefs(pipeline.conn, by_email, channels=["email", "sms"])
     set_prefs(pipeline.conn, by_chat, channels=["web_chat"])
-    no_email = make_contractor(email=None)
+    # The platform requires an email, but not that it be an address.
+    no_email = make_contractor(email="none on file")
     set_prefs(pipeline.conn, no_email, channels=["email", "web_chat", "sms"])
     messages = {
         make_message(by_email): "email",

@@ -39,13 +39,14 @@ def existing_tables(conn: Any) -> set[str]:
 def test_injection_strings_are_stored_and_sent_as_data(
     pipeline: Any, make_contractor: Any, make_message: Any, injection: str
 ) -> None:
-    # GIVEN a contractor whose first name and a message whose text and type are SQL
-    # injection strings, next to an ordinary message
+    # GIVEN a contractor whose names and a message whose text are SQL injection strings
+    # (message_type cannot be: the platform's CHECK refuses it), next to an ordinary message
     assert existing_tables(pipeline.conn) >= set(TABLES)
     hostile = make_message(
-        contractor_id=make_contractor(first_name=injection, phone="+15550100999"),
-        content=f"Hi {injection}, how did the bids go?",
-        message_type=injection[:40],
+        contractor_id=make_contractor(
+            first_name=injection[:100], name=injection, last_name=injection[:100], phone="+13125550199"
+        ),
+        content=f"Hi {{first_name}}, {injection}, how did the bids go?",
     )
     ordinary = make_message()
 
@@ -56,10 +57,10 @@ def test_injection_strings_are_stored_and_sent_as_data(
     # THEN the receiver got the exact strings, once each
     assert report["enqueued"] == 2
     [post] = pipeline.receiver.posts_for(f"proactive-{hostile}")
-    assert post.payload["first_name"] == injection
-    assert post.payload["phone"] == "+15550100999"
-    assert post.payload["message"] == f"Hi {injection}, how did the bids go?"
-    assert post.payload["message_type"] == injection[:40]
+    sent = post.payload["send_via_ghl"]
+    assert sent["phone"] == "+13125550199"
+    assert sent["message"] == f"Hi {injection[:100]}, {injection}, how did the bids go?"
+    assert post.payload["metadata"]["message_id"] == hostile
     assert len(pipeline.receiver.posts_for(f"proactive-{ordinary}")) == 1
     # AND both messages are sent, nothing else changed state
     assert states(pipeline.conn) == {hostile: "sent", ordinary: "sent"}
@@ -71,7 +72,7 @@ def test_injection_strings_are_stored_and_sent_as_data(
         "JOIN contractors c ON c.id = m.contractor_id WHERE m.id = %s",
         (hostile,),
     ).fetchone()
-    assert row == (injection, f"Hi {injection}, how did the bids go?")
+    assert row == (injection[:100], f"Hi {{first_name}}, {injection}, how did the bids go?")
     attempts = pipeline.conn.execute("SELECT count(*) FROM delivery.attempt_log").fetchone()
     assert attempts == (2,)
 
@@ -80,19 +81,20 @@ def test_injection_strings_are_stored_and_sent_as_data(
 def test_injection_in_a_phone_number_is_stored_refused_and_recorded(
     pipeline: Any, make_contractor: Any, make_message: Any, injection: str
 ) -> None:
-    # GIVEN a contractor whose phone number carries an SQL injection string
-    hostile = make_message(contractor_id=make_contractor(phone=f"+15550100999 {injection}"))
+    # GIVEN a contractor whose phone number (varchar(20) on the platform) is an SQL
+    # injection string
+    hostile = make_message(contractor_id=make_contractor(phone=injection[:20]))
     ordinary = make_message()
 
     # WHEN the pipeline runs end to end
     pipeline.evaluate()
     pipeline.drain()
 
-    # THEN the hostile phone is never sent to (it is not E.164): the message is failed with
-    # the reason, the ordinary one is sent, and the string is still there, as data
+    # THEN the hostile phone is never sent to (it is not a phone number): the message is
+    # skipped with the reason, the ordinary one is sent, and the string is still there, as data
     assert pipeline.receiver.posts_for(f"proactive-{hostile}") == []
     assert len(pipeline.receiver.posts_for(f"proactive-{ordinary}")) == 1
-    assert states(pipeline.conn) == {hostile: "failed", ordinary: "sent"}
+    assert states(pipeline.conn) == {hostile: "skipped", ordinary: "sent"}
     reason = pipeline.conn.execute(
         "SELECT reason FROM delivery.message_state WHERE source_id = %s", (hostile,)
     ).fetchone()
@@ -103,4 +105,4 @@ def test_injection_in_a_phone_number_is_stored_refused_and_recorded(
         "WHERE m.id = %s",
         (hostile,),
     ).fetchone()
-    assert phone == (f"+15550100999 {injection}",)
+    assert phone == (injection[:20],)

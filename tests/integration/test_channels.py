@@ -25,7 +25,7 @@ from proactive_delivery.models import MessageKey, OutboundMessage
 SID, TOKEN = "AC" + "0" * 32, "test-token"
 
 
-def message(phone: str | None = "+15550100001", email: str | None = "ana@example.com") -> OutboundMessage:
+def message(phone: str | None = "+13125550101", email: str | None = "ana@example.com") -> OutboundMessage:
     return OutboundMessage(
         key=MessageKey("followup", 5),
         contractor_id=7,
@@ -45,7 +45,7 @@ def http() -> Iterator[httpx.Client]:
 
 def twilio(fake: FakeTwilio, http: httpx.Client) -> TwilioSmsChannel:
     return TwilioSmsChannel(
-        base_url=fake.base_url, credentials=lambda: (SID, TOKEN), client=http, from_number="+15550109999"
+        base_url=fake.base_url, credentials=lambda: (SID, TOKEN), client=http, from_number="+13125550199"
     )
 
 
@@ -56,7 +56,7 @@ def test_twilio_success_stores_the_message_sid(http: httpx.Client) -> None:
         result = twilio(fake, http).send(message())
         # THEN one authenticated form POST with To/From/Body, and the SID is the provider ref
         [request] = fake.delivered()
-        assert request.form == {"To": "+15550100001", "From": "+15550109999", "Body": "Hi Ana"}
+        assert request.form == {"To": "+13125550101", "From": "+13125550199", "Body": "Hi Ana"}
         assert result.http_status == 201
         assert result.provider_ref == request.sid
         assert fake.unauthorized == 0
@@ -130,7 +130,7 @@ def test_twilio_connection_refused_is_transient(http: httpx.Client) -> None:
     with FakeTwilio(SID, TOKEN) as fake:
         url = fake.base_url
     channel = TwilioSmsChannel(
-        base_url=url, credentials=lambda: (SID, TOKEN), client=http, from_number="+15550109999"
+        base_url=url, credentials=lambda: (SID, TOKEN), client=http, from_number="+13125550199"
     )
     with pytest.raises(TransientSendError):
         channel.send(message())
@@ -185,7 +185,7 @@ def test_email_throttling_is_transient() -> None:
 
 
 def test_email_subject_comes_from_the_message_type() -> None:
-    from proactive_delivery.channels.email import subject_for
+    from proactive_delivery.channels.webhook import subject_for
 
     assert subject_for("win_celebration") == "Win celebration"
     assert subject_for("") == "A message from your coach"

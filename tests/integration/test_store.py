@@ -95,7 +95,8 @@ def test_claim_reports_state_of_unclaimable_and_unknown(database_url: str, make_
     }
 
     # THEN it gets the free one with its content, sees the held one as sending, the unknown as unknown
-    assert rows[free].claimed and rows[free].body and rows[free].phone
+    facts = rows[free].facts
+    assert rows[free].claimed and facts is not None and facts.body and facts.phone
     assert not rows[held].claimed and rows[held].previous_state == "sending"
     assert rows[424242].delivery_id is None
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from proactive_delivery.content import Names
 from proactive_delivery.deliver import AttemptsExhaustedError, BatchResult, DeliverConfig, Deliverer
 from proactive_delivery.errors import (
     MalformedRecordError,
@@ -21,7 +22,15 @@ from proactive_delivery.errors import (
     SendError,
     TransientSendError,
 )
-from proactive_delivery.models import ClaimedRow, MessageKey, OutboundMessage, Outcome, SendResult
+from proactive_delivery.models import (
+    ClaimedRow,
+    MessageFacts,
+    MessageKey,
+    OutboundMessage,
+    Outcome,
+    SendResult,
+)
+from proactive_delivery.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery.queue import InMemoryQueue
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
@@ -39,24 +48,38 @@ PLENTY_MS = 300_000
 # --- fakes --------------------------------------------------------------------------------------
 
 
+# The delivery mechanics must not depend on the hour the tests run at: no quiet hours and no
+# practical cap (tests/unit/test_policy.py covers those through the same verdict).
+POLICY = PolicyDefaults(
+    channels=("sms",),
+    timezone="UTC",
+    quiet_hours=NO_QUIET_HOURS,
+    max_per_day=1000,
+    max_age=timedelta(hours=72),
+    phone_region="US",
+)
+_ROW_FIELDS = {"delivery_id", "previous_state", "claimed", "attempts"}
+
+
 def claimed_row(source_id: int, **overrides: Any) -> ClaimedRow:
-    """A row the claim statement took: claimable, with content and a phone."""
-    row = ClaimedRow(
-        key=MessageKey("proactive", source_id),
-        delivery_id=1000 + source_id,
-        previous_state="queued",
-        claimed=True,
-        attempts=0,
+    """A row the claim statement took: claimable, with facts (content, a phone). Overrides
+    name a ClaimedRow field or a MessageFacts field; an unclaimed row has no facts."""
+    key = MessageKey("proactive", source_id)
+    facts = MessageFacts(
+        key=key,
         contractor_id=70 + source_id,
         message_type="check_in",
         body=f"Hi Ana, message {source_id}",
         due_at=NOW - timedelta(minutes=5),
         platform_sent_at=None,
-        first_name="Ana",
-        phone=f"+1555010{source_id:04d}",
+        names=Names(first_name="Ana"),
+        phone=f"+1312555{100 + source_id % 100:04d}",
         email=f"ana{source_id}@example.com",
     )
-    return replace(row, **overrides)
+    facts = replace(facts, **{k: v for k, v in overrides.items() if k not in _ROW_FIELDS})
+    row = ClaimedRow(key=key, delivery_id=1000 + source_id, previous_state="queued", claimed=True, attempts=0)
+    row = replace(row, **{k: v for k, v in overrides.items() if k in _ROW_FIELDS})
+    return replace(row, facts=facts if row.claimed else None)
 
 
 @dataclass
@@ -96,7 +119,7 @@ class FakeDeliverStore:
 class FakeChannel:
     """Records every send; `errors` makes the send for a message id raise."""
 
-    name = "n8n"
+    name = "sms"
 
     def __init__(self, errors: dict[int, SendError] | None = None) -> None:
         self.errors = errors or {}
@@ -161,7 +184,7 @@ def make_harness(executor: ThreadPoolExecutor) -> Callable[..., Harness]:
         store.add(*rows)
         channel = FakeChannel(errors)
         queue = InMemoryQueue()
-        deliverer = Deliverer(store, queue, [channel], executor, config, clock=lambda: NOW)
+        deliverer = Deliverer(store, queue, [channel], executor, config, policy=POLICY, clock=lambda: NOW)
         return Harness(store, channel, queue, deliverer)
 
     return make
@@ -183,7 +206,7 @@ def test_claimed_messages_are_sent_and_recorded_as_sent(make_harness: Callable[.
     assert result.counts == {"delivered": 3}
     outcome = h.store.outcome_for(2)
     assert (outcome.state, outcome.outcome, outcome.attempted) == ("sent", "delivered", True)
-    assert (outcome.http_status, outcome.provider_ref, outcome.channel) == (200, "ref-2", "n8n")
+    assert (outcome.http_status, outcome.provider_ref, outcome.channel) == (200, "ref-2", "sms")
     assert outcome.started_at == NOW and outcome.finished_at == NOW
     assert outcome.latency_ms is not None and outcome.latency_ms >= 0
     assert h.queue.visibility == []
@@ -205,7 +228,7 @@ def test_the_rendered_message_carries_the_row_content(make_harness: Callable[...
         "check_in",
         "Hi Ana, message 5",
     )
-    assert (message.first_name, message.phone) == ("Ana", "+15550100005")
+    assert (message.first_name, message.phone) == ("Ana", "+13125550105")
 
 
 def test_claim_and_record_use_one_token_and_the_lease(make_harness: Callable[..., Harness]) -> None:
@@ -546,7 +569,9 @@ def test_time_running_out_mid_batch_releases_only_the_unstarted() -> None:
     store.add(claimed_row(1), claimed_row(2), claimed_row(3))
     channel = FakeChannel()
     with ThreadPoolExecutor(max_workers=1) as one_worker:
-        deliverer = Deliverer(store, InMemoryQueue(), [channel], one_worker, CONFIG, clock=lambda: NOW)
+        deliverer = Deliverer(
+            store, InMemoryQueue(), [channel], one_worker, CONFIG, policy=POLICY, clock=lambda: NOW
+        )
 
         def remaining_ms() -> int:
             return PLENTY_MS if not channel.sent else 0

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from proactive_delivery.db import EnqueuePage
 from proactive_delivery.errors import MalformedRecordError, QueueError
 from proactive_delivery.evaluate import Evaluator, sources_from_event
-from proactive_delivery.models import SOURCES, MessageKey
+from proactive_delivery.models import SOURCES, EnqueuePage, MessageKey
 from proactive_delivery.queue import InMemoryQueue
 
 PLENTY_MS = 600_000
@@ -57,6 +56,9 @@ class FakeEvaluateStore:
         for _, sid in stranded:
             self.state[sid] = "queued"
         return stranded
+
+    def sources(self) -> tuple[str, ...]:
+        return SOURCES
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int:
         self.returned.append(list(source_ids))

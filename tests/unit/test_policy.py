@@ -1,6 +1,6 @@
-"""The delivery policy as pure functions: quiet hours in the contractor's own time zone
-(DST, east of UTC), the daily cap on the local day, maximum age, opt-out, channel choice,
-template rendering and bad preference values."""
+"""The delivery policy through the one path that gate and deliver take (verdict.judge over
+MessageFacts): quiet hours in the contractor's own time zone (DST, east of UTC), the daily
+cap on the local day, maximum age, opt-out, channel choice and bad preference values."""
 
 from __future__ import annotations
 
@@ -8,21 +8,22 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
+from proactive_delivery.models import MessageFacts, MessageKey
 from proactive_delivery.policy import (
     Contact,
+    Decision,
     PolicyDefaults,
     PolicyInputError,
     QuietHours,
     StoredPreferences,
-    decide,
     load_zone,
     next_local_midnight,
     parse_channels,
     parse_quiet_hours,
     quiet_until,
-    render_template,
     sent_today,
 )
+from proactive_delivery.verdict import judge
 
 DEFAULTS = PolicyDefaults(
     channels=("sms",),
@@ -30,9 +31,10 @@ DEFAULTS = PolicyDefaults(
     quiet_hours=QuietHours(time(21), time(8)),
     max_per_day=3,
     max_age=timedelta(hours=72),
+    phone_region="US",
 )
 ALL = ("sms", "email", "web_chat")
-CONTACT = Contact(phone="+15550100001", email="ana@example.com", contractor_id=7)
+CONTACT = Contact(phone="+13125550101", email="ana@example.com", contractor_id=7)
 NY = load_zone("America/New_York")
 
 
@@ -40,18 +42,31 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
-def decision_at(now: datetime, stored: StoredPreferences | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
-    options: dict[str, object] = {
-        "due_at": now - timedelta(minutes=1),
-        "body": "Hi Ana",
-        "stored": stored,
-        "defaults": DEFAULTS,
-        "contact": CONTACT,
-        "available": ALL,
-        "sent_times": (),
-    }
-    options.update(kwargs)
-    return decide(now=now, **options)  # type: ignore[arg-type]
+def decision_at(
+    now: datetime,
+    stored: StoredPreferences | None = None,
+    *,
+    due_at: datetime | str | None = "default",
+    body: str | None = "Hi Ana",
+    contact: Contact = CONTACT,
+    available: tuple[str, ...] = ALL,
+    sent_times: list[datetime] | tuple[datetime, ...] = (),
+    **facts: object,
+) -> Decision:
+    """The verdict on a proactive message with these facts, as gate and deliver take it."""
+    message = MessageFacts(
+        key=MessageKey("proactive", 1),
+        contractor_id=contact.contractor_id or 7,
+        message_type="check_in",
+        body=body,
+        due_at=now - timedelta(minutes=1) if due_at == "default" else due_at,  # type: ignore[arg-type]
+        phone=contact.phone,
+        email=contact.email,
+        preferences=stored,
+        sent_times=tuple(sent_times),
+        **facts,  # type: ignore[arg-type]
+    )
+    return judge(message, now=now, defaults=DEFAULTS, available=available).decision
 
 
 # --- FAULTS row 17: boundaries of the quiet window -----------------------------------------
@@ -177,7 +192,7 @@ def test_channel_fallback_follows_the_preference_order() -> None:
     # GIVEN email first: it is used when the contractor has an address
     assert decision_at(now, prefs).channel == "email"
     # AND without an address the next one, sms
-    assert decision_at(now, prefs, contact=Contact("+15550100001", None, 7)).channel == "sms"
+    assert decision_at(now, prefs, contact=Contact("+13125550101", None, 7)).channel == "sms"
     # AND without either, web chat
     assert decision_at(now, prefs, contact=Contact(None, None, 7)).channel == "web_chat"
     # AND an unconfigured channel is passed over
@@ -199,22 +214,35 @@ def test_only_channel_opted_out_is_skipped_opted_out() -> None:
 
 # --- bad input: recorded reason, no send, no crash ---------------------------------------
 @pytest.mark.parametrize(
-    ("stored", "contact", "body", "reason"),
+    ("stored", "reason"),
     [
-        (StoredPreferences(channels=["pigeon", "sms"]), CONTACT, "Hi", "unknown_channel"),
-        (StoredPreferences(timezone="Mars/Olympus_Mons"), CONTACT, "Hi", "invalid_timezone"),
-        (StoredPreferences(timezone="../../etc/passwd"), CONTACT, "Hi", "invalid_timezone"),
-        (None, Contact("555-0100", None, 7), "Hi", "invalid_phone"),
-        (None, CONTACT, "   ", "empty_message"),
-        (None, CONTACT, None, "empty_message"),
+        (StoredPreferences(channels=["pigeon", "sms"]), "unknown_channel"),
+        (StoredPreferences(timezone="Mars/Olympus_Mons"), "invalid_timezone"),
+        (StoredPreferences(timezone="../../etc/passwd"), "invalid_timezone"),
     ],
 )
-def test_bad_input_fails_with_a_reason(
-    stored: StoredPreferences | None, contact: Contact, body: str | None, reason: str
-) -> None:
-    # GIVEN an unusable value WHEN the policy decides THEN it fails with the reason, no channel
-    decision = decision_at(utc(2025, 1, 15, 15), stored, contact=contact, body=body)
+def test_unusable_preference_row_fails_with_a_reason(stored: StoredPreferences, reason: str) -> None:
+    # GIVEN an unusable value in our own preference row WHEN the policy decides
+    decision = decision_at(utc(2025, 1, 15, 15), stored)
+    # THEN it fails with the reason (an operator must fix the row), no channel
     assert (decision.action, decision.reason, decision.channel) == ("fail", reason, None)
+
+
+@pytest.mark.parametrize(
+    ("contact", "body", "reason"),
+    [
+        (Contact("555-0100", None, 7), "Hi", "invalid_phone"),
+        (Contact("not a phone", None, 7), "Hi", "invalid_phone"),
+        (CONTACT, "   ", "empty_message"),
+        (CONTACT, None, "empty_message"),
+        (CONTACT, "Hi {partner_name}", "unrenderable_template"),
+    ],
+)
+def test_unusable_content_is_skipped_with_a_reason(contact: Contact, body: str | None, reason: str) -> None:
+    # GIVEN content or a phone that cannot be sent WHEN the policy decides
+    decision = decision_at(utc(2025, 1, 15, 15), contact=contact, body=body)
+    # THEN it is skipped for good with the reason, no channel
+    assert (decision.action, decision.reason, decision.channel) == ("skip", reason, None)
 
 
 def test_non_e164_phone_falls_back_to_the_next_channel() -> None:
@@ -236,24 +264,3 @@ def test_non_e164_phone_falls_back_to_the_next_channel() -> None:
 def test_parsers_reject_bad_values(parse: object, text: str) -> None:
     with pytest.raises(PolicyInputError):
         parse(text)  # type: ignore[operator]
-
-
-# --- templates ---------------------------------------------------------------------------
-def test_template_renders_contractor_fields() -> None:
-    assert render_template("Hi {first_name}!", {"first_name": "Ana"}) == "Hi Ana!"
-    assert render_template("No fields {{braces}}", {}) == "No fields {braces}"
-
-
-@pytest.mark.parametrize(
-    "template",
-    ["Hi {last_name}", "Hi {first_name.__class__}", "Hi {first_name!r}", "Hi {", "Hi {}", "Hi {0}"],
-)
-def test_bad_templates_are_template_errors(template: str) -> None:
-    with pytest.raises(PolicyInputError) as info:
-        render_template(template, {"first_name": "Ana"})
-    assert info.value.reason == "template_error"
-
-
-def test_missing_field_value_is_a_template_error() -> None:
-    with pytest.raises(PolicyInputError):
-        render_template("Hi {first_name}", {"first_name": None})

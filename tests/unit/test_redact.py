@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger
 
 from proactive_delivery.redact import RedactingFormatter, mask_email, mask_phone, redact_text
 
-E164 = "+15550100042"
+E164 = "+13125550142"
 US = "(555) 010-4242"
 US_DASHED = "555-010-4343"
 EMAIL = "ana.contractor@example.com"

@@ -34,7 +34,7 @@ def test_email_and_web_chat_are_available_only_when_configured() -> None:
     ("overrides", "name"),
     [
         ({"SMS_PROVIDER": "carrier-pigeon"}, "SMS_PROVIDER"),
-        ({"SMS_PROVIDER": "twilio", "TWILIO_FROM_NUMBER": "+15550100000"}, "TWILIO_SECRET_ARN"),
+        ({"SMS_PROVIDER": "twilio", "TWILIO_FROM_NUMBER": "+13125550100"}, "TWILIO_SECRET_ARN"),
         (
             {"SMS_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t"},
             "TWILIO_FROM_NUMBER",

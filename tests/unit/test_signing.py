@@ -6,13 +6,20 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from proactive_delivery.channels.webhook import SignedWebhookChannel
+from proactive_delivery.channels.webhook import (
+    GhlSmsPayload,
+    N8nEmailPayload,
+    Payload,
+    SignedWebhookChannel,
+    flat_sms_payload,
+)
 from proactive_delivery.errors import PermanentSendError, TransientSendError
 from proactive_delivery.models import MessageKey, OutboundMessage
 
@@ -20,7 +27,7 @@ SECRET = "whsec_" + base64.b64encode(b"unit-test-signing-secret-32bytes").decode
 URL = "https://n8n.example.com/webhook/proactive"
 
 
-def message(source_id: int = 42, *, phone: str | None = "+15550100042") -> OutboundMessage:
+def message(source_id: int = 42, *, phone: str | None = "+13125550142") -> OutboundMessage:
     return OutboundMessage(
         key=MessageKey("proactive", source_id),
         contractor_id=7,
@@ -45,11 +52,15 @@ class Recorder:
 
 
 def channel(
-    handler: Callable[[httpx.Request], httpx.Response], clock: Callable[[], datetime] | None = None
+    handler: Callable[[httpx.Request], httpx.Response],
+    clock: Callable[[], datetime] | None = None,
+    payload: Payload = flat_sms_payload,
 ) -> SignedWebhookChannel:
     client = httpx.Client(transport=httpx.MockTransport(handler))
     kwargs = {"clock": clock} if clock is not None else {}
-    return SignedWebhookChannel(name="n8n", url=URL, client=client, signing_secret=SECRET, **kwargs)
+    return SignedWebhookChannel(
+        name="sms", url=URL, client=client, signing_secret=SECRET, payload=payload, **kwargs
+    )
 
 
 def signed_headers(request: httpx.Request) -> dict[str, str]:
@@ -124,8 +135,82 @@ def test_different_messages_get_different_webhook_ids() -> None:
     assert [r.headers["webhook-id"] for r in recorder.requests] == ["proactive-1", "proactive-2"]
 
 
-def test_payload_carries_what_n8n_expects_and_the_message_identity() -> None:
-    # GIVEN a recording endpoint
+def test_ghl_payload_is_the_body_the_platforms_live_workflow_reads() -> None:
+    # GIVEN the default format (N8N_PAYLOAD_FORMAT=ghl) and a clock at 21:00 UTC
+    recorder = Recorder()
+    at = datetime(2026, 12, 1, 21, 0, 0, 123456, tzinfo=UTC)
+    webhook = channel(recorder, clock=lambda: at, payload=GhlSmsPayload(from_name="Power100 Concierge"))
+
+    # WHEN a message is sent
+    webhook.send(message(123))
+
+    # THEN the body is backend-to-ghl's: send_via_ghl {phone, message, from_name, timestamp}
+    # (JavaScript's toISOString format) and metadata naming the platform's row
+    payload = json.loads(recorder.requests[0].content)
+    assert payload == {
+        "send_via_ghl": {
+            "phone": "+13125550142",
+            "message": "Hi Ana, how did this week's bids go? \N{WAVING HAND SIGN}",
+            "from_name": "Power100 Concierge",
+            "timestamp": "2026-12-01T21:00:00.123Z",
+        },
+        "metadata": {
+            "contractor_id": 7,
+            "message_type": "check_in",
+            "message_id": 123,
+            "source": "proactive",
+            "idempotency_key": "proactive-123",
+        },
+    }
+    # AND the Standard Webhooks signature and stable id are there as with the flat body
+    assert recorder.requests[0].headers["webhook-id"] == "proactive-123"
+    assert recorder.requests[0].headers["webhook-signature"].startswith("v1,")
+
+
+def test_ghl_payload_carries_tags_only_when_configured() -> None:
+    recorder = Recorder()
+    channel(recorder, payload=GhlSmsPayload(from_name="Coach", tags=("tpe", "proactive"))).send(message(1))
+    channel(recorder, payload=GhlSmsPayload(from_name="Coach")).send(message(2))
+    tagged, plain = (json.loads(r.content)["send_via_ghl"] for r in recorder.requests)
+    assert tagged["tags"] == ["tpe", "proactive"]
+    assert "tags" not in plain
+
+
+def test_n8n_email_payload_is_the_email_outbound_body() -> None:
+    # GIVEN the platform's email-outbound workflow as the e-mail channel
+    recorder = Recorder()
+    at = datetime(2026, 12, 1, 21, 0, 0, tzinfo=UTC)
+    client = httpx.Client(transport=httpx.MockTransport(recorder))
+    email = SignedWebhookChannel(
+        name="email",
+        url=URL,
+        client=client,
+        signing_secret=SECRET,
+        payload=N8nEmailPayload(from_email="coach@example.com", from_name="Power100 Concierge"),
+        needs="email",
+        clock=lambda: at,
+    )
+    # WHEN a message is sent
+    email.send(replace(message(9), display_name="Ana Silva"))
+    # THEN the flat body the workflow reads, signed, with the stable id
+    payload = json.loads(recorder.requests[0].content)
+    assert payload == {
+        "to_email": "ana@example.com",
+        "to_name": "Ana Silva",
+        "from_email": "coach@example.com",
+        "from_name": "Power100 Concierge",
+        "subject": "Check in",
+        "body": "Hi Ana, how did this week's bids go? \N{WAVING HAND SIGN}",
+        "contractor_id": 7,
+        "email_type": "check_in",
+        "timestamp": "2026-12-01T21:00:00.000Z",
+        "message_id": "proactive-9",
+    }
+    assert recorder.requests[0].headers["webhook-signature"].startswith("v1,")
+
+
+def test_flat_payload_carries_what_the_seed_describes_and_the_message_identity() -> None:
+    # GIVEN a recording endpoint and N8N_PAYLOAD_FORMAT=flat
     recorder = Recorder()
 
     # WHEN a message is sent
@@ -133,7 +218,7 @@ def test_payload_carries_what_n8n_expects_and_the_message_identity() -> None:
 
     # THEN the JSON body has the old sender's fields plus message_id
     payload = json.loads(recorder.requests[0].content)
-    assert payload["phone"] == "+15550100042"
+    assert payload["phone"] == "+13125550142"
     assert payload["message"] == "Hi Ana, how did this week's bids go? \N{WAVING HAND SIGN}"
     assert payload["contractor_id"] == 7
     assert payload["message_type"] == "check_in"
@@ -146,7 +231,7 @@ def test_tampered_body_fails_verification() -> None:
     recorder = Recorder()
     channel(recorder).send(message(42))
     request = recorder.requests[0]
-    tampered = request.content.replace(b"+15550100042", b"+15550199999")
+    tampered = request.content.replace(b"+13125550142", b"+15550199999")
     assert tampered != request.content
 
     # WHEN / THEN the altered body does not verify
@@ -190,7 +275,7 @@ def test_clock_in_another_time_zone_still_verifies() -> None:
 
 def test_can_reach_needs_a_phone() -> None:
     webhook = channel(Recorder())
-    assert webhook.can_reach(message(phone="+15550100042"))
+    assert webhook.can_reach(message(phone="+13125550142"))
     assert not webhook.can_reach(message(phone=None))
     assert not webhook.can_reach(message(phone=""))
 

@@ -21,7 +21,7 @@ from proactive_delivery.verify import WebhookVerificationError, verify_webhook
 SECRET = "whsec_" + base64.b64encode(b"receiver-side-verify-secret-32by").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"an-attacker-guessed-this-secret!").decode()
 BODY = json.dumps(
-    {"phone": "+15550100042", "message": "Hi Ana \N{WAVING HAND SIGN}", "message_id": "proactive-42"},
+    {"phone": "+13125550142", "message": "Hi Ana \N{WAVING HAND SIGN}", "message_id": "proactive-42"},
     separators=(",", ":"),
     ensure_ascii=False,
 )

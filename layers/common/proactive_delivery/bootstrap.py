@@ -21,7 +21,14 @@ from botocore.config import Config
 from proactive_delivery.channels.base import Channel
 from proactive_delivery.channels.email import SesEmailChannel
 from proactive_delivery.channels.twilio import TwilioSmsChannel
-from proactive_delivery.channels.webhook import SignedWebhookChannel, web_chat_payload
+from proactive_delivery.channels.webhook import (
+    GhlSmsPayload,
+    N8nEmailPayload,
+    Payload,
+    SignedWebhookChannel,
+    flat_sms_payload,
+    web_chat_payload,
+)
 from proactive_delivery.db import Database, PostgresStore
 from proactive_delivery.deliver import DeliverConfig, Deliverer
 from proactive_delivery.errors import ConfigError
@@ -122,7 +129,7 @@ def signing_secret(settings: Settings) -> str:
 @_once
 def get_database() -> Database:
     settings = get_settings()
-    return Database(lambda: database_url(settings))
+    return Database(lambda: database_url(settings), platform_timezone=settings.platform_timezone)
 
 
 _sqs_client_override: Any = None
@@ -174,11 +181,15 @@ def get_executor() -> ThreadPoolExecutor:
 def get_evaluator() -> Evaluator:
     settings = get_settings()
     return Evaluator(
-        PostgresStore(get_database()),
+        PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
         get_queue(),
         page_size=settings.evaluate_page_size,
         reconcile_after_seconds=settings.reconcile_after_seconds,
-        gate=QueueGate(PostgresStore(get_database()), settings.policy, settings.available_channels),
+        gate=QueueGate(
+            PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
+            settings.policy,
+            settings.available_channels,
+        ),
     )
 
 
@@ -218,16 +229,42 @@ def build_channels(settings: Settings) -> list[Channel]:
             )
         )
     else:
+        sms_payload: Payload = (
+            GhlSmsPayload(from_name=settings.sms_from_name, tags=settings.sms_tags)
+            if settings.n8n_payload_format == "ghl"
+            else flat_sms_payload
+        )
         channels.append(
             SignedWebhookChannel(
                 name="sms",
                 url=settings.n8n_outbound_webhook_url,
                 client=get_http_client(),
                 signing_secret=signing_secret(settings),
+                payload=sms_payload,
             )
         )
-    if settings.email_from_address:
-        channels.append(SesEmailChannel(client=get_sesv2_client(), from_address=settings.email_from_address))
+    if settings.email_from_address and settings.email_provider == "n8n":
+        assert settings.n8n_email_webhook_url is not None
+        channels.append(
+            SignedWebhookChannel(
+                name="email",
+                url=settings.n8n_email_webhook_url,
+                client=get_http_client(),
+                signing_secret=signing_secret(settings),
+                payload=N8nEmailPayload(
+                    from_email=settings.email_from_address, from_name=settings.email_from_name
+                ),
+                needs="email",
+            )
+        )
+    elif settings.email_from_address:
+        channels.append(
+            SesEmailChannel(
+                client=get_sesv2_client(),
+                from_address=settings.email_from_address,
+                from_name=settings.email_from_name,
+            )
+        )
     if settings.web_chat_webhook_url:
         channels.append(
             SignedWebhookChannel(
@@ -254,7 +291,12 @@ def get_deliverer() -> Deliverer:
         send_budget_ms=int(settings.send_budget_seconds * 1000),
     )
     return Deliverer(
-        PostgresStore(get_database()), get_queue(), channels, get_executor(), config, policy=settings.policy
+        PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
+        get_queue(),
+        channels,
+        get_executor(),
+        config,
+        policy=settings.policy,
     )
 
 

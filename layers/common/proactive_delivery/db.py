@@ -7,17 +7,23 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any, LiteralString, TypeVar, cast
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 
 from proactive_delivery.errors import StoreUnavailableError
-from proactive_delivery.models import ClaimedRow, MessageKey, Outcome
+from proactive_delivery.models import (
+    ClaimedRow,
+    EnqueuePage,
+    MessageFacts,
+    MessageKey,
+    Outcome,
+    QueueDecision,
+)
+from proactive_delivery.platform_sql import ALIASES, CATALOG_SQL, PlatformSchema
 from proactive_delivery.tracing import subsegment
 
 T = TypeVar("T")
@@ -42,9 +48,16 @@ def load_queries(filename: str = "queries.sql") -> dict[str, str]:
     return parse_named_queries(text)
 
 
-def query(name: str) -> LiteralString:
-    # The text comes from the package's own .sql files, never from input.
-    return load_queries()[name]
+_PARTIAL = re.compile(r"\{\{>\s*(\w+)\s*\}\}")
+
+
+def raw_query(name: str, filename: str = "queries.sql") -> str:
+    """A named query with its `{{> other}}` includes expanded (same file), not yet rendered
+    for a platform schema."""
+    queries = load_queries(filename)
+    if name not in queries:
+        raise KeyError(f"no query {name!r} in {filename}")
+    return _PARTIAL.sub(lambda m: raw_query(m.group(1), filename), queries[name])
 
 
 class Database:
@@ -55,7 +68,13 @@ class Database:
     half-done transaction to lose when Lambda freezes or kills the environment.
     """
 
-    def __init__(self, conninfo_factory: Callable[[], str], *, connect_timeout: int = 5) -> None:
+    def __init__(
+        self,
+        conninfo_factory: Callable[[], str],
+        *,
+        connect_timeout: int = 5,
+        platform_timezone: str = "UTC",
+    ) -> None:
         self._conninfo_factory = conninfo_factory
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
@@ -64,6 +83,30 @@ class Database:
         # thread-safe, so only opening the connection needs a lock.
         self._lock = threading.Lock()
         self.statements = 0
+        self._platform_timezone = platform_timezone
+        self._schema: PlatformSchema | None = None
+        self._rendered: dict[tuple[str, str], str] = {}
+
+    # -- the platform's schema and the queries rendered for it ------------------------------
+    def platform_schema(self) -> PlatformSchema:
+        """The platform's tables as found in this database: read once per execution
+        environment (one catalog query), then kept."""
+        if self._schema is None:
+            rows = self.fetch_all(CATALOG_SQL, {"tables": [*ALIASES.values()]})
+            schema = PlatformSchema.from_rows(rows, zone=self._platform_timezone)
+            with self._lock:
+                self._schema = self._schema or schema
+        return self._schema
+
+    def sql(self, name: str, filename: str = "queries.sql") -> LiteralString:
+        """A named query rendered for this database's platform schema."""
+        key = (filename, name)
+        text = self._rendered.get(key)
+        if text is None:
+            text = self.platform_schema().render(raw_query(name, filename))
+            self._rendered[key] = text
+        # The text comes from the package's own .sql files and the catalog, never from input.
+        return text
 
     def connection(self) -> psycopg.Connection[dict[str, Any]]:
         with self._lock:
@@ -119,37 +162,25 @@ class Database:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-@dataclass(frozen=True)
-class QueueDecision:
-    """The queue-time policy's verdict on one freshly queued message."""
-
-    source_id: int
-    state: str
-    reason: str | None
-    next_attempt_at: datetime | None = None
-
-
 # Recorded with an opt-out the provider reported (Twilio error 21610).
 OPT_OUT_SOURCE = "twilio"
-
-
-@dataclass(frozen=True)
-class EnqueuePage:
-    last_id: int | None
-    scanned: int
-    queued_ids: list[int]
 
 
 class PostgresStore:
     """The delivery store: every method is one SQL statement from queries.sql."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, followup_sent_by: str = "scheduler") -> None:
         self.db = db
+        # What a sent follow-up's sent_by says (the platform's senders each wrote their name).
+        self._followup_sent_by = followup_sent_by
+
+    def sources(self) -> tuple[str, ...]:
+        return self.db.platform_schema().sources
 
     # evaluate ---------------------------------------------------------------------------
     def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage:
         row = self.db.fetch_all(
-            query(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size}
+            self.db.sql(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size}
         )[0]
         return EnqueuePage(last_id=row["last_id"], scanned=row["scanned"], queued_ids=list(row["queued_ids"]))
 
@@ -157,7 +188,7 @@ class PostgresStore:
         self, source: str, *, after_id: int, page_size: int, reconcile_after_seconds: int
     ) -> list[tuple[int, int]]:
         rows = self.db.fetch_all(
-            query("requeue_stranded"),
+            self.db.sql("requeue_stranded"),
             {
                 "source": source,
                 "after_id": after_id,
@@ -171,20 +202,23 @@ class PostgresStore:
         if not source_ids:
             return 0
         rows = self.db.fetch_all(
-            query("return_to_pending"), {"source": source, "source_ids": list(source_ids)}
+            self.db.sql("return_to_pending"), {"source": source, "source_ids": list(source_ids)}
         )
         return len(rows)
 
-    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[dict[str, Any]]:
+    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]:
         if not source_ids:
             return []
-        return self.db.fetch_all(query("policy_inputs"), {"source": source, "source_ids": list(source_ids)})
+        rows = self.db.fetch_all(
+            self.db.sql("policy_inputs"), {"source": source, "source_ids": list(source_ids)}
+        )
+        return [MessageFacts.from_row(MessageKey(r["source"], r["source_id"]), r) for r in rows]
 
     def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int:
         if not decisions:
             return 0
         rows = self.db.fetch_all(
-            query("apply_queue_decisions"),
+            self.db.sql("apply_queue_decisions"),
             {
                 "source": source,
                 "source_ids": [d.source_id for d in decisions],
@@ -200,7 +234,7 @@ class PostgresStore:
         self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
     ) -> list[ClaimedRow]:
         rows = self.db.fetch_all(
-            query("claim_batch"),
+            self.db.sql("claim_batch"),
             {
                 "sources": [k.source for k in keys],
                 "source_ids": [k.source_id for k in keys],
@@ -214,7 +248,7 @@ class PostgresStore:
         if not outcomes:
             return 0
         rows = self.db.fetch_all(
-            query("record_outcomes"),
+            self.db.sql("record_outcomes"),
             {
                 "claim_token": claim_token,
                 "delivery_ids": [o.delivery_id for o in outcomes],
@@ -233,9 +267,7 @@ class PostgresStore:
                 "opt_out_contractor_ids": [o.opt_out_contractor_id for o in outcomes],
                 "opt_out_channels": [o.opt_out_channel for o in outcomes],
                 "opt_out_source": OPT_OUT_SOURCE,
+                "sent_by": self._followup_sent_by,
             },
         )
         return len(rows)
-
-    def now(self) -> datetime:
-        return cast(datetime, self.db.fetch_all("SELECT now() AS now", {})[0]["now"])

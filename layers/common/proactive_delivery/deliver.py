@@ -36,10 +36,11 @@ from proactive_delivery.models import (
     Outcome,
     SendResult,
 )
-from proactive_delivery.policy import Contact, PolicyDefaults, PolicyInputError, decide, render_template
+from proactive_delivery.policy import PolicyDefaults
 from proactive_delivery.queue import DeliveryQueue
 from proactive_delivery.retry import retry_delay
 from proactive_delivery.tracing import subsegment
+from proactive_delivery.verdict import judge
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -120,14 +121,12 @@ class Deliverer:
         executor: Executor,
         config: DeliverConfig,
         *,
+        policy: PolicyDefaults,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        policy: PolicyDefaults | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._channels = list(channels)
-        # With a policy, the contractor's preferences choose the channel by name; without
-        # one (unit tests of the delivery mechanics), the first channel that can reach them.
         self._policy = policy
         self._by_name = {c.name: c for c in self._channels}
         self._executor = executor
@@ -230,68 +229,25 @@ class Deliverer:
             retries.append((str(record.get("receiptHandle", "")), BUSY_RETRY_SECONDS))
             result.count("busy")
             return None
-        assert row.delivery_id is not None
-        if row.body is None or row.contractor_id is None:
-            outcomes.append(
-                Outcome(row.delivery_id, "failed", "failed", attempted=False, reason="source_row_missing")
-            )
-            result.outcomes.append((key, outcomes[-1]))
-            result.count("failed")
-            return None
-        if row.platform_sent_at is not None:
-            outcomes.append(
-                Outcome(row.delivery_id, "skipped", "skipped", attempted=False, reason="sent_elsewhere")
-            )
-            result.outcomes.append((key, outcomes[-1]))
-            result.count("skipped")
-            return None
-        if key.source == "followup" and row.source_status == "cancelled":
-            # Cancelled on the platform after it was queued: never sent.
-            self._settle(row, "skipped", "cancelled", result, outcomes)
-            return None
-        text = row.body
-        if key.source == "followup":
-            try:
-                text = render_template(
-                    row.body, {"first_name": row.first_name, "contractor_id": row.contractor_id}
-                )
-            except PolicyInputError as exc:
-                self._settle(row, "failed", exc.reason, result, outcomes, error=str(exc))
-                return None
-        message = OutboundMessage(
-            key=key,
-            contractor_id=row.contractor_id,
-            message_type=row.message_type or "",
-            text=text,
-            first_name=row.first_name,
-            phone=row.phone,
-            email=row.email,
-        )
-        if self._policy is None:
-            channel = next((c for c in self._channels if c.can_reach(message)), None)
-            if channel is None:
-                self._settle(row, "skipped", "no_contact", result, outcomes)
-                return None
-            return _Send(key=key, row=row, record=record, channel=channel, message=message)
+        assert row.delivery_id is not None and row.facts is not None
         planned = {} if planned is None else planned
-        # The policy again, just before the send: preferences, opt-outs and the day's count
-        # may have changed since the message was queued.
+        contractor = row.facts.contractor_id
+        # The verdict again, just before the send: the platform's row, preferences,
+        # opt-outs and the day's count may have changed since the message was queued.
         now = self._clock()
-        decision = decide(
+        verdict = judge(
+            row.facts,
             now=now,
-            due_at=row.due_at,
-            body=text,
-            stored=row.preferences,
             defaults=self._policy,
-            contact=Contact(row.phone, row.email, row.contractor_id),
             available=self._by_name,
-            sent_times=(*row.sent_times, *[now] * planned.get(row.contractor_id, 0)),
+            planned=planned.get(contractor, 0) if contractor is not None else 0,
         )
+        decision = verdict.decision
         if decision.action == "skip":
-            self._settle(row, "skipped", decision.reason, result, outcomes)
+            self._settle(row, "skipped", decision.reason, result, outcomes, error=verdict.error)
             return None
         if decision.action == "fail":
-            self._settle(row, "failed", decision.reason, result, outcomes)
+            self._settle(row, "failed", decision.reason, result, outcomes, error=verdict.error)
             return None
         if decision.action == "defer":
             delay = decision.queue_delay(now)
@@ -318,10 +274,10 @@ class Deliverer:
             result.failures[message_id] = RetryLaterError(decision.reason or "deferred", delay)
             retries.append((str(record.get("receiptHandle", "")), delay))
             return None
-        assert decision.channel is not None
-        planned[row.contractor_id] = planned.get(row.contractor_id, 0) + 1
+        assert decision.channel is not None and verdict.message is not None and contractor is not None
+        planned[contractor] = planned.get(contractor, 0) + 1
         return _Send(
-            key=key, row=row, record=record, channel=self._by_name[decision.channel], message=message
+            key=key, row=row, record=record, channel=self._by_name[decision.channel], message=verdict.message
         )
 
     def _settle(
@@ -459,8 +415,8 @@ class Deliverer:
                     **common,
                 )
         result.outcomes.append((send.key, outcome))
-        if send.row.due_at is not None:
-            result.due_at[send.key] = send.row.due_at
+        if send.row.facts is not None and send.row.facts.due_at is not None:
+            result.due_at[send.key] = send.row.facts.due_at
         return outcome
 
     def _log_outcomes(self, result: BatchResult) -> None:

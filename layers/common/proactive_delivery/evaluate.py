@@ -10,10 +10,9 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-from proactive_delivery.db import EnqueuePage
 from proactive_delivery.errors import MalformedRecordError, QueueError
 from proactive_delivery.gate import QueueGate
-from proactive_delivery.models import SOURCES, MessageKey, UnsentBacklog
+from proactive_delivery.models import SOURCES, EnqueuePage, MessageKey, UnsentBacklog
 from proactive_delivery.queue import SQS_BATCH_LIMIT, DeliveryQueue
 
 logger = Logger(service=SERVICE, child=True)
@@ -27,6 +26,10 @@ class EvaluateStore(Protocol):
     ) -> list[tuple[int, int]]: ...
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources whose platform table exists in this database."""
+        ...
 
 
 @dataclass
@@ -47,6 +50,8 @@ class SourceReport:
 class EvaluateReport:
     sources: dict[str, SourceReport] = field(default_factory=dict)
     stopped_early: bool = False
+    # Selected sources whose platform table this database does not have.
+    missing_sources: list[str] = field(default_factory=list)
     # Filled in after the run (handlers.evaluate), for every selected source.
     backlog: dict[str, UnsentBacklog] = field(default_factory=dict)
 
@@ -61,6 +66,7 @@ class EvaluateReport:
         return {
             "enqueued": self.enqueued,
             "stopped_early": self.stopped_early,
+            **({"missing_sources": self.missing_sources} if self.missing_sources else {}),
             "sources": {name: vars(r) for name, r in self.sources.items()},
             **({"backlog": {name: vars(b) for name, b in self.backlog.items()}} if self.backlog else {}),
         }
@@ -104,7 +110,13 @@ class Evaluator:
 
     def run(self, sources: Iterable[str], remaining_ms: Callable[[], int]) -> EvaluateReport:
         report = EvaluateReport()
+        present = self._store.sources()
         for source in sources:
+            if source not in present:
+                # A deployment without this table still delivers the sources it has.
+                logger.warning("source table not found in this database; source skipped", source=source)
+                report.missing_sources.append(source)
+                continue
             source_report = report.sources.setdefault(source, SourceReport())
             # Stranded messages first: they have waited longest.
             if not self._requeue_stranded(source, source_report, remaining_ms):

@@ -5,30 +5,23 @@ on the queue with a DelaySeconds that opens with the window."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-from proactive_delivery.db import QueueDecision
-from proactive_delivery.policy import (
-    Contact,
-    Decision,
-    PolicyDefaults,
-    PolicyInputError,
-    StoredPreferences,
-    decide,
-    render_template,
-)
+from proactive_delivery.models import MessageFacts, QueueDecision
+from proactive_delivery.policy import PolicyDefaults
+from proactive_delivery.verdict import judge
 
 logger = Logger(service=SERVICE, child=True)
 
 
 class GateStore(Protocol):
-    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[dict[str, Any]]: ...
+    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]: ...
 
     def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int: ...
 
@@ -46,39 +39,6 @@ class GateResult:
     def note(self, state: str, reason: str | None) -> None:
         key = f"{state}:{reason or 'unknown'}"
         self.reasons[key] = self.reasons.get(key, 0) + 1
-
-
-def decide_for_row(
-    row: dict[str, Any],
-    *,
-    now: datetime,
-    defaults: PolicyDefaults,
-    available: Iterable[str],
-    source: str,
-    planned: int = 0,
-) -> Decision:
-    if row.get("contractor_id") is None:
-        return Decision("fail", reason="source_row_missing")
-    if source == "followup" and row.get("source_status") == "cancelled":
-        return Decision("skip", reason="cancelled")
-    body = row.get("body")
-    if source == "followup" and body:
-        try:
-            body = render_template(
-                str(body), {"first_name": row.get("first_name"), "contractor_id": row["contractor_id"]}
-            )
-        except PolicyInputError as exc:
-            return Decision("fail", reason=exc.reason)
-    return decide(
-        now=now,
-        due_at=row.get("due_at"),
-        body=body,
-        stored=StoredPreferences.from_row(row),
-        defaults=defaults,
-        contact=Contact(row.get("phone"), row.get("email"), row.get("contractor_id")),
-        available=available,
-        sent_times=(*(row.get("sent_times") or ()), *[now] * planned),
-    )
 
 
 class QueueGate:
@@ -104,18 +64,17 @@ class QueueGate:
         seen: set[int] = set()
         # Messages already let through in this page count toward the contractor's cap.
         planned: dict[int, int] = {}
-        for row in self._store.policy_inputs(source, source_ids):
-            source_id = int(row["source_id"])
+        for facts in self._store.policy_inputs(source, source_ids):
+            source_id = facts.key.source_id
             seen.add(source_id)
-            contractor = row.get("contractor_id")
-            decision = decide_for_row(
-                row,
+            contractor = facts.contractor_id
+            decision = judge(
+                facts,
                 now=now,
                 defaults=self._defaults,
                 available=self._available,
-                source=source,
                 planned=planned.get(contractor, 0) if contractor is not None else 0,
-            )
+            ).decision
             if decision.action == "send":
                 result.send_now.append(source_id)
                 if contractor is not None:

@@ -45,7 +45,7 @@ def evaluate(event: Any, context: Any) -> dict[str, Any]:
     report = bootstrap.get_evaluator().run(sources, context.get_remaining_time_in_millis)
     ops = bootstrap.get_operations_store()
     # Every run, also one that stopped early: the backlog gauge must not go quiet.
-    report.backlog = {source: ops.unsent_backlog(source) for source in sources}
+    report.backlog = {s: ops.unsent_backlog(s) for s in sources if s not in report.missing_sources}
     ops.record_evaluate_run(
         sources, enqueued=report.enqueued, stopped_early=report.stopped_early, report=report.as_dict()
     )

@@ -157,9 +157,17 @@ def collect_status(
     store: OperationsStore, sqs: Any, queue_url: str | None, sources: Sequence[str]
 ) -> dict[str, Any]:
     backlog = {}
-    for source in sources:
+    sent_by_others = {}
+    present = store.sources()
+    for source in (s for s in sources if s in present):
         b = store.unsent_backlog(source)
         backlog[source] = {"unsent": b.count, "oldest_unsent_age_seconds": round(b.oldest_age_seconds, 1)}
+        others = store.sent_by_others(source)
+        last = others["last_sent_at"]
+        sent_by_others[source] = {
+            "messages": others["messages"],
+            "last_sent_at": last.isoformat() if last is not None else None,
+        }
     states: dict[str, dict[str, int]] = {}
     for row in store.state_counts():
         states.setdefault(row["source"], {})[row["state"]] = int(row["messages"])
@@ -192,11 +200,20 @@ def collect_status(
         "failures_24h": failures,
         "queues": queues,
         "last_evaluate_run": last_run,
+        "sent_by_others_24h": sent_by_others,
     }
 
 
 def render_status(status: dict[str, Any]) -> str:
-    lines = ["Unsent backlog (due, not sent/skipped/failed)"]
+    lines: list[str] = []
+    others = {s: o for s, o in status.get("sent_by_others_24h", {}).items() if o["messages"]}
+    if others:
+        what = ", ".join(f"{n['messages']} {s} (last {n['last_sent_at']})" for s, n in others.items())
+        lines.append(
+            f"WARNING: another sender is still running: the platform shows {what} sent in the"
+            " last 24 h that this pipeline did not send (docs/cutover.md)"
+        )
+    lines.append("Unsent backlog (due, not sent/skipped/failed)")
     for source, b in status["backlog"].items():
         lines.append(f"  {source:<12} {b['unsent']:>8}   oldest {_age(b['oldest_unsent_age_seconds'])}")
     lines.append("Messages by state (open: all; final: last 24 h)")

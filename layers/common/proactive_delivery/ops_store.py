@@ -8,32 +8,35 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, LiteralString
 
-from proactive_delivery.db import Database, load_queries
-from proactive_delivery.errors import ConfigError
+from proactive_delivery.db import Database
 from proactive_delivery.models import MessageKey, UnsentBacklog
-
-
-def ops_query(name: str) -> LiteralString:
-    # The text comes from the package's own .sql file, never from input.
-    queries = load_queries("operations.sql")
-    if name not in queries:
-        raise ConfigError(f"no query {name!r} in operations.sql")
-    return queries[name]
 
 
 class OperationsStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _sql(self, name: str) -> LiteralString:
+        return self.db.sql(name, "operations.sql")
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources whose platform table exists in this database."""
+        return self.db.platform_schema().sources
+
+    def sent_by_others(self, source: str) -> dict[str, Any]:
+        """Platform rows of `source` marked sent in the last 24 h that this pipeline did not send."""
+        row = self.db.fetch_all(self._sql(f"sent_by_others_{source}"), {})[0]
+        return {"messages": int(row["messages"]), "last_sent_at": row["last_sent_at"]}
+
     def unsent_backlog(self, source: str) -> UnsentBacklog:
-        row = self.db.fetch_all(ops_query(f"unsent_backlog_{source}"), {})[0]
+        row = self.db.fetch_all(self._sql(f"unsent_backlog_{source}"), {})[0]
         return UnsentBacklog(count=int(row["backlog"]), oldest_age_seconds=float(row["oldest_age_seconds"]))
 
     def record_evaluate_run(
         self, sources: Sequence[str], *, enqueued: int, stopped_early: bool, report: dict[str, Any]
     ) -> None:
         self.db.fetch_all(
-            ops_query("record_evaluate_run"),
+            self._sql("record_evaluate_run"),
             {
                 "sources": list(sources),
                 "enqueued": enqueued,
@@ -43,18 +46,18 @@ class OperationsStore:
         )
 
     def last_evaluate_run(self) -> dict[str, Any] | None:
-        rows = self.db.fetch_all(ops_query("last_evaluate_run"), {})
+        rows = self.db.fetch_all(self._sql("last_evaluate_run"), {})
         return rows[0] if rows else None
 
     def state_counts(self) -> list[dict[str, Any]]:
-        return self.db.fetch_all(ops_query("state_counts"), {})
+        return self.db.fetch_all(self._sql("state_counts"), {})
 
     def recent_failures(self) -> list[dict[str, Any]]:
-        return self.db.fetch_all(ops_query("recent_failures"), {})
+        return self.db.fetch_all(self._sql("recent_failures"), {})
 
     def failed_since(self, since: datetime, reason: str | None) -> list[dict[str, Any]]:
-        return self.db.fetch_all(ops_query("failed_since"), {"since": since, "reason": reason})
+        return self.db.fetch_all(self._sql("failed_since"), {"since": since, "reason": reason})
 
     def reset_failed(self, since: datetime, reason: str | None) -> list[MessageKey]:
-        rows = self.db.fetch_all(ops_query("reset_failed"), {"since": since, "reason": reason}, retry=False)
+        rows = self.db.fetch_all(self._sql("reset_failed"), {"since": since, "reason": reason}, retry=False)
         return sorted(MessageKey(r["source"], r["source_id"]) for r in rows)

@@ -9,7 +9,6 @@ failure), skip for good (policy said never) or fail (the data is unusable).
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -96,11 +95,16 @@ def is_e164(phone: str) -> bool:
 
 @dataclass(frozen=True)
 class PolicyDefaults:
-    channels: tuple[str, ...] = ("sms",)
-    timezone: str = "America/New_York"
-    quiet_hours: QuietHours = QuietHours(time(21), time(8))
-    max_per_day: int = 3
-    max_age: timedelta = timedelta(hours=72)
+    """The deployment's delivery rules where a contractor has no preference of their own.
+    Built from the settings (settings.py holds the defaults of each value)."""
+
+    channels: tuple[str, ...]
+    timezone: str
+    quiet_hours: QuietHours
+    max_per_day: int
+    max_age: timedelta
+    # Region for phone numbers stored without a country code ((312) 555-0142).
+    phone_region: str
 
 
 @dataclass(frozen=True)
@@ -152,10 +156,16 @@ class Preferences:
     zone: ZoneInfo
     quiet_hours: QuietHours
     max_per_day: int
+    # The platform's contractors.timezone when it is not a zone name (the default was used).
+    unusable_platform_zone: str | None = None
 
 
-def resolve(stored: StoredPreferences | None, defaults: PolicyDefaults) -> Preferences:
-    """Stored preferences over the defaults. Raises PolicyInputError on an unusable value."""
+def resolve(
+    stored: StoredPreferences | None, defaults: PolicyDefaults, platform_zone: str | None = None
+) -> Preferences:
+    """Stored preferences over the platform's contractors.timezone over the defaults. Raises
+    PolicyInputError on an unusable value of our own preference row; an unusable platform
+    zone falls back to the default (the platform fills that column by detection)."""
     stored = stored or StoredPreferences()
     channels = parse_channels(stored.channels) if stored.channels else defaults.channels
     quiet = defaults.quiet_hours
@@ -164,13 +174,25 @@ def resolve(stored: StoredPreferences | None, defaults: PolicyDefaults) -> Prefe
     max_per_day = stored.max_per_day if stored.max_per_day is not None else defaults.max_per_day
     if max_per_day < 0:
         raise PolicyInputError("invalid_preference", "max_per_day must be >= 0")
+    unusable: str | None = None
+    if stored.timezone:
+        zone = load_zone(stored.timezone)
+    elif platform_zone and platform_zone.strip():
+        try:
+            zone = load_zone(platform_zone.strip())
+        except PolicyInputError:
+            unusable = platform_zone
+            zone = load_zone(defaults.timezone)
+    else:
+        zone = load_zone(defaults.timezone)
     return Preferences(
         channels=channels,
         opted_out=stored.opted_out,
         opted_out_channels=frozenset(stored.opted_out_channels),
-        zone=load_zone(stored.timezone or defaults.timezone),
+        zone=zone,
         quiet_hours=quiet,
         max_per_day=max_per_day,
+        unusable_platform_zone=unusable,
     )
 
 
@@ -206,31 +228,6 @@ def sent_today(now: datetime, zone: ZoneInfo, sent_times: Iterable[datetime]) ->
     return sum(1 for t in sent_times if t.astimezone(zone).date() == today)
 
 
-# --- templates -------------------------------------------------------------------------
-TEMPLATE_FIELDS: Final = ("first_name", "contractor_id")
-
-
-def render_template(template: str, fields: Mapping[str, object]) -> str:
-    """str.format with plain field names only ({first_name}); attribute or index access,
-    format specs, unknown or empty fields raise PolicyInputError('template_error')."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise PolicyInputError("template_error", str(exc)) from None
-    out: list[str] = []
-    for literal, name, spec, conversion in parsed:
-        out.append(literal)
-        if name is None:
-            continue
-        if name not in TEMPLATE_FIELDS or spec or conversion:
-            raise PolicyInputError("template_error", f"unsupported field {{{name}}}")
-        value = fields.get(name)
-        if value is None or value == "":
-            raise PolicyInputError("template_error", f"no value for {{{name}}}")
-        out.append(str(value))
-    return "".join(out)
-
-
 # --- the decision ----------------------------------------------------------------------
 Action = Literal["send", "defer", "skip", "fail"]
 
@@ -254,23 +251,32 @@ class Decision:
 
 @dataclass(frozen=True)
 class Contact:
+    """How a contractor can be reached. `phone` is E.164 (normalised before the policy
+    sees it); `phone_invalid` says a phone was stored but is not a number."""
+
     phone: str | None
     email: str | None
     contractor_id: int | None
+    # The platform's contractors.sms_opt_in: False means do not text (NULL does not).
+    sms_opt_in: bool | None = None
+    phone_invalid: bool = False
 
 
 def choose_channel(prefs: Preferences, contact: Contact, available: Iterable[str]) -> Decision:
-    """The first preferred channel that is configured, not opted out, and for which the
-    contractor has usable contact details."""
+    """The first preferred channel that is configured, not opted out (ours or the
+    platform's sms_opt_in), and for which the contractor has usable contact details."""
     configured = set(available)
     blocked: str | None = None
     for channel in prefs.channels:
-        if channel in prefs.opted_out_channels:
+        if channel in prefs.opted_out_channels or (channel == "sms" and contact.sms_opt_in is False):
             blocked = blocked or "opted_out"
             continue
         if channel not in configured:
             continue
         if channel == "sms":
+            if contact.phone_invalid:
+                blocked = "invalid_phone"
+                continue
             if not contact.phone:
                 continue
             if not is_e164(contact.phone):
@@ -282,10 +288,8 @@ def choose_channel(prefs: Preferences, contact: Contact, available: Iterable[str
         elif channel == "web_chat" and not contact.contractor_id:
             continue
         return Decision("send", channel=channel)
-    if blocked == "invalid_phone":
-        return Decision("fail", reason="invalid_phone")
-    if blocked == "opted_out":
-        return Decision("skip", reason="opted_out")
+    if blocked is not None:
+        return Decision("skip", reason=blocked)
     return Decision("skip", reason="no_contact")
 
 
@@ -293,23 +297,18 @@ def decide(
     *,
     now: datetime,
     due_at: datetime | None,
-    body: str | None,
-    stored: StoredPreferences | None,
-    defaults: PolicyDefaults,
+    prefs: Preferences,
+    max_age: timedelta,
     contact: Contact,
     available: Iterable[str],
     sent_times: Iterable[datetime] = (),
 ) -> Decision:
-    try:
-        prefs = resolve(stored, defaults)
-    except PolicyInputError as exc:
-        return Decision("fail", reason=exc.reason)
+    """The policy's verdict on a message that is otherwise ready to send. `due_at` None
+    means its age is unknown (a proactive row without created_at): never expired."""
     if prefs.opted_out:
         return Decision("skip", reason="opted_out")
-    if due_at is not None and now - due_at > defaults.max_age:
+    if due_at is not None and now - due_at > max_age:
         return Decision("skip", reason="expired")
-    if body is None or not body.strip():
-        return Decision("fail", reason="empty_message")
     choice = choose_channel(prefs, contact, available)
     if choice.action != "send":
         return choice

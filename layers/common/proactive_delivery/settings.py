@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
+from proactive_delivery.content import is_region
 from proactive_delivery.errors import ConfigError
 from proactive_delivery.policy import (
     PolicyDefaults,
@@ -25,6 +26,10 @@ from proactive_delivery.policy import (
 
 T = TypeVar("T")
 SMS_PROVIDERS: Final = ("n8n", "twilio")
+EMAIL_PROVIDERS: Final = ("ses", "n8n")
+# `ghl`: the body the platform's live n8n workflow (backend-to-ghl) reads; `flat`: the seed
+# document's {phone, message, contractor_id, message_type, message_id}.
+N8N_PAYLOAD_FORMATS: Final = ("ghl", "flat")
 # Where the platform's contractors mostly are; a contractor elsewhere gets a preference row.
 DEFAULT_TIMEZONE: Final = "America/New_York"
 
@@ -63,7 +68,16 @@ class Settings:
     twilio_messaging_service_sid: str | None = None
     email_from_address: str | None = None
     web_chat_webhook_url: str | None = None
-    policy: PolicyDefaults = field(default_factory=PolicyDefaults)
+    # The platform's side (docs/platform.md).
+    platform_timezone: str = "UTC"
+    followup_sent_by: str = "scheduler"
+    n8n_payload_format: str = "ghl"
+    sms_from_name: str = "Power100 Concierge"
+    sms_tags: tuple[str, ...] = ()
+    email_provider: str = "ses"
+    n8n_email_webhook_url: str | None = None
+    email_from_name: str = "Power100 Concierge"
+    policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
 
     @property
     def is_deployed(self) -> bool:
@@ -106,6 +120,14 @@ class Settings:
             twilio_messaging_service_sid=reader.optional("TWILIO_MESSAGING_SERVICE_SID"),
             email_from_address=reader.optional("EMAIL_FROM_ADDRESS"),
             web_chat_webhook_url=reader.optional("WEB_CHAT_WEBHOOK_URL"),
+            platform_timezone=reader.text("PLATFORM_TIMEZONE", default="UTC"),
+            followup_sent_by=reader.text("FOLLOWUP_SENT_BY", default="scheduler"),
+            n8n_payload_format=reader.text("N8N_PAYLOAD_FORMAT", default="ghl").lower(),
+            sms_from_name=reader.text("SMS_FROM_NAME", default="Power100 Concierge"),
+            sms_tags=tuple(t.strip() for t in reader.text("SMS_TAGS", default="").split(",") if t.strip()),
+            email_provider=reader.text("EMAIL_PROVIDER", default="ses").lower(),
+            n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
+            email_from_name=reader.text("EMAIL_FROM_NAME", default="Power100 Concierge"),
             policy=_policy_defaults(reader),
         )
         settings.validate()
@@ -147,6 +169,27 @@ class Settings:
                 raise ConfigError("TWILIO_FROM_NUMBER must be an E.164 number (+15550100000)")
         if self.email_from_address and "@" not in self.email_from_address:
             raise ConfigError("EMAIL_FROM_ADDRESS must be an email address")
+        if self.email_provider not in EMAIL_PROVIDERS:
+            raise ConfigError(
+                f"EMAIL_PROVIDER must be one of {', '.join(EMAIL_PROVIDERS)}, got {self.email_provider!r}"
+            )
+        if self.email_provider == "n8n" and self.email_from_address:
+            if not self.n8n_email_webhook_url:
+                raise ConfigError("EMAIL_PROVIDER=n8n needs N8N_EMAIL_WEBHOOK_URL")
+            check_webhook_url("N8N_EMAIL_WEBHOOK_URL", self.n8n_email_webhook_url, deployed=self.is_deployed)
+        if self.n8n_payload_format not in N8N_PAYLOAD_FORMATS:
+            raise ConfigError(
+                f"N8N_PAYLOAD_FORMAT must be one of {', '.join(N8N_PAYLOAD_FORMATS)},"
+                f" got {self.n8n_payload_format!r}"
+            )
+        try:
+            load_zone(self.platform_timezone)
+        except PolicyInputError:
+            raise ConfigError(
+                f"PLATFORM_TIMEZONE must be an IANA time zone, got {self.platform_timezone!r}"
+            ) from None
+        if len(self.followup_sent_by) > 100:
+            raise ConfigError("FOLLOWUP_SENT_BY must be at most 100 characters (the column's size)")
         if self.web_chat_webhook_url:
             check_webhook_url("WEB_CHAT_WEBHOOK_URL", self.web_chat_webhook_url, deployed=self.is_deployed)
 
@@ -169,12 +212,18 @@ def _policy_defaults(reader: _Reader) -> PolicyDefaults:
         except PolicyInputError as exc:
             raise ConfigError(f"{name} is invalid: {exc}") from None
 
+    region = reader.text("DEFAULT_PHONE_REGION", default="US").upper()
+    if not is_region(region):
+        raise ConfigError(
+            f"DEFAULT_PHONE_REGION must be a two-letter region code (US, CA, GB...), got {region!r}"
+        )
     return PolicyDefaults(
         channels=parsed("DEFAULT_CHANNELS", "sms", parse_channels),
         timezone=parsed("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE, lambda v: load_zone(v).key),
         quiet_hours=parsed("QUIET_HOURS", "21:00-08:00", parse_quiet_hours),
         max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),
         max_age=timedelta(hours=reader.integer("MESSAGE_MAX_AGE_HOURS", 72, minimum=1, maximum=8760)),
+        phone_region=region,
     )
 
 

@@ -3,10 +3,12 @@ derived from the message type."""
 
 from __future__ import annotations
 
+from email.utils import formataddr
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
+from proactive_delivery.channels.webhook import subject_for
 from proactive_delivery.errors import PermanentSendError, TransientSendError
 from proactive_delivery.models import OutboundMessage, SendResult
 
@@ -26,19 +28,13 @@ TRANSIENT_CODES: Final = frozenset(
 )
 
 
-def subject_for(message_type: str) -> str:
-    words = message_type.replace("_", " ").replace("-", " ").strip()
-    return words[:1].upper() + words[1:] if words else "A message from your coach"
-
-
 class SesEmailChannel:
     name = "email"
-    provider = "ses"
 
-    def __init__(self, *, client: Any, from_address: str, configuration_set: str | None = None) -> None:
+    def __init__(self, *, client: Any, from_address: str, from_name: str | None = None) -> None:
         self._client = client
-        self._from_address = from_address
-        self._configuration_set = configuration_set
+        # "Power100 Concierge <coach@example.com>": SES takes the display name in the address.
+        self._from_address = formataddr((from_name, from_address)) if from_name else from_address
 
     def can_reach(self, message: OutboundMessage) -> bool:
         return bool(message.email)
@@ -55,8 +51,6 @@ class SesEmailChannel:
             },
             "EmailTags": [{"Name": "message_id", "Value": message.idempotency_key}],
         }
-        if self._configuration_set:
-            request["ConfigurationSetName"] = self._configuration_set
         try:
             response = self._client.send_email(**request)
         except ClientError as exc:

@@ -24,7 +24,6 @@ TOO_MANY_REQUESTS: Final = 20429
 
 class TwilioSmsChannel:
     name = "sms"
-    provider = "twilio"
 
     def __init__(
         self,

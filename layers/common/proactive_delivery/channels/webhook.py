@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
@@ -28,9 +29,17 @@ def sign_headers(signer: Webhook, *, msg_id: str, body: str, now: datetime) -> d
     }
 
 
-def n8n_payload(message: OutboundMessage) -> dict[str, object]:
-    """The payload the old sender posted ({phone, message, contractor_id, message_type}),
-    plus the message's identity so the receiver can de-duplicate and correlate."""
+Payload = Callable[[OutboundMessage, datetime], dict[str, object]]
+
+
+def js_timestamp(now: datetime) -> str:
+    """The platform's timestamp format (JavaScript's toISOString): 2026-12-01T21:00:00.000Z."""
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def flat_sms_payload(message: OutboundMessage, _now: datetime) -> dict[str, object]:
+    """The seed document's body for n8n's sms-outbound path ({phone, message, contractor_id,
+    message_type}), plus the message's identity so the receiver can de-duplicate."""
     return {
         "phone": message.phone,
         "message": message.text,
@@ -43,7 +52,58 @@ def n8n_payload(message: OutboundMessage) -> dict[str, object]:
     }
 
 
-def web_chat_payload(message: OutboundMessage) -> dict[str, object]:
+@dataclass(frozen=True)
+class GhlSmsPayload:
+    """The body the platform's live n8n workflow (backend-to-ghl) reads: what to send under
+    send_via_ghl, and where it came from under metadata (docs/platform.md)."""
+
+    from_name: str
+    tags: tuple[str, ...] = ()
+
+    def __call__(self, message: OutboundMessage, now: datetime) -> dict[str, object]:
+        send: dict[str, object] = {
+            "phone": message.phone,
+            "message": message.text,
+            "from_name": self.from_name,
+            "timestamp": js_timestamp(now),
+        }
+        if self.tags:
+            send["tags"] = list(self.tags)
+        return {
+            "send_via_ghl": send,
+            "metadata": {
+                "contractor_id": message.contractor_id,
+                "message_type": message.message_type,
+                "message_id": message.key.source_id,
+                "source": message.key.source,
+                "idempotency_key": message.idempotency_key,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class N8nEmailPayload:
+    """The flat body of the platform's n8n email-outbound workflow."""
+
+    from_email: str
+    from_name: str
+
+    def __call__(self, message: OutboundMessage, now: datetime) -> dict[str, object]:
+        return {
+            "to_email": message.email,
+            "to_name": message.display_name or message.first_name or "",
+            "from_email": self.from_email,
+            "from_name": self.from_name,
+            "subject": subject_for(message.message_type),
+            "body": message.text,
+            "contractor_id": message.contractor_id,
+            "email_type": message.message_type,
+            "timestamp": js_timestamp(now),
+            "message_id": message.idempotency_key,
+        }
+
+
+def web_chat_payload(message: OutboundMessage, _now: datetime) -> dict[str, object]:
     """The platform's in-app chat: who, what and the stable identity; no phone or email."""
     return {
         "channel": "web_chat",
@@ -57,6 +117,12 @@ def web_chat_payload(message: OutboundMessage) -> dict[str, object]:
     }
 
 
+def subject_for(message_type: str) -> str:
+    """An e-mail subject from the message type (check_in -> "Check in")."""
+    words = message_type.replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:] if words else "A message from your coach"
+
+
 class SignedWebhookChannel:
     def __init__(
         self,
@@ -65,7 +131,7 @@ class SignedWebhookChannel:
         url: str,
         client: httpx.Client,
         signing_secret: str,
-        payload: Callable[[OutboundMessage], dict[str, object]] = n8n_payload,
+        payload: Payload,
         needs: str = "phone",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -80,13 +146,10 @@ class SignedWebhookChannel:
     def can_reach(self, message: OutboundMessage) -> bool:
         return bool(getattr(message, self._needs, None))
 
-    @property
-    def provider(self) -> str:
-        return "n8n" if self.name == "sms" else "webhook"
-
     def send(self, message: OutboundMessage) -> SendResult:
-        body = json.dumps(self._payload(message), separators=(",", ":"), ensure_ascii=False)
-        headers = sign_headers(self._signer, msg_id=message.idempotency_key, body=body, now=self._clock())
+        now = self._clock()
+        body = json.dumps(self._payload(message, now), separators=(",", ":"), ensure_ascii=False)
+        headers = sign_headers(self._signer, msg_id=message.idempotency_key, body=body, now=now)
         headers["content-type"] = "application/json"
         headers["idempotency-key"] = message.idempotency_key
         try:

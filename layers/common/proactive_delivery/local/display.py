@@ -248,12 +248,18 @@ class Display:
 
 
 def contractor_view(payload: dict[str, Any], status: int) -> tuple[str, str, str, str]:
-    """A delivery as the contractor would see it: never the full phone number."""
-    text = str(payload.get("message", ""))
+    """A delivery as the contractor would see it: never the full phone number. Reads the
+    n8n `ghl` body ({send_via_ghl, metadata}), the flat one, and the e-mail/web chat ones."""
+    ghl = payload.get("send_via_ghl")
+    send: dict[str, Any] = ghl if isinstance(ghl, dict) else payload
+    meta = payload.get("metadata")
+    metadata: dict[str, Any] = meta if isinstance(meta, dict) else {}
+    who = payload.get("first_name") or payload.get("to_name") or metadata.get("contractor_id") or "?"
+    text = str(send.get("message") or payload.get("body") or "")
     return (
         str(status),
-        str(payload.get("first_name") or "?"),
-        mask_phone(str(payload.get("phone") or "")) or "-",
+        str(who),
+        mask_phone(str(send.get("phone") or "")) or "-",
         text if len(text) <= 70 else text[:67] + "...",
     )
 

@@ -1,4 +1,7 @@
-"""Sample contractors and messages for the local demo and manual tests (reference schema)."""
+"""Sample contractors and messages for the local demo and manual tests, on the platform's
+real tables (sql/reference/platform.sql): naive-UTC timestamps, phones stored as people
+typed them, names sometimes only in `name`, the platform's own sms_opt_in and timezone.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,24 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
-MESSAGE_TYPES = ["check_in", "milestone", "win_celebration", "re_engagement", "tip"]
-TEMPLATES = [
+LAST_NAMES = ["Silva", "Okafor", "Martin", "Patel", "Cohen", "Haddad", "Berg", "Sato", "Petrov", "Lee"]
+# The platform's CHECK on ai_proactive_messages.message_type.
+MESSAGE_TYPES = [
+    "check_in",
+    "milestone_follow_up",
+    "resource_suggestion",
+    "encouragement",
+    "course_correction",
+    "celebration",
+]
+TEXTS = [
     "Hi {name}, how did this week's bids go? Reply with a number 1-5.",
     "{name}, you closed 3 jobs this month - that's a personal best!",
     "Quick tip, {name}: follow up on open estimates within 48 hours.",
     "{name}, we haven't heard from you in a while. Anything we can help with?",
 ]
+# Phones as the platform stores them: as entered. 555-0100..0199 is reserved for fiction.
+PHONE_FORMATS = ["({area}) 555-{line}", "{area}.555.{line}", "+1 {area} 555 {line}", "{area}-555-{line}"]
 
 
 @dataclass(frozen=True)
@@ -43,11 +57,17 @@ def zone_in_quiet_hours(now: datetime | None = None) -> str:
     return "UTC"  # pragma: no cover - some zone is always at night
 
 
+def phone_for(i: int) -> str:
+    return PHONE_FORMATS[i % len(PHONE_FORMATS)].format(area="312", line=f"{100 + i % 100:04d}")
+
+
 def seed_preferences_and_followups(
     conn: psycopg.Connection[object], contractor_ids: list[int], *, followups: int = 10
 ) -> tuple[int, int]:
     """Preferences for the demo: contractors in several time zones and on every channel, one
-    opted out, one in its quiet hours now; and a few due follow-ups (one cancelled)."""
+    opted out, one in its quiet hours now; and follow-ups as the platform writes them: due
+    ones (one recurring weekly, one whose action item is completed, one with a placeholder
+    only the platform's AI could fill), and one cancelled."""
     channels = [["sms"], ["email", "sms"], ["web_chat", "sms"], ["sms", "email"]]
     quiet_zone = zone_in_quiet_hours()
     rows = []
@@ -64,18 +84,37 @@ def seed_preferences_and_followups(
             " ON CONFLICT (contractor_id) DO NOTHING",
             [(c, ch, out, out, out, zone, start, end) for c, ch, out, zone, start, end in rows],
         )
+        first = contractor_ids[0]
+        cur.execute(
+            "INSERT INTO contractor_action_items (contractor_id, title, status, completed_at)"
+            " VALUES (%s, 'Send the revised estimate', 'completed', now() AT TIME ZONE 'UTC') RETURNING id",
+            (first,),
+        )
+        done = cur.fetchone()
+        assert done is not None
+        plan: list[tuple[int, str, str, str, int | None, bool, int | None]] = []
+        for n in range(followups):
+            contractor = contractor_ids[n % len(contractor_ids)]
+            template = "Hi {first_name}, did the customer get back to you about the estimate?"
+            status, item, recurring, every = "scheduled", None, False, None
+            if n == 0:
+                status = "cancelled"
+            elif n == 1:
+                recurring, every = True, 7
+            elif n == 2:
+                item = int(done[0])  # type: ignore[index]
+            elif n == 3:
+                template = "Hi {first_name}, {partner_name} can help with that. Book a call: {demo_time}"
+            plan.append((contractor, "check_in", template, status, item, recurring, every))
+        # The platform's inserts give status, created_at and updated_at (there are no
+        # defaults); its timestamps are naive UTC.
         cur.executemany(
             "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time, followup_type,"
-            " message_template, status) VALUES (%s, now() - interval '1 minute', %s, %s, %s)",
-            [
-                (
-                    contractor_ids[n % len(contractor_ids)],
-                    "estimate_follow_up",
-                    "Hi {first_name}, did the customer get back to you about the estimate?",
-                    "cancelled" if n == 0 else "scheduled",
-                )
-                for n in range(followups)
-            ],
+            " message_template, message_tone, status, action_item_id, skip_if_completed, is_recurring,"
+            " recurrence_interval_days, ai_should_personalize, created_at, updated_at)"
+            " VALUES (%s, (now() AT TIME ZONE 'UTC') - interval '1 minute', %s, %s, 'friendly', %s, %s,"
+            " %s::integer IS NOT NULL, %s, %s, false, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+            [(c, t, tpl, st, item, item, rec, every) for c, t, tpl, st, item, rec, every in plan],
         )
     return len(rows), followups
 
@@ -83,40 +122,56 @@ def seed_preferences_and_followups(
 def seed(
     conn: psycopg.Connection[object], *, count: int = 100, contractors: int = 20, seed: int = 7
 ) -> SeedResult:
-    """Insert `contractors` contractors (every tenth without a phone) and `count` unsent
-    messages spread over them. Phones are from the 555-01xx range reserved for fiction."""
+    """Insert `contractors` contractors (every tenth without a phone, one with SMS turned
+    off on the platform, some known only by `name`) and `count` unsent messages spread
+    over them."""
     if count < 0 or contractors < 1:
         raise ValueError("seed needs count >= 0 and at least one contractor")
     rng = random.Random(seed)  # noqa: S311 - sample data, not security  # nosec B311
     without_phone = 0
     ids: list[int] = []
+    names: list[str] = []
     with conn.cursor() as cur:
         for i in range(contractors):
-            name = FIRST_NAMES[i % len(FIRST_NAMES)]
-            phone = None if i % 10 == 9 else f"+1555010{i:04d}"[:12]
+            first = FIRST_NAMES[i % len(FIRST_NAMES)]
+            last = LAST_NAMES[i % len(LAST_NAMES)]
+            phone = None if i % 10 == 9 else phone_for(i)
             without_phone += phone is None
+            # Some sign-up paths fill only `name`.
+            only_full_name = i % 7 == 5
             cur.execute(
-                "INSERT INTO contractors (first_name, phone, email) VALUES (%s, %s, %s) RETURNING id",
-                (name, phone, f"{name.lower()}.{i}@example.com"),
+                "INSERT INTO contractors (first_name, last_name, name, phone, email, timezone, sms_opt_in,"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id",
+                (
+                    None if only_full_name else first,
+                    None if only_full_name else last,
+                    f"{first} {last}",
+                    phone,
+                    f"{first.lower()}.{i}@example.com",
+                    DEMO_ZONES[i % len(DEMO_ZONES)] if i % 3 == 0 else None,
+                    False if i == 4 else None,
+                ),
             )
             row = cur.fetchone()
             assert row is not None
             ids.append(int(row[0]))  # type: ignore[index]
+            names.append(first)
         rows = []
         for _ in range(count):
             index = rng.randrange(len(ids))
-            name = FIRST_NAMES[index % len(FIRST_NAMES)]
             rows.append(
                 (
                     ids[index],
                     rng.choice(MESSAGE_TYPES),
-                    rng.choice(TEMPLATES).format(name=name),
+                    rng.choice(TEXTS).format(name=names[index]),
                     "sample reasoning",
                 )
             )
         cur.executemany(
-            "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning, "
-            "context_data) VALUES (%s, %s, %s, %s, '{}'::jsonb)",
+            "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning,"
+            " context_data, created_at, updated_at) VALUES (%s, %s, %s, %s, '{}'::jsonb,"
+            " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
             rows,
         )
     preferences, followups = seed_preferences_and_followups(conn, ids)

@@ -3,28 +3,49 @@
 -- conditional statement.
 
 -- name: unsent_backlog_proactive
--- Due platform messages that nobody has sent and that did not end skipped or failed: what
+-- Platform messages that nobody has sent and that did not end skipped or failed: what
 -- contractors are still waiting for, whether or not evaluate has seen it yet. The age of
--- the oldest is measured from its due time (created_at for proactive messages).
+-- the oldest is measured from its created_at (naive UTC on the platform, read explicitly);
+-- a row without created_at counts but has no age.
 SELECT count(*) AS backlog,
-       coalesce(extract(epoch FROM now() - min(m.created_at)), 0)::float8 AS oldest_age_seconds
+       coalesce(extract(epoch FROM now() - min({{utc(m.created_at)}})), 0)::float8 AS oldest_age_seconds
 FROM ai_proactive_messages m
 LEFT JOIN delivery.message_state s ON s.source = 'proactive' AND s.source_id = m.id
 WHERE m.sent_at IS NULL
-  AND m.created_at <= now()
   AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
 
 -- name: unsent_backlog_followup
--- The same for follow-ups: due from scheduled_time; a follow-up cancelled before anyone
--- sent it is not waited for.
+-- The same for follow-ups: due (status 'scheduled', scheduled_time come) and unsent; the
+-- age is measured from scheduled_time.
 SELECT count(*) AS backlog,
-       coalesce(extract(epoch FROM now() - min(f.scheduled_time)), 0)::float8 AS oldest_age_seconds
+       coalesce(extract(epoch FROM now() - min({{utc(f.scheduled_time)}})), 0)::float8 AS oldest_age_seconds
 FROM contractor_followup_schedules f
 LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.id
-WHERE f.sent_at IS NULL
-  AND f.scheduled_time <= now()
-  AND f.status IS DISTINCT FROM 'cancelled'
+WHERE f.status = 'scheduled'
+  AND f.sent_at IS NULL
+  AND f.scheduled_time <= {{now(f.scheduled_time)}}
   AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
+
+-- name: sent_by_others_proactive
+-- Platform rows whose sent_at was set in the last 24 hours by someone other than this
+-- pipeline (we were not the one to send them): another sender is still running, and the
+-- two together send twice. The (sent_at) index keeps it a range scan.
+SELECT count(*) AS messages, max({{utc(m.sent_at)}}) AS last_sent_at
+FROM ai_proactive_messages m
+WHERE m.sent_at >= {{now(m.sent_at)}} - interval '24 hours'
+  AND NOT EXISTS (
+      SELECT 1 FROM delivery.message_state s
+      WHERE s.source = 'proactive' AND s.source_id = m.id AND s.state = 'sent'
+  );
+
+-- name: sent_by_others_followup
+SELECT count(*) AS messages, max({{utc(f.sent_at)}}) AS last_sent_at
+FROM contractor_followup_schedules f
+WHERE f.sent_at >= {{now(f.sent_at)}} - interval '24 hours'
+  AND NOT EXISTS (
+      SELECT 1 FROM delivery.message_state s
+      WHERE s.source = 'followup' AND s.source_id = f.id AND s.state = 'sent'
+  );
 
 -- name: record_evaluate_run
 -- One row per finished run; rows older than 30 days go in the same statement, so the

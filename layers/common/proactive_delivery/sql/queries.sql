@@ -1,17 +1,22 @@
--- Named queries, loaded once by proactive_delivery.db.Queries and called by name with
--- %(name)s parameters. Each state change is ONE conditional statement: it states the
--- state it expects in its WHERE clause, so two workers can never both win a transition.
+-- Named queries, loaded once by proactive_delivery.db and called by name with %(name)s
+-- parameters. Each state change is ONE conditional statement: it states the state it
+-- expects in its WHERE clause, so two workers can never both win a transition.
+--
+-- The platform's tables differ between deployments; the {{...}} placeholders are filled in
+-- for the schema found in this database (proactive_delivery.platform_sql). Platform
+-- timestamps are naive UTC: every one is read with {{utc(...)}} and written with
+-- {{stored(...)}}, never through the session's TimeZone.
 
 -- name: enqueue_new_proactive
 -- One keyset page of the platform's unsent messages, recorded as queued in the same
--- statement. ON CONFLICT DO NOTHING makes an overlapping evaluate run harmless: only the
--- run whose INSERT wins gets the id back, so each id is queued once. The cursor (last_id)
--- comes from the page, not from what was inserted, so the scan always moves forward.
+-- statement. sent_at IS NULL is the platform's only "due" signal (a row whose created_at
+-- is NULL is due too). ON CONFLICT DO NOTHING makes an overlapping evaluate run harmless:
+-- only the run whose INSERT wins gets the id back, so each id is queued once. The cursor
+-- (last_id) comes from the page, not from what was inserted, so the scan always moves on.
 WITH page AS (
     SELECT m.id, m.contractor_id
     FROM ai_proactive_messages m
     WHERE m.sent_at IS NULL
-      AND m.created_at <= now()
       AND m.id > %(after_id)s
     ORDER BY m.id
     LIMIT %(page_size)s
@@ -28,15 +33,16 @@ SELECT (SELECT max(id) FROM page) AS last_id,
        coalesce((SELECT array_agg(source_id ORDER BY source_id) FROM fresh), '{}'::bigint[]) AS queued_ids;
 
 -- name: enqueue_new_followup
--- The same as enqueue_new_proactive for contractor_followup_schedules: due when
--- scheduled_time has come, unsent and not cancelled. Its ids live under source 'followup',
--- so they never collide with ai_proactive_messages ids.
+-- The same for contractor_followup_schedules, due as the platform's own sender had it:
+-- status 'scheduled' and scheduled_time come ('cancelled', 'sent', 'pending', NULL... are
+-- not due). The comparison keeps scheduled_time untouched (now() in its representation).
+-- Its ids live under source 'followup', so they never collide with proactive ids.
 WITH page AS (
     SELECT f.id, f.contractor_id
     FROM contractor_followup_schedules f
-    WHERE f.sent_at IS NULL
-      AND f.scheduled_time <= now()
-      AND f.status IS DISTINCT FROM 'cancelled'
+    WHERE f.status = 'scheduled'
+      AND f.sent_at IS NULL
+      AND f.scheduled_time <= {{now(f.scheduled_time)}}
       AND f.id > %(after_id)s
     ORDER BY f.id
     LIMIT %(page_size)s
@@ -91,6 +97,77 @@ WHERE state = 'queued'
   AND source_id = ANY(%(source_ids)s::bigint[])
 RETURNING source_id;
 
+-- name: message_facts
+-- Everything the verdict on one message needs, for a row `w` (source, source_id) of the
+-- including query: the platform's content and status, the contractor's contact details and
+-- the platform's own contact rules (timezone, sms_opt_in), our preference row, and what the
+-- contractor was sent in the last 26 hours (enough to cover any local day). The ONE source
+-- of these facts: claim_batch (send time) and policy_inputs (queue time) both include it.
+SELECT content.contractor_id,
+       content.message_type,
+       content.body,
+       content.due_at,
+       content.platform_sent_at,
+       content.platform_status,
+       content.action_completed,
+       k.first_name::text AS first_name,
+       {{opt(k.last_name, text)}} AS last_name,
+       {{opt(k.name, text)}} AS full_name,
+       k.phone::text AS phone,
+       k.email::text AS email,
+       {{opt(k.timezone, text)}} AS contractor_timezone,
+       {{opt(k.sms_opt_in, boolean)}} AS sms_opt_in,
+       p.contractor_id AS pref_contractor_id,
+       p.channels AS pref_channels,
+       p.opted_out AS pref_opted_out,
+       p.opted_out_channels AS pref_opted_out_channels,
+       p.timezone AS pref_timezone,
+       p.quiet_start AS pref_quiet_start,
+       p.quiet_end AS pref_quiet_end,
+       p.max_per_day AS pref_max_per_day,
+       recent.sent_times
+FROM (
+    {{#proactive}}
+    SELECT m.contractor_id::bigint AS contractor_id,
+           m.message_type::text AS message_type,
+           m.message_content::text AS body,
+           {{utc(m.created_at)}} AS due_at,
+           {{utc(m.sent_at)}} AS platform_sent_at,
+           NULL::text AS platform_status,
+           false AS action_completed
+    FROM ai_proactive_messages m
+    WHERE w.source = 'proactive' AND m.id = w.source_id
+    {{/proactive}}
+    {{#both_sources}}UNION ALL{{/both_sources}}
+    {{#followup}}
+    SELECT f.contractor_id::bigint AS contractor_id,
+           f.followup_type::text AS message_type,
+           f.message_template::text AS body,
+           {{utc(f.scheduled_time)}} AS due_at,
+           {{utc(f.sent_at)}} AS platform_sent_at,
+           f.status::text AS platform_status,
+           {{#action_items}}
+           coalesce(f.skip_if_completed, false) AND EXISTS (
+               SELECT 1 FROM contractor_action_items a
+               WHERE a.id = f.action_item_id AND a.status = 'completed'
+           )
+           {{/action_items}}
+           {{^action_items}}false{{/action_items}}
+           AS action_completed
+    FROM contractor_followup_schedules f
+    WHERE w.source = 'followup' AND f.id = w.source_id
+    {{/followup}}
+) content
+LEFT JOIN contractors k ON k.id = content.contractor_id
+LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = content.contractor_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(r.sent_at) AS sent_times
+    FROM delivery.message_state r
+    WHERE r.contractor_id = content.contractor_id
+      AND r.state = 'sent'
+      AND r.sent_at > now() - interval '26 hours'
+) recent ON true
+
 -- name: claim_batch
 -- Claims every message of an SQS batch that is free to send, in one statement, with a
 -- lease. A message is free when it is queued/pending, or 'sending' under a lease that has
@@ -99,7 +176,8 @@ RETURNING source_id;
 -- wins and this one does not wait. The outer SELECT reports every requested id, with the
 -- state it had before this statement (all parts of a WITH share one snapshot), so the
 -- caller can tell "already sent" from "held elsewhere" from "unknown id" without a second
--- query, and it carries the content to render.
+-- query; claimed rows carry their facts (message_facts), so a batch stays at one claim
+-- statement and one outcome statement.
 WITH wanted AS (
     SELECT DISTINCT w.source, w.source_id
     FROM unnest(%(sources)s::text[], %(source_ids)s::bigint[]) AS w(source, source_id)
@@ -129,65 +207,32 @@ SELECT w.source,
        s.state AS previous_state,
        (c.id IS NOT NULL) AS claimed,
        coalesce(c.attempts, s.attempts) AS attempts,
-       content.contractor_id,
-       content.message_type,
-       content.body,
-       content.due_at,
-       content.platform_sent_at,
-       content.source_status,
-       k.first_name,
-       k.phone,
-       k.email,
-       p.contractor_id AS pref_contractor_id,
-       p.channels AS pref_channels,
-       p.opted_out AS pref_opted_out,
-       p.opted_out_channels AS pref_opted_out_channels,
-       p.timezone AS pref_timezone,
-       p.quiet_start AS pref_quiet_start,
-       p.quiet_end AS pref_quiet_end,
-       p.max_per_day AS pref_max_per_day,
-       recent.sent_times
+       facts.*
 FROM wanted w
 LEFT JOIN delivery.message_state s ON s.source = w.source AND s.source_id = w.source_id
 LEFT JOIN claimed c ON c.id = s.id
--- The send-time policy's inputs come with the claim (preferences, and what the contractor
--- was sent in the last 26 hours, enough to cover any local day), so a batch stays at one
--- claim statement and one outcome statement.
-LEFT JOIN LATERAL (
-    SELECT m.contractor_id,
-           m.message_type,
-           m.message_content AS body,
-           m.created_at AS due_at,
-           m.sent_at AS platform_sent_at,
-           NULL::text AS source_status
-    FROM ai_proactive_messages m
-    WHERE w.source = 'proactive' AND m.id = w.source_id
-    UNION ALL
-    SELECT f.contractor_id,
-           f.followup_type,
-           f.message_template,
-           f.scheduled_time,
-           f.sent_at,
-           f.status
-    FROM contractor_followup_schedules f
-    WHERE w.source = 'followup' AND f.id = w.source_id
-) content ON c.id IS NOT NULL
-LEFT JOIN contractors k ON k.id = content.contractor_id
-LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = content.contractor_id
-LEFT JOIN LATERAL (
-    SELECT array_agg(r.sent_at) AS sent_times
-    FROM delivery.message_state r
-    WHERE r.contractor_id = content.contractor_id
-      AND r.state = 'sent'
-      AND r.sent_at > now() - interval '26 hours'
-) recent ON content.contractor_id IS NOT NULL;
+LEFT JOIN LATERAL ({{> message_facts}}) facts ON c.id IS NOT NULL;
+
+-- name: policy_inputs
+-- The queue-time verdict's inputs for freshly queued ids: the same facts as the claim.
+WITH wanted AS (
+    SELECT DISTINCT %(source)s::text AS source, w.source_id
+    FROM unnest(%(source_ids)s::bigint[]) AS w(source_id)
+)
+SELECT w.source, w.source_id, facts.*
+FROM wanted w
+LEFT JOIN LATERAL ({{> message_facts}}) facts ON true;
 
 -- name: record_outcomes
 -- Writes a whole batch's outcomes in one statement: the new states, one attempt_log row
--- per real send, and the platform's sent_at/updated_at for what was delivered. Guarded by
--- the claim token: if this deliverer's lease expired and another took the message over,
--- nothing here touches it. The platform update keeps "sent_at IS NULL" so a value set by
--- anyone else is never overwritten.
+-- per real send, and on the platform exactly what its own senders wrote: sent_at and
+-- updated_at of a delivered proactive message; status 'sent', sent_at, sent_by and
+-- updated_at of a delivered follow-up, with the next occurrence of a recurring one; status
+-- 'cancelled' for a follow-up whose action item was completed. Guarded by the claim token:
+-- if this deliverer's lease expired and another took the message over, nothing here touches
+-- it, and because the claim lets a message become 'sent' once, a duplicate SQS delivery, a
+-- replay or a retried statement can never write a second next occurrence. The platform
+-- updates keep "sent_at IS NULL" so a value set by anyone else is never overwritten.
 WITH outcome AS (
     SELECT *
     FROM unnest(
@@ -227,7 +272,7 @@ updated AS (
     WHERE s.id = o.delivery_id
       AND s.state = 'sending'
       AND s.claim_token = %(claim_token)s
-    RETURNING s.id, s.source, s.source_id, s.state, s.attempts, s.sent_at
+    RETURNING s.id, s.source, s.source_id, s.state, s.reason, s.attempts, s.sent_at
 ),
 logged AS (
     INSERT INTO delivery.attempt_log
@@ -240,21 +285,73 @@ logged AS (
     WHERE o.attempted
     RETURNING delivery_id
 ),
+{{#proactive}}
 proactive_sent AS (
     UPDATE ai_proactive_messages m
-    SET sent_at = u.sent_at, updated_at = now()
+    SET sent_at = {{stored(m.sent_at, u.sent_at)}}
+        {{#m.updated_at}}, updated_at = {{stored(m.updated_at, now())}}{{/m.updated_at}}
     FROM updated u
     WHERE u.state = 'sent' AND u.source = 'proactive' AND m.id = u.source_id AND m.sent_at IS NULL
     RETURNING m.id
 ),
-followup_sent AS (
-    -- contractor_followup_schedules has no updated_at: only sent_at is ours to set.
-    UPDATE contractor_followup_schedules f
-    SET sent_at = u.sent_at
+{{/proactive}}
+{{#followup}}
+{{#recurrence}}
+recurring AS (
+    -- The next occurrence's id is drawn first, so the sent row can point at it in the same
+    -- UPDATE that marks it sent (a row cannot be updated twice in one statement).
+    SELECT f.id AS previous_id,
+           nextval(pg_get_serial_sequence('contractor_followup_schedules', 'id'))::integer AS next_id
     FROM updated u
+    JOIN contractor_followup_schedules f ON f.id = u.source_id
+    WHERE u.state = 'sent' AND u.source = 'followup'
+      AND f.sent_at IS NULL
+      AND f.is_recurring AND f.recurrence_interval_days > 0
+      AND f.next_occurrence_id IS NULL
+),
+{{/recurrence}}
+followup_sent AS (
+    UPDATE contractor_followup_schedules f
+    SET status = 'sent',
+        sent_at = {{stored(f.sent_at, u.sent_at)}}
+        {{#f.sent_by}}, sent_by = %(sent_by)s{{/f.sent_by}}
+        {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
+        {{#recurrence}}, next_occurrence_id = coalesce(r.next_id, f.next_occurrence_id){{/recurrence}}
+    FROM updated u
+    {{#recurrence}}LEFT JOIN recurring r ON r.previous_id = u.source_id{{/recurrence}}
     WHERE u.state = 'sent' AND u.source = 'followup' AND f.id = u.source_id AND f.sent_at IS NULL
     RETURNING f.id
 ),
+{{#recurrence}}
+next_occurrence AS (
+    -- As the platform's sender did: the same contractor, item, event, type, template, tone,
+    -- hints and flags, interval days after the previous scheduled_time, status 'scheduled'.
+    INSERT INTO contractor_followup_schedules
+        (id, contractor_id, action_item_id, event_id, scheduled_time, followup_type,
+         message_template, message_tone, status, ai_should_personalize, ai_context_hints,
+         skip_if_completed, is_recurring, recurrence_interval_days, created_at, updated_at)
+    SELECT r.next_id, f.contractor_id, f.action_item_id, f.event_id,
+           f.scheduled_time + make_interval(days => f.recurrence_interval_days), f.followup_type,
+           f.message_template, f.message_tone, 'scheduled', f.ai_should_personalize, f.ai_context_hints,
+           f.skip_if_completed, f.is_recurring, f.recurrence_interval_days,
+           {{stored(f.created_at, now())}}, {{stored(f.updated_at, now())}}
+    FROM recurring r
+    JOIN followup_sent sent ON sent.id = r.previous_id
+    JOIN contractor_followup_schedules f ON f.id = r.previous_id
+    RETURNING id
+),
+{{/recurrence}}
+followup_cancelled AS (
+    -- skip_if_completed and the action item is completed: cancelled, as the platform did.
+    UPDATE contractor_followup_schedules f
+    SET status = 'cancelled'
+        {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
+    FROM updated u
+    WHERE u.state = 'skipped' AND u.reason = 'action_completed' AND u.source = 'followup'
+      AND f.id = u.source_id AND f.status = 'scheduled' AND f.sent_at IS NULL
+    RETURNING f.id
+),
+{{/followup}}
 opted_out AS (
     -- The provider said the recipient opted out (Twilio 21610): remember it for that
     -- channel, so neither evaluate nor deliver ever tries it again.
@@ -275,72 +372,43 @@ opted_out AS (
         updated_at = now()
     RETURNING contractor_id
 )
-SELECT u.id, u.state, (SELECT count(*) FROM logged) AS attempts_logged
+SELECT u.id, u.state
 FROM updated u;
 
--- name: policy_inputs
--- What the queue-time policy check needs for freshly queued ids: the same content,
--- contact, preference and recent-sends columns the claim statement returns.
-WITH wanted AS (
-    SELECT DISTINCT %(source)s::text AS source, w.source_id
-    FROM unnest(%(source_ids)s::bigint[]) AS w(source_id)
-)
-SELECT w.source_id,
-       content.contractor_id,
-       content.body,
-       content.due_at,
-       content.source_status,
-       k.first_name,
-       k.phone,
-       k.email,
-       p.contractor_id AS pref_contractor_id,
-       p.channels AS pref_channels,
-       p.opted_out AS pref_opted_out,
-       p.opted_out_channels AS pref_opted_out_channels,
-       p.timezone AS pref_timezone,
-       p.quiet_start AS pref_quiet_start,
-       p.quiet_end AS pref_quiet_end,
-       p.max_per_day AS pref_max_per_day,
-       recent.sent_times
-FROM wanted w
-LEFT JOIN LATERAL (
-    SELECT m.contractor_id, m.message_content AS body, m.created_at AS due_at,
-           NULL::text AS source_status
-    FROM ai_proactive_messages m
-    WHERE w.source = 'proactive' AND m.id = w.source_id
-    UNION ALL
-    SELECT f.contractor_id, f.message_template, f.scheduled_time, f.status
-    FROM contractor_followup_schedules f
-    WHERE w.source = 'followup' AND f.id = w.source_id
-) content ON true
-LEFT JOIN contractors k ON k.id = content.contractor_id
-LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = content.contractor_id
-LEFT JOIN LATERAL (
-    SELECT array_agg(r.sent_at) AS sent_times
-    FROM delivery.message_state r
-    WHERE r.contractor_id = content.contractor_id
-      AND r.state = 'sent'
-      AND r.sent_at > now() - interval '26 hours'
-) recent ON content.contractor_id IS NOT NULL;
-
 -- name: apply_queue_decisions
--- The queue-time policy's verdicts on freshly queued messages, in one statement: deferred
--- (with the time the window opens), skipped or failed with the reason, or still queued with
--- a later next_attempt_at (a short deferral carried by SQS DelaySeconds). Only rows still
--- 'queued' change: a deliverer that already claimed one wins.
+-- The queue-time verdicts on freshly queued messages, in one statement: deferred (with the
+-- time the window opens), skipped or failed with the reason, or still queued with a later
+-- next_attempt_at (a short deferral carried by SQS DelaySeconds). Only rows still 'queued'
+-- change: a deliverer that already claimed one wins. A follow-up skipped because its action
+-- item is completed is cancelled on the platform in the same statement.
 WITH decision AS (
     SELECT *
     FROM unnest(%(source_ids)s::bigint[], %(states)s::text[], %(reasons)s::text[],
                 %(next_attempt_ats)s::timestamptz[])
          AS d(source_id, state, reason, next_attempt_at)
+),
+updated AS (
+    UPDATE delivery.message_state s
+    SET state = d.state,
+        reason = d.reason,
+        next_attempt_at = coalesce(d.next_attempt_at, s.next_attempt_at),
+        updated_at = now()
+    FROM decision d
+    WHERE s.source = %(source)s
+      AND s.source_id = d.source_id
+      AND s.state = 'queued'
+    RETURNING s.source, s.source_id, s.state, s.reason
 )
-UPDATE delivery.message_state s
-SET state = d.state,
-    reason = d.reason,
-    next_attempt_at = coalesce(d.next_attempt_at, s.next_attempt_at),
-    updated_at = now()
-FROM decision d
-WHERE s.source = %(source)s
-  AND s.source_id = d.source_id
-  AND s.state = 'queued'
-RETURNING s.source_id, s.state;
+{{#followup}}
+, followup_cancelled AS (
+    UPDATE contractor_followup_schedules f
+    SET status = 'cancelled'
+        {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
+    FROM updated u
+    WHERE u.state = 'skipped' AND u.reason = 'action_completed' AND u.source = 'followup'
+      AND f.id = u.source_id AND f.status = 'scheduled' AND f.sent_at IS NULL
+    RETURNING f.id
+)
+{{/followup}}
+SELECT u.source_id, u.state
+FROM updated u;
