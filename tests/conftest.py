@@ -5,12 +5,19 @@ migrations plus the reference copy of the platform's tables), then every test ge
 database created from it with CREATE DATABASE ... TEMPLATE (milliseconds), reached through
 the standard PG* variables (defaults: 127.0.0.1:5432, user postgres). `make test` starts a
 throwaway cluster when none is reachable. Never SQLite, never a mock of the database.
+
+Time. Nothing may depend on the server's or the process's time zone, so the whole suite
+runs with neither at UTC: every test database has `ALTER DATABASE ... SET timezone` to a
+zone west of UTC (with DST), and the test process (and what it starts) runs with TZ set to
+a zone east of UTC. The platform's naive timestamps are written as UTC explicitly.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +27,18 @@ import psycopg
 import pytest
 
 from proactive_delivery.local.postgres import url_from_environment
+from proactive_delivery.migrate import apply_migrations, reference_schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
+# West of UTC with DST for the database sessions; east of UTC for the process.
+DATABASE_TIMEZONE = os.environ.get("PD_TEST_DATABASE_TIMEZONE", "America/Los_Angeles")
+PROCESS_TIMEZONE = os.environ.get("PD_TEST_PROCESS_TIMEZONE", "Asia/Tokyo")
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"test-signing-secret-32-bytes!!!!").decode()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["TZ"] = PROCESS_TIMEZONE
+    time.tzset()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,11 +83,50 @@ def database_url(template_database: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     name = f"pd_test_{uuid.uuid4().hex[:12]}"
     with _admin() as admin:
         admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        # Database settings are not copied from a template: set the session zone per database.
+        admin.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{DATABASE_TIMEZONE}'")
     url = _conninfo(name)
     monkeypatch.setenv("PD_TEST_DATABASE_URL", url)
     yield url
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MINIMAL = (ROOT / "tests" / "fixtures" / "platform_seed_minimal.sql").read_text(encoding="utf-8")
+REAL = reference_schema_sql()
+# The real schema without its follow-up table, and without its proactive table.
+NO_FOLLOWUPS = REAL.split("-- 21 columns")[0]
+NO_PROACTIVE = re.sub(r"-- The platform's own migration.*?(?=-- 21 columns)", "", REAL, flags=re.DOTALL)
+
+VARIANTS = {
+    "real": (REAL, ("proactive", "followup")),
+    "seed_minimal": (MINIMAL, ("proactive", "followup")),
+    "no_followup_table": (NO_FOLLOWUPS, ("proactive",)),
+    "no_proactive_table": (NO_PROACTIVE, ("followup",)),
+}
+
+
+@pytest.fixture
+def platform_database() -> Iterator[Callable[[str], str]]:
+    """A database with the given platform DDL and this project's migrations."""
+    names: list[str] = []
+
+    def make(ddl: str) -> str:
+        name = f"pd_variant_{uuid.uuid4().hex[:12]}"
+        names.append(name)
+        with _admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f"ALTER DATABASE \"{name}\" SET timezone = '{DATABASE_TIMEZONE}'")
+        url = _conninfo(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(ddl)  # type: ignore[arg-type]
+        apply_migrations(url)
+        return url
+
+    yield make
+    with _admin() as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

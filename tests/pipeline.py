@@ -5,7 +5,9 @@ local webhook receiver."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -208,3 +210,19 @@ def emf_metrics(output: str, dimensions: frozenset[str] = frozenset({"service"})
                 values = value if isinstance(value, list) else [value]
                 totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values)
     return totals
+
+
+@contextmanager
+def captured_log_lines() -> Any:
+    """Every line the package's loggers write, formatted exactly as in CloudWatch."""
+    from proactive_delivery.handlers import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    root = logging.getLogger("proactive-delivery")
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import time
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +13,7 @@ from proactive_delivery import telemetry, tracing
 from proactive_delivery.local.receiver import Reply
 from proactive_delivery.operations import ReplayOptions, find_queues, replay_dlq
 from tests.conftest import state_row
-from tests.pipeline import emf_blobs
+from tests.pipeline import captured_log_lines, emf_blobs
 
 
 def _posts(pipeline: Any, message_id: int) -> list[Any]:
@@ -128,29 +126,13 @@ def _seed_mixed(pipeline: Any, make_contractor: Any, make_message: Any) -> dict[
     return {"phones": phones, "emails": emails, "ids": ids}
 
 
-@contextmanager
-def _captured_log_lines() -> Any:
-    """Every line the package's loggers write, formatted exactly as in CloudWatch."""
-    from proactive_delivery.handlers import logger
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    root = logging.getLogger("proactive-delivery")
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-
-
 def test_e2e_logs_mask_contact_details_and_carry_the_message_id(
     pipeline: Any, make_contractor: Any, make_message: Any, caplog: Any
 ) -> None:
     # GIVEN contractors with phones and emails, one rejected by the provider, one without a phone
     seeded = _seed_mixed(pipeline, make_contractor, make_message)
     # WHEN the whole pipeline runs and every log line is captured
-    with _captured_log_lines() as stream:
+    with captured_log_lines() as stream:
         pipeline.evaluate()
         pipeline.drain(timeout=30)
     out = stream.getvalue()
