@@ -143,7 +143,7 @@ def test_schedule_in_the_template_sets_how_often_evaluate_runs(
     tmp_path: Path, expression: str, fires: int
 ) -> None:
     # GIVEN a template whose evaluate schedule is `expression`
-    template = LocalTemplate(template_copy(tmp_path, ("Schedule: rate(1 hour)", f"Schedule: {expression}")))
+    template = LocalTemplate(template_copy(tmp_path, ("Schedule: !Ref ProactiveScheduleExpression", f"Schedule: {expression}")))
     (schedule,) = [
         s for s in template.functions["EvaluateFunction"].schedules if s.input == {"sources": ["proactive"]}
     ]
@@ -169,8 +169,8 @@ def test_speed_compresses_scheduled_time_in_a_running_runtime(tmp_path: Path, da
     # for follow-ups), and time running 600x faster
     template = template_copy(
         tmp_path,
-        ("Schedule: rate(1 hour)", "Schedule: rate(10 minutes)"),
-        ("Schedule: rate(5 minutes)", "Schedule: rate(1 hour)"),
+        ("Schedule: !Ref ProactiveScheduleExpression", "Schedule: rate(10 minutes)"),
+        ("Schedule: !Ref FollowupScheduleExpression", "Schedule: rate(1 hour)"),
     )
     # WHEN the runtime runs (not --once) for 3.5 real seconds = 35 scheduled minutes
     runtime = LocalRuntime(

@@ -285,6 +285,47 @@ def test_status_reports_backlog_failures_queues_and_last_run(
     assert "attempts_exhausted" in table and "Last evaluate run" in table
 
 
+def test_status_warns_when_another_sender_is_still_running(
+    sqs: Any, database_url: str, conn: Any, make_messages: Any, capsys: Any
+) -> None:
+    # GIVEN three platform rows marked sent in the last 24 h: one by this pipeline, two by the
+    # platform's own sender (sent_at set, our state not 'sent'); and one sent two days ago
+    ours, theirs, also_theirs, old = make_messages(4)
+    conn.execute(
+        "UPDATE ai_proactive_messages SET sent_at = (now() AT TIME ZONE 'UTC') - interval '1 hour'"
+        " WHERE id IN (%s, %s, %s)",
+        (ours, theirs, also_theirs),
+    )
+    conn.execute(
+        "UPDATE ai_proactive_messages SET sent_at = (now() AT TIME ZONE 'UTC') - interval '2 days'"
+        " WHERE id = %s",
+        (old,),
+    )
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, sent_at)"
+        " VALUES ('proactive', %s, 'sent', now() - interval '1 hour')",
+        (ours,),
+    )
+    # WHEN status runs
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    # THEN it counts the two rows someone else sent, not ours, not the old one
+    assert status["sent_by_others_24h"]["proactive"]["messages"] == 2
+    assert status["sent_by_others_24h"]["followup"]["messages"] == 0
+    # AND the table form leads with a one-line warning
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("WARNING: another sender is still running") and "2 proactive" in first
+
+
+def test_status_has_no_warning_when_only_this_pipeline_sends(
+    sqs: Any, database_url: str, make_messages: Any, capsys: Any
+) -> None:
+    make_messages(2)
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_resend_with_a_bad_timestamp_is_one_line_and_changes_nothing(
     sqs: Any, database_url: str, conn: Any, make_messages: Any, capsys: Any
 ) -> None:

@@ -31,7 +31,7 @@ def test_shipped_template_is_read_as_deployed() -> None:
     assert evaluate.module_file == ROOT / "functions" / "evaluate" / "app.py"
     schedules = {(s.expression, str(s.input)) for s in evaluate.schedules}
     assert schedules == {
-        ("rate(1 hour)", str({"sources": ["proactive"]})),
+        ("cron(5 * * * ? *)", str({"sources": ["proactive"]})),
         ("rate(5 minutes)", str({"sources": ["followup"]})),
     }
     (event,) = template.functions["DeliverFunction"].sqs_events

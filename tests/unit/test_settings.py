@@ -372,3 +372,55 @@ def test_database_password_is_not_in_repr() -> None:
 
     # WHEN / THEN rendering the settings does not reveal the password
     assert "hunter2-s3cret" not in repr(settings)
+
+
+# --- the platform's side --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ({"N8N_PAYLOAD_FORMAT": "xml"}, "N8N_PAYLOAD_FORMAT"),
+        ({"EMAIL_PROVIDER": "smtp"}, "EMAIL_PROVIDER"),
+        ({"PLATFORM_TIMEZONE": "Mars/Olympus_Mons"}, "PLATFORM_TIMEZONE"),
+        ({"DEFAULT_PHONE_REGION": "ZZ"}, "DEFAULT_PHONE_REGION"),
+        ({"FOLLOWUP_SENT_BY": "x" * 101}, "FOLLOWUP_SENT_BY"),
+        (
+            {"EMAIL_PROVIDER": "n8n", "EMAIL_FROM_ADDRESS": "coach@example.com"},
+            "N8N_EMAIL_WEBHOOK_URL",
+        ),
+    ],
+)
+def test_a_bad_platform_setting_is_one_error_naming_it(overrides: dict[str, str], name: str) -> None:
+    # GIVEN a local environment with one unusable value WHEN the settings are read
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(local_env(**overrides))
+    # THEN the error names that setting
+    assert name in names_in(str(excinfo.value))
+
+
+def test_the_n8n_email_webhook_is_held_to_the_deployed_rules() -> None:
+    env = deployed_env(
+        EMAIL_PROVIDER="n8n",
+        EMAIL_FROM_ADDRESS="coach@example.com",
+        N8N_EMAIL_WEBHOOK_URL="http://n8n.example.com/webhook/email-outbound",
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(env)
+    assert names_in(str(excinfo.value)) == {"N8N_EMAIL_WEBHOOK_URL"}
+
+
+def test_platform_defaults_match_the_platform() -> None:
+    settings = Settings.from_env(local_env())
+    assert settings.platform_timezone == "UTC"
+    assert settings.n8n_payload_format == "ghl"
+    assert settings.sms_from_name == "Power100 Concierge"
+    assert settings.sms_tags == ()
+    assert settings.followup_sent_by == "scheduler"
+    assert settings.email_provider == "ses"
+    assert settings.policy.phone_region == "US"
+
+
+def test_sms_tags_are_a_comma_separated_list() -> None:
+    settings = Settings.from_env(local_env(SMS_TAGS=" tpe, proactive ,,"))
+    assert settings.sms_tags == ("tpe", "proactive")

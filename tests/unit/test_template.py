@@ -378,13 +378,16 @@ def test_schedules_parse_and_send_the_documented_input(template: dict[str, Any])
     for name, schedule in schedules.items():
         # WHEN the expression and the input are parsed
         payload = json.loads(schedule["Input"])
-        # THEN the expression is valid and the input names known sources
-        assert schedule_expression_is_valid(schedule["Schedule"]), f"{name}: {schedule['Schedule']}"
+        # THEN the expression (a parameter's default) is valid and the input names known sources
+        expression = default_of(template, schedule["Schedule"])
+        assert schedule_expression_is_valid(expression), f"{name}: {expression}"
         assert payload["sources"], name
         assert set(payload["sources"]) <= SCHEDULE_SOURCES, name
-    assert schedules["ProactiveSchedule"]["Schedule"] == "rate(1 hour)"
+    # Proactive: hourly at minute 5, after the platform's own hourly run at minute 0.
+    assert schedules["ProactiveSchedule"]["Schedule"] == {"Ref": "ProactiveScheduleExpression"}
+    assert default_of(template, schedules["ProactiveSchedule"]["Schedule"]) == "cron(5 * * * ? *)"
     assert json.loads(schedules["ProactiveSchedule"]["Input"]) == {"sources": ["proactive"]}
-    assert schedules["FollowupSchedule"]["Schedule"] == "rate(5 minutes)"
+    assert default_of(template, schedules["FollowupSchedule"]["Schedule"]) == "rate(5 minutes)"
     assert json.loads(schedules["FollowupSchedule"]["Input"]) == {"sources": ["followup"]}
 
 
@@ -732,3 +735,79 @@ def test_env_file_only_sets_variables_the_template_declares(template: dict[str, 
         assert overrides["DATABASE_URL"].startswith("postgresql://")
         assert overrides["WEBHOOK_SIGNING_SECRET"].startswith("whsec_")
         assert all(isinstance(v, str) for v in overrides.values())
+
+
+# Tuning knobs the template leaves at the code's defaults (set them on the function to change).
+CODE_DEFAULT_ONLY = frozenset(
+    {
+        "EVALUATE_PAGE_SIZE",
+        "HTTP_CONNECT_TIMEOUT_SECONDS",
+        "HTTP_READ_TIMEOUT_SECONDS",
+        "SECRET_MAX_AGE_SECONDS",
+        "SEND_CONCURRENCY",
+    }
+)
+
+
+def settings_read() -> set[str]:
+    """Every environment variable Settings.from_env reads."""
+    source = (ROOT / "layers" / "common" / "proactive_delivery" / "settings.py").read_text(encoding="utf-8")
+    return set(re.findall(r'reader\.(?:text|optional|integer|number)\(\s*"([A-Z0-9_]+)"', source))
+
+
+def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, Any]) -> None:
+    # GIVEN every variable the settings object reads
+    names = settings_read()
+    assert {"PLATFORM_TIMEZONE", "N8N_PAYLOAD_FORMAT", "EMAIL_PROVIDER", "DEFAULT_PHONE_REGION"} <= names
+    # THEN each is declared in the functions' environment (a template parameter sets it),
+    # except the tuning knobs left at the code's defaults
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert sorted(names - set(env) - CODE_DEFAULT_ONLY) == []
+    # AND each has a row in the README's configuration table
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Configuration") : readme.index("## Deploying")]
+    assert sorted(n for n in names if f"`{n}`" not in table) == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "parameter"),
+    [
+        ("PLATFORM_TIMEZONE", "PlatformTimezone"),
+        ("DEFAULT_PHONE_REGION", "DefaultPhoneRegion"),
+        ("N8N_PAYLOAD_FORMAT", "N8nPayloadFormat"),
+        ("SMS_FROM_NAME", "SmsFromName"),
+        ("SMS_TAGS", "SmsTags"),
+        ("FOLLOWUP_SENT_BY", "FollowupSentBy"),
+        ("EMAIL_PROVIDER", "EmailProvider"),
+        ("N8N_EMAIL_WEBHOOK_URL", "N8nEmailWebhookUrl"),
+        ("EMAIL_FROM_NAME", "EmailFromName"),
+    ],
+)
+def test_platform_settings_are_template_parameters_with_the_codes_defaults(
+    template: dict[str, Any], variable: str, parameter: str
+) -> None:
+    from proactive_delivery.settings import Settings
+
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env[variable] == {"Ref": parameter}
+    # The parameter's default is what the code does without the variable.
+    defaults = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://127.0.0.1/x",
+            "DELIVERY_QUEUE_URL": "http://127.0.0.1:1/q",
+            "N8N_OUTBOUND_WEBHOOK_URL": "http://127.0.0.1:1/w",
+            "WEBHOOK_SIGNING_SECRET": "whsec_dGVzdA==",
+        }
+    )
+    from_code = {
+        "PLATFORM_TIMEZONE": defaults.platform_timezone,
+        "DEFAULT_PHONE_REGION": defaults.policy.phone_region,
+        "N8N_PAYLOAD_FORMAT": defaults.n8n_payload_format,
+        "SMS_FROM_NAME": defaults.sms_from_name,
+        "SMS_TAGS": ",".join(defaults.sms_tags),
+        "FOLLOWUP_SENT_BY": defaults.followup_sent_by,
+        "EMAIL_PROVIDER": defaults.email_provider,
+        "N8N_EMAIL_WEBHOOK_URL": defaults.n8n_email_webhook_url or "",
+        "EMAIL_FROM_NAME": defaults.email_from_name,
+    }
+    assert str(template["Parameters"][parameter]["Default"]) == from_code[variable]
