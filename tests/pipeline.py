@@ -47,6 +47,17 @@ def load_function(name: str) -> ModuleType:
         return module
 
 
+def retry_env(max_receive_count: int) -> dict[str, str]:
+    """Retries a second apart, as many attempts as the test queue's maxReceiveCount: a window
+    of (n - 1) one-second steps gives n attempts, so the function's budget and the queue's
+    redrive agree exactly, as the template makes them agree in a deployment."""
+    return {
+        "RETRY_SCHEDULE_SECONDS": "1",
+        "RETRY_WINDOW_HOURS": repr((max_receive_count - 1) / 3600) if max_receive_count > 1 else "0.0001",
+        "MAX_RECEIVE_COUNT": str(max_receive_count),
+    }
+
+
 def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -> dict[str, str]:
     return {
         "STAGE": "test",
@@ -54,9 +65,7 @@ def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -
         "DELIVERY_QUEUE_URL": queue_url,
         "N8N_OUTBOUND_WEBHOOK_URL": webhook_url,
         "WEBHOOK_SIGNING_SECRET": secret,
-        "RETRY_BASE_SECONDS": "1",
-        "RETRY_MAX_SECONDS": "1",
-        "MAX_RECEIVE_COUNT": "5",
+        **retry_env(5),
         "HTTP_CONNECT_TIMEOUT_SECONDS": "1",
         "HTTP_READ_TIMEOUT_SECONDS": "2",
         # The delivery mechanics tests must not depend on the hour they run at: no quiet
@@ -178,7 +187,9 @@ def running_pipeline(
         )
         for key, value in base_env(database_url, queues.queue_url, receiver.url, signing_secret).items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("MAX_RECEIVE_COUNT", str(max_receive_count))
+        monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queues.dlq_url)
+        for key, value in retry_env(max_receive_count).items():
+            monkeypatch.setenv(key, value)
         bootstrap.reset()
         try:
             yield Pipeline(conn, sqs, queues, receiver, monkeypatch, visibility_timeout, max_receive_count)

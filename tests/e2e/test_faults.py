@@ -13,7 +13,7 @@ import psycopg
 from proactive_delivery.local.esm import LambdaContext
 from proactive_delivery.local.receiver import Reply
 from tests.conftest import attempts, platform_sent_at, state_row, states
-from tests.pipeline import emf_metrics
+from tests.pipeline import emf_metrics, retry_env
 
 
 def _posts(pipeline: Any, message_id: int) -> list[Any]:
@@ -52,7 +52,7 @@ def test_fault02_poison_records_never_crash_the_batch(pipeline: Any, make_messag
         json.dumps({"source": "proactive", "id": 999999}),
         json.dumps({"source": "carrier-pigeon", "id": 1}),
     )
-    pipeline.setenv(MAX_RECEIVE_COUNT="2")
+    pipeline.setenv(**retry_env(2))
     messages = pipeline.receive(10)
     assert len(messages) == 10
 
@@ -341,17 +341,22 @@ def test_fault10_evaluate_crash_part_way_next_run_queues_the_rest(pipeline: Any,
     visible, _ = pipeline.queue_depth()
     assert visible == 30
 
-    # WHEN the next run comes, after the reconciliation threshold has passed for the rows the
-    # dead run had recorded but not sent
+    # WHEN the next run comes 10 minutes later: longer than a run can live (300 s), well
+    # inside the reconciliation threshold (30 minutes)
     bootstrap.use_sqs_client(None)
-    pipeline.setenv(RECONCILE_AFTER_SECONDS="0", EVALUATE_PAGE_SIZE="20")
+    pipeline.conn.execute(
+        "UPDATE delivery.message_state SET updated_at = updated_at - interval '10 minutes',"
+        " next_attempt_at = next_attempt_at - interval '10 minutes'"
+    )
+    pipeline.setenv(EVALUATE_PAGE_SIZE="20")
     report = pipeline.evaluate()
     pipeline.drain(timeout=60)
 
-    # THEN the 60 never recorded were queued, the 40 recorded by the dead run (10 of them
-    # never sent) were queued again, and every message was delivered exactly once
+    # THEN the 60 never recorded were queued; of the 40 the dead run recorded, the 20 of the
+    # page it died in (SQS had not confirmed them) were queued again at once, while the 20
+    # SQS had accepted were left to their queue messages; every message was delivered once
     assert report["sources"]["proactive"]["queued_new"] == 60
-    assert report["sources"]["proactive"]["requeued"] == 40
+    assert report["sources"]["proactive"]["requeued"] == 20
     assert sorted(r.webhook_id for r in pipeline.receiver.requests) == sorted(f"proactive-{i}" for i in ids)
     assert set(states(pipeline.conn).values()) == {"sent"}
 

@@ -5,6 +5,7 @@ run with injected faults leaves the ledger balanced."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from proactive_delivery.local.runtime import LocalRuntime, RunResult, RuntimeOpt
 from proactive_delivery.local.schedule import ScheduleClock, ScheduledTarget, ScheduleExpression, Scheduler
 from proactive_delivery.local.seed import seed
 from proactive_delivery.local.template import LocalTemplate
+from tests.pipeline import retry_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = (ROOT / "template.yaml").read_text()
@@ -88,23 +90,30 @@ def test_batch_size_parameter_default_is_honoured(tmp_path: Path, database_url: 
 
 
 @pytest.mark.parametrize("max_receive_count", [2, 3])
-def test_max_receive_count_in_the_template_is_the_attempt_budget(
+def test_the_templates_retry_budget_is_the_queues_and_the_functions(
     tmp_path: Path, database_url: str, max_receive_count: int
 ) -> None:
-    # GIVEN a template whose MaxReceiveCount default is changed, and a webhook that always 503s
+    # GIVEN a template whose RetryBudget row for the default window says `max_receive_count`,
+    # an env file whose retry window (1-second steps) allows that many attempts, and a
+    # webhook that always 503s
     template = template_copy(
         tmp_path,
         (
-            "  MaxReceiveCount:\n    Type: Number\n    Default: 5",
-            f"  MaxReceiveCount:\n    Type: Number\n    Default: {max_receive_count}",
+            '"24": {Attempts: 8, MaxReceiveCount: 18}',
+            f'"24": {{Attempts: {max_receive_count}, MaxReceiveCount: {max_receive_count}}}',
         ),
     )
+    env_file = tmp_path / "env.json"
+    parameters = json.loads((ROOT / "events" / "env.local.json").read_text())["Parameters"]
+    parameters.update(retry_env(max_receive_count))
+    parameters.pop("MAX_RECEIVE_COUNT")  # the template's mapping decides it
+    env_file.write_text(json.dumps({"Parameters": parameters}))
     seed_messages(database_url, 4, contractors=4)
     # WHEN the runtime runs one pass
     runtime = LocalRuntime(
         RuntimeOptions(
             template=template,
-            env_vars=ROOT / "events" / "env.local.json",
+            env_vars=env_file,
             once=True,
             count=0,
             live=False,
@@ -143,7 +152,9 @@ def test_schedule_in_the_template_sets_how_often_evaluate_runs(
     tmp_path: Path, expression: str, fires: int
 ) -> None:
     # GIVEN a template whose evaluate schedule is `expression`
-    template = LocalTemplate(template_copy(tmp_path, ("Schedule: !Ref ProactiveScheduleExpression", f"Schedule: {expression}")))
+    template = LocalTemplate(
+        template_copy(tmp_path, ("Schedule: !Ref ProactiveScheduleExpression", f"Schedule: {expression}"))
+    )
     (schedule,) = [
         s for s in template.functions["EvaluateFunction"].schedules if s.input == {"sources": ["proactive"]}
     ]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+import pytest
 from moto import mock_aws
 
 from proactive_delivery.db import Database, PostgresStore
@@ -63,7 +64,8 @@ def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messag
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(sqs)
         store = PostgresStore(db := Database(lambda: database_url))
-        store.enqueue_new("proactive", after_id=0, page_size=100)
+        page = store.enqueue_new("proactive", after_id=0, page_size=100)
+        store.mark_enqueued("proactive", page.queued_ids)  # SQS accepted all three
         conn.execute(
             "UPDATE delivery.message_state SET next_attempt_at = now() - interval '2 hours' "
             "WHERE source_id = %s",
@@ -84,6 +86,79 @@ def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messag
         got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10).get("Messages", [])
         assert sorted(json.loads(m["Body"])["id"] for m in got) == sorted([lost, died])
         assert states(conn) == {lost: "queued", died: "queued", fresh: "queued"}
+        db.close()
+
+
+class _KilledBeforeSend(BaseException):
+    """The environment dies between evaluate's commit and its SendMessageBatch (a timeout or
+    an out-of-memory kill: nothing in the process gets to handle it)."""
+
+
+class _DyingQueue(SqsDeliveryQueue):
+    def send_keys(self, keys: Any, *, delay_seconds: int = 0) -> Any:
+        raise _KilledBeforeSend
+
+
+def _age_rows(conn: Any, minutes: int) -> None:
+    """Let `minutes` pass for the rows' clocks (shorter than RECONCILE_AFTER_SECONDS)."""
+    conn.execute(
+        "UPDATE delivery.message_state SET updated_at = updated_at - make_interval(mins => %s),"
+        " next_attempt_at = next_attempt_at - make_interval(mins => %s)",
+        (minutes, minutes),
+    )
+
+
+def test_orphans_of_a_killed_run_are_found_by_the_next_run_each_time(
+    database_url: str, make_messages: Any, conn: Any
+) -> None:
+    with mock_aws():
+        # GIVEN 6 messages and an evaluate run killed between its commit and SendMessageBatch
+        ids = make_messages(6)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(sqs)
+        store = PostgresStore(db := Database(lambda: database_url))
+
+        def run(queue: SqsDeliveryQueue) -> Any:
+            # A 300 s function: a run's rows are another run's orphans once older than that.
+            return Evaluator(store, queue, reconcile_after_seconds=1800).run(["proactive"], lambda: 300_000)
+
+        with pytest.raises(_KilledBeforeSend):
+            run(_DyingQueue(sqs, queues.queue_url))
+        # AND the next run, 10 minutes later, re-queues the orphans but is killed the same way
+        _age_rows(conn, 10)
+        with pytest.raises(_KilledBeforeSend):
+            run(_DyingQueue(sqs, queues.queue_url))
+        # WHEN the run after that comes another 10 minutes later (well inside the 30-minute
+        # reconciliation threshold) and SQS answers
+        _age_rows(conn, 10)
+        report = run(SqsDeliveryQueue(sqs, queues.queue_url))
+        # THEN every orphan is on the queue now: the dying runs did not restart their clock
+        assert report.sources["proactive"].requeued == 6
+        bodies: list[int] = []
+        for _ in range(3):
+            got = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            bodies += [json.loads(m["Body"])["id"] for m in got]
+        assert sorted(bodies) == ids
+        # AND they are marked as on the queue: a run right after leaves them alone
+        assert run(SqsDeliveryQueue(sqs, queues.queue_url)).sources["proactive"].requeued == 0
+        db.close()
+
+
+def test_a_concurrent_runs_fresh_rows_are_not_orphans(
+    database_url: str, make_messages: Any, conn: Any
+) -> None:
+    with mock_aws():
+        # GIVEN rows another evaluate run recorded a moment ago and is about to send
+        make_messages(3)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        queues = create_queues(sqs)
+        store = PostgresStore(db := Database(lambda: database_url))
+        store.enqueue_new("proactive", after_id=0, page_size=100)
+        # WHEN an overlapping run sweeps
+        report = Evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url)).run(["proactive"], lambda: 300_000)
+        # THEN it does not queue them a second time
+        assert report.sources["proactive"].requeued == 0
+        assert sqs.receive_message(QueueUrl=queues.queue_url).get("Messages", []) == []
         db.close()
 
 

@@ -120,9 +120,9 @@ def test_expired_lease_can_be_reclaimed_and_the_old_holder_cannot_record(
     assert again.claimed
     assert row.delivery_id is not None
     sent = Outcome(row.delivery_id, "sent", "delivered", attempted=True, http_status=200)
-    assert store.record_outcomes([sent], claim_token=old_token) == 0
+    assert store.record_outcomes([sent], claim_token=old_token) == set()
     assert state_row(conn, message)["state"] == "sending"
-    assert store.record_outcomes([sent], claim_token=new_token) == 1
+    assert store.record_outcomes([sent], claim_token=new_token) == {sent.delivery_id}
     assert state_row(conn, message)["state"] == "sent"
 
 
@@ -216,5 +216,10 @@ def test_dropped_connection_is_reopened_once(database_url: str, make_message: An
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
     # WHEN the next statement runs THEN it succeeds on a new connection
-    assert store.requeue_stranded("proactive", after_id=0, page_size=10, reconcile_after_seconds=3600) == []
+    assert (
+        store.requeue_stranded(
+            "proactive", after_id=0, page_size=10, reconcile_after_seconds=3600, run_lease_seconds=300
+        )
+        == []
+    )
     assert store.db.connection().info.backend_pid != pid

@@ -32,13 +32,13 @@ from proactive_delivery.models import (
 )
 from proactive_delivery.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery.queue import InMemoryQueue
+from proactive_delivery.retry import RetryPolicy
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 CONFIG = DeliverConfig(
     lease_seconds=120,
-    retry_base_seconds=30,
-    retry_max_seconds=3600,
-    max_receive_count=5,
+    retry=RetryPolicy(timedelta(hours=24)),
+    max_receive_count=18,
     send_budget_ms=13_000,
     safety_margin_ms=2_000,
 )
@@ -106,9 +106,9 @@ class FakeDeliverStore:
             for k in keys
         ]
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> int:
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
         self.recorded.append((list(outcomes), claim_token))
-        return len(outcomes)
+        return {o.delivery_id for o in outcomes}
 
     def outcome_for(self, source_id: int) -> Outcome:
         [(outcomes, _)] = self.recorded
@@ -431,11 +431,12 @@ def test_transient_failure_is_retried_later_with_backoff(make_harness: Callable[
     # WHEN it is processed
     result = h.process([record(1)])
 
-    # THEN the record fails with a delay in the first backoff window, the message's visibility
-    # is set to that delay, and the row is back in queued with its next attempt time
+    # THEN the record fails with the first step of the schedule (5 s, plus at most 10 %
+    # jitter), the message's visibility is set to that delay, and the row is back in queued
+    # with its next attempt time
     failure = result.failures["m-1"]
     assert type(failure) is RetryLaterError
-    assert 15 <= failure.delay_seconds <= 30
+    assert 5 <= failure.delay_seconds <= 6
     assert h.queue.visibility == [("rh-m-1", failure.delay_seconds)]
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.outcome, outcome.attempted) == ("queued", "retry", True)
@@ -467,10 +468,10 @@ def test_later_attempts_back_off_further(make_harness: Callable[..., Harness]) -
     # WHEN the fourth attempt fails too (receive count still below the limit)
     result = h.process([record(1, receives=4)])
 
-    # THEN the delay is in the fourth backoff window [120, 240]
+    # THEN the delay is the fourth step of the schedule: two hours (plus jitter)
     failure = result.failures["m-1"]
     assert isinstance(failure, RetryLaterError)
-    assert 120 <= failure.delay_seconds <= 240
+    assert 7200 <= failure.delay_seconds <= 7920
 
 
 def test_transient_failure_on_the_last_receive_exhausts_attempts(
@@ -482,29 +483,62 @@ def test_transient_failure_on_the_last_receive_exhausts_attempts(
     # WHEN that attempt fails transiently
     result = h.process([record(1, receives=CONFIG.max_receive_count)])
 
-    # THEN the row is failed for attempts_exhausted, and the record fails at once (visibility 0)
-    # so SQS moves it to the DLQ
+    # THEN the row is failed for attempts_exhausted, its message is put on the DLQ with the
+    # reason, and the record is acknowledged (the DLQ has its copy)
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.reason, outcome.attempted) == ("failed", "attempts_exhausted", True)
     assert outcome.http_status == 502
     assert outcome.next_attempt_at is None
+    assert h.queue.dead_letters == [(record(1)["body"], "attempts_exhausted")]
+    assert result.failures == {}
+    assert h.queue.visibility == []
+
+
+def test_an_exhausted_message_the_dlq_refuses_is_left_to_the_redrive(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN a dead-letter queue that refuses the message
+    h = make_harness(claimed_row(1), errors={1: TransientSendError("timeout")})
+    h.queue.dead_letter = lambda letters: list(range(len(letters)))  # type: ignore[method-assign]
+    # WHEN its last attempt fails
+    result = h.process([record(1, receives=CONFIG.max_receive_count)])
+    # THEN the record fails at once (visibility 0) so the queue's redrive moves it
     assert isinstance(result.failures["m-1"], AttemptsExhaustedError)
     assert h.queue.visibility == [("rh-m-1", 0)]
+    assert h.store.outcome_for(1).state == "failed"
 
 
-def test_attempts_recorded_in_the_database_also_exhaust(make_harness: Callable[..., Harness]) -> None:
-    # GIVEN a message whose attempt count reached the budget even though SQS counts fewer
-    # receives (for example after a DLQ replay reset the receive count)
+def test_the_last_attempt_of_the_window_fails_whatever_the_receive_count(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN a message on the last attempt its 24-hour window allows (SQS may count fewer
+    # receives, for example after a DLQ replay reset the receive count)
     h = make_harness(
-        claimed_row(1, attempts=CONFIG.max_receive_count - 1), errors={1: TransientSendError("timeout")}
+        claimed_row(1, attempts=CONFIG.retry.attempts - 1), errors={1: TransientSendError("timeout")}
     )
 
     # WHEN the attempt fails transiently
     result = h.process([record(1, receives=1)])
 
-    # THEN it is failed rather than retried forever
+    # THEN it is failed rather than retried forever, and dead-lettered
     assert h.store.outcome_for(1).reason == "attempts_exhausted"
-    assert isinstance(result.failures["m-1"], AttemptsExhaustedError)
+    assert [reason for _, reason in h.queue.dead_letters] == ["attempts_exhausted"]
+    assert "m-1" not in result.failures
+
+
+def test_receives_that_were_not_attempts_do_not_use_the_window(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN a message received 9 times (deferred for quiet hours, held by concurrent claims)
+    # but attempted only twice
+    h = make_harness(
+        claimed_row(1, attempts=2), errors={1: TransientSendError("server_error", http_status=503)}
+    )
+    # WHEN its third attempt fails THEN it is retried: only attempts (or the last receive) end it
+    result = h.process([record(1, receives=9)])
+    assert isinstance(result.failures["m-1"], RetryLaterError)
+    assert not isinstance(result.failures["m-1"], AttemptsExhaustedError)
+    assert h.store.outcome_for(1).state == "queued"
 
 
 def test_permanent_failure_is_failed_and_acknowledged(make_harness: Callable[..., Harness]) -> None:

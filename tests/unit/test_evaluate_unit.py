@@ -29,6 +29,7 @@ class FakeEvaluateStore:
     enqueue_calls: list[tuple[str, int, int]] = field(default_factory=list)
     requeue_calls: list[tuple[str, int, int]] = field(default_factory=list)
     returned: list[list[int]] = field(default_factory=list)
+    enqueued: list[int] = field(default_factory=list)
 
     def record(self, source_id: int, state: str) -> None:
         self.delivery_id.setdefault(source_id, len(self.delivery_id) + 1)
@@ -44,7 +45,13 @@ class FakeEvaluateStore:
         return EnqueuePage(last_id=max(page) if page else None, scanned=len(page), queued_ids=fresh)
 
     def requeue_stranded(
-        self, source: str, *, after_id: int, page_size: int, reconcile_after_seconds: int
+        self,
+        source: str,
+        *,
+        after_id: int,
+        page_size: int,
+        reconcile_after_seconds: int,
+        run_lease_seconds: int,
     ) -> list[tuple[int, int]]:
         self.requeue_calls.append((source, after_id, page_size))
         assert len(self.requeue_calls) < 100, "requeue_stranded called in a loop: the cursor is not advancing"
@@ -59,6 +66,10 @@ class FakeEvaluateStore:
 
     def sources(self) -> tuple[str, ...]:
         return SOURCES
+
+    def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int:
+        self.enqueued.extend(source_ids)
+        return len(source_ids)
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int:
         self.returned.append(list(source_ids))

@@ -25,7 +25,7 @@ def test_shipped_template_is_read_as_deployed() -> None:
         360,
         345600,
     )
-    assert (queue.dead_letter_target, queue.max_receive_count) == ("DeliveryDLQ", 5)
+    assert (queue.dead_letter_target, queue.max_receive_count) == ("DeliveryDLQ", 18)
     evaluate = template.functions["EvaluateFunction"]
     assert evaluate.timeout == 300 and evaluate.memory_mb == 512
     assert evaluate.module_file == ROOT / "functions" / "evaluate" / "app.py"
@@ -41,16 +41,18 @@ def test_shipped_template_is_read_as_deployed() -> None:
 
 def test_environment_resolves_parameters_and_local_queue_urls() -> None:
     # GIVEN the template with a parameter override and a bound local queue
-    template = LocalTemplate(ROOT / "template.yaml", {"MaxReceiveCount": "3", "Stage": "local"})
+    template = LocalTemplate(ROOT / "template.yaml", {"RetryWindowHours": "4", "Stage": "local"})
     template.bind_queue("DeliveryQueue", "http://127.0.0.1:1/123456789012/q", "arn:aws:sqs:us-east-1:1:q")
     # WHEN the deliver function's environment is resolved
     env = template.function_environment("DeliverFunction")
     # THEN Globals are in it, with parameters and the queue URL filled in
-    assert env["MAX_RECEIVE_COUNT"] == "3"
+    # (the retry window's row of the RetryBudget mapping, Fn::FindInMap resolved)
+    assert env["MAX_RECEIVE_COUNT"] == "16"
+    assert env["RETRY_WINDOW_HOURS"] == "4"
     assert env["STAGE"] == "local"
     assert env["DELIVERY_QUEUE_URL"] == "http://127.0.0.1:1/123456789012/q"
     assert env["DATABASE_SECRET_ARN"] == ""  # deployed-only: the env file supplies DATABASE_URL
-    assert template.queues["DeliveryQueue"].max_receive_count == 3
+    assert template.queues["DeliveryQueue"].max_receive_count == 16
 
 
 def test_unknown_parameter_override_is_refused() -> None:

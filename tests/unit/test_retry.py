@@ -12,11 +12,12 @@ import pytest
 from proactive_delivery.errors import PermanentSendError, TransientSendError
 from proactive_delivery.retry import (
     MAX_VISIBILITY_SECONDS,
-    backoff_seconds,
+    RECEIVE_HEADROOM,
+    RetryPolicy,
     classify_response,
     classify_transport_error,
     parse_retry_after,
-    retry_delay,
+    parse_schedule,
 )
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
@@ -28,114 +29,79 @@ def response(status: int, headers: dict[str, str] | None = None) -> httpx.Respon
     )
 
 
-# --- backoff ------------------------------------------------------------------------------
+# --- the retry window ----------------------------------------------------------------------
+DAY = RetryPolicy(timedelta(hours=24))
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_backoff_stays_within_half_ceiling_and_ceiling(seed: int) -> None:
-    # GIVEN a base of 30 s and a cap of one hour
-    rng = random.Random(seed)
-
-    for attempt in range(1, 12):
-        # WHEN the delay for each attempt is computed
-        delay = backoff_seconds(attempt, base=30, cap=3600, rng=rng)
-
-        # THEN it lies in [ceiling/2, ceiling] with ceiling = min(cap, base * 2^(attempt-1))
-        ceiling = min(3600, 30 * 2 ** (attempt - 1))
-        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+def test_the_schedule_widens_like_svix_seconds_then_minutes_then_hours() -> None:
+    assert [DAY.delay_after(a) for a in range(1, 9)] == [5, 300, 1800, 7200, 18000, 36000, 36000, 36000]
 
 
-def test_backoff_grows_exponentially_until_the_cap() -> None:
-    # GIVEN the jitter pinned to its extremes
-    low = [backoff_seconds(a, base=10, cap=10_000, rng=_FixedUniform(0.0)) for a in range(1, 8)]
-    high = [backoff_seconds(a, base=10, cap=10_000, rng=_FixedUniform(1.0)) for a in range(1, 8)]
-
-    # THEN the minimum and maximum double with every attempt
-    assert low == [5, 10, 20, 40, 80, 160, 320]
-    assert high == [10, 20, 40, 80, 160, 320, 640]
-
-
-def test_backoff_is_capped() -> None:
-    # GIVEN an attempt far beyond where base * 2^n exceeds the cap
-    delays = {backoff_seconds(40, base=30, cap=600, rng=random.Random(seed)) for seed in range(50)}
-
-    # THEN every delay is within [cap/2, cap]
-    assert min(delays) >= 300
-    assert max(delays) <= 600
+def test_the_plan_fills_the_window_exactly_and_ends_at_its_end() -> None:
+    # GIVEN a 24-hour window WHEN every attempt fails
+    plan = DAY.plan()
+    # THEN the waits follow the schedule, the last one cut so the final attempt falls at 24 h
+    assert plan == (5, 300, 1800, 7200, 18000, 36000, 23095)
+    assert sum(plan) == 24 * 3600
+    assert DAY.attempts == 8
 
 
-def test_backoff_never_exceeds_the_sqs_visibility_limit() -> None:
-    # GIVEN a cap above SQS's 12-hour visibility limit
-    delays = [backoff_seconds(a, base=3600, cap=10**6, rng=random.Random(a)) for a in range(1, 60)]
-
-    # THEN no delay exceeds 43200 s
-    assert MAX_VISIBILITY_SECONDS == 43200
-    assert max(delays) == 43200
+@pytest.mark.parametrize("hours", [1, 2, 4, 6, 8, 12, 24, 48, 72])
+def test_no_wait_exceeds_the_sqs_visibility_limit(hours: int) -> None:
+    plan = RetryPolicy(timedelta(hours=hours)).plan()
+    assert max(plan) <= MAX_VISIBILITY_SECONDS
+    assert sum(plan) == hours * 3600
 
 
-def test_backoff_is_never_zero() -> None:
-    # GIVEN the smallest base and jitter pinned low (0.5 s would round to 0)
-    delay = backoff_seconds(1, base=1, cap=1, rng=_FixedUniform(0.0))
-
-    # THEN the delay is still at least one second
-    assert delay == 1
+def test_the_queues_max_receive_count_leaves_room_above_the_attempts() -> None:
+    # Receives that are not attempts (short deferrals, busy claims, releases) must not
+    # dead-letter a message whose window is not spent.
+    assert DAY.max_receive_count == DAY.attempts + RECEIVE_HEADROOM
 
 
-def test_backoff_is_deterministic_with_a_seeded_rng() -> None:
-    # GIVEN two generators with the same seed
-    first = [backoff_seconds(a, base=30, cap=3600, rng=random.Random(7)) for a in range(1, 10)]
-    second = [backoff_seconds(a, base=30, cap=3600, rng=random.Random(7)) for a in range(1, 10)]
-
-    # THEN the delays are identical, and the jitter is not constant across seeds
-    assert first == second
-    other = [backoff_seconds(a, base=30, cap=3600, rng=random.Random(8)) for a in range(1, 10)]
-    assert first != other
+def test_each_failure_waits_its_planned_step_with_a_little_jitter() -> None:
+    for attempt, planned in enumerate(DAY.plan(), start=1):
+        delays = {DAY.next_delay(attempt, rng=random.Random(seed)) for seed in range(30)}
+        assert all(d is not None and planned <= d <= planned * 1.1 + 1 for d in delays), attempt
+        assert len(delays) > 1 or planned < 10, attempt
 
 
-def test_backoff_rejects_attempt_zero() -> None:
-    # GIVEN / WHEN attempt 0 (attempts are counted from 1) / THEN it is a programming error
-    with pytest.raises(ValueError, match="attempt"):
-        backoff_seconds(0, base=30, cap=3600)
+def test_the_last_attempt_of_the_window_ends_the_retries() -> None:
+    # GIVEN the 8 attempts of a 24-hour window
+    # THEN after the 7th failure the wait ends the window; after the 8th there is none
+    assert DAY.next_delay(7, rng=random.Random(1)) is not None
+    assert DAY.next_delay(8) is None
+    assert DAY.next_delay(12) is None
 
 
-# --- retry_delay --------------------------------------------------------------------------
+def test_retry_after_wins_when_it_asks_for_more_patience() -> None:
+    assert DAY.next_delay(1, retry_after=120.2, rng=random.Random(1)) == 121
 
 
-def test_retry_after_wins_when_larger_than_backoff() -> None:
-    # GIVEN a first attempt (backoff at most 30 s) and a provider asking for 120.2 s
-    delay = retry_delay(1, base=30, cap=3600, retry_after=120.2, rng=random.Random(1))
-
-    # THEN the provider's wait is honoured, rounded up to whole seconds
-    assert delay == 121
+def test_retry_after_never_goes_beyond_the_visibility_limit() -> None:
+    assert DAY.next_delay(1, retry_after=86_400.0) == MAX_VISIBILITY_SECONDS
 
 
-def test_backoff_wins_when_larger_than_retry_after() -> None:
-    # GIVEN a backoff of at least 15 s and a provider asking for 2 s
-    rng_seed = 3
-    expected = backoff_seconds(1, base=30, cap=3600, rng=random.Random(rng_seed))
-
-    # WHEN the retry delay is computed with the same jitter
-    delay = retry_delay(1, base=30, cap=3600, retry_after=2.0, rng=random.Random(rng_seed))
-
-    # THEN it is the backoff delay
-    assert delay == expected
-    assert delay >= 15
+def test_a_delay_is_never_zero() -> None:
+    tiny = RetryPolicy(timedelta(seconds=3), schedule=(1,))
+    assert tiny.next_delay(1, rng=random.Random(0)) == 1
+    assert tiny.attempts == 4
 
 
-def test_retry_after_is_capped_at_the_visibility_limit() -> None:
-    # GIVEN a provider asking for a day
-    delay = retry_delay(1, base=30, cap=3600, retry_after=86_400.0, rng=random.Random(1))
-
-    # THEN the delay is the largest SQS accepts
-    assert delay == MAX_VISIBILITY_SECONDS
+def test_a_custom_schedule_repeats_its_last_step() -> None:
+    policy = RetryPolicy(timedelta(seconds=10), schedule=(1, 2))
+    assert policy.plan() == (1, 2, 2, 2, 2, 1)
 
 
-def test_retry_delay_without_retry_after_is_the_backoff() -> None:
-    # GIVEN no Retry-After
-    delay = retry_delay(4, base=30, cap=3600, retry_after=None, rng=random.Random(5))
+@pytest.mark.parametrize("text", ["", "0", "5,-1", "5,x", "43201"])
+def test_a_bad_schedule_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_schedule(text)
 
-    # THEN the delay equals the plain backoff for that attempt
-    assert delay == backoff_seconds(4, base=30, cap=3600, rng=random.Random(5))
+
+def test_policy_refuses_an_empty_window() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(timedelta(0))
 
 
 # --- parse_retry_after ----------------------------------------------------------------------

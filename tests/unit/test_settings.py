@@ -149,9 +149,8 @@ def test_delivery_queue_url_must_be_an_http_url() -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "RETRY_BASE_SECONDS",
-        "RETRY_MAX_SECONDS",
         "MAX_RECEIVE_COUNT",
+        "ENQUEUE_CONCURRENCY",
         "LEASE_SECONDS",
         "RECONCILE_AFTER_SECONDS",
         "SEND_CONCURRENCY",
@@ -175,10 +174,9 @@ def test_non_integer_names_the_variable_and_the_value(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("RETRY_BASE_SECONDS", "0"),
         ("MAX_RECEIVE_COUNT", "0"),
         ("SEND_CONCURRENCY", "65"),
-        ("RETRY_MAX_SECONDS", "43201"),
+        ("ENQUEUE_CONCURRENCY", "0"),
         ("EVALUATE_PAGE_SIZE", "-1"),
         ("LEASE_SECONDS", "1.5"),
     ],
@@ -205,21 +203,43 @@ def test_bad_timeout_names_the_variable(name: str, value: str) -> None:
     assert names_in(str(excinfo.value)) == {name}
 
 
-def test_retry_max_below_base_is_refused() -> None:
-    # GIVEN a backoff cap smaller than its base
-    env = local_env(RETRY_BASE_SECONDS="60", RETRY_MAX_SECONDS="30")
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RETRY_WINDOW_HOURS", "0"),
+        ("RETRY_WINDOW_HOURS", "a day"),
+        ("RETRY_WINDOW_HOURS", "400"),
+        ("RETRY_SCHEDULE_SECONDS", "5,0"),
+        ("RETRY_SCHEDULE_SECONDS", "5,soon"),
+    ],
+)
+def test_a_bad_retry_window_or_schedule_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(local_env(**{name: value}))
+    assert names_in(str(excinfo.value)) == {name}
 
-    # WHEN / THEN the error names the cap
-    with pytest.raises(ConfigError, match="RETRY_MAX_SECONDS"):
+
+def test_a_receive_count_below_the_windows_attempts_is_refused() -> None:
+    # GIVEN a 24-hour window (8 attempts) and a queue that dead-letters after 5 receives
+    env = local_env(RETRY_WINDOW_HOURS="24", MAX_RECEIVE_COUNT="5")
+    # WHEN / THEN the mismatch is one error naming both
+    with pytest.raises(ConfigError) as excinfo:
         Settings.from_env(env)
+    assert {"MAX_RECEIVE_COUNT", "RETRY_WINDOW_HOURS"} <= names_in(str(excinfo.value))
+
+
+def test_without_max_receive_count_the_budget_follows_from_the_window() -> None:
+    settings = Settings.from_env(local_env(RETRY_WINDOW_HOURS="24"))
+    assert settings.max_receive_count is None
+    assert settings.receive_budget == settings.retry_policy.max_receive_count == 18
 
 
 def test_integers_and_numbers_are_parsed() -> None:
     # GIVEN explicit numeric settings, with surrounding whitespace
     env = local_env(
-        RETRY_BASE_SECONDS=" 5 ",
-        RETRY_MAX_SECONDS="600",
-        MAX_RECEIVE_COUNT="3",
+        RETRY_WINDOW_HOURS=" 0.5 ",
+        RETRY_SCHEDULE_SECONDS="60,600",
+        MAX_RECEIVE_COUNT="9",
         SEND_CONCURRENCY="4",
         HTTP_CONNECT_TIMEOUT_SECONDS="1.5",
         HTTP_READ_TIMEOUT_SECONDS="2",
@@ -229,8 +249,9 @@ def test_integers_and_numbers_are_parsed() -> None:
     settings = Settings.from_env(env)
 
     # THEN they are typed values, and the send budget is connect + read
-    assert (settings.retry_base_seconds, settings.retry_max_seconds) == (5, 600)
-    assert (settings.max_receive_count, settings.send_concurrency) == (3, 4)
+    assert (settings.retry_window_hours, settings.retry_schedule_seconds) == (0.5, (60, 600))
+    assert settings.retry_policy.plan() == (60, 600, 600, 540)
+    assert (settings.max_receive_count, settings.send_concurrency) == (9, 4)
     assert settings.send_budget_seconds == pytest.approx(3.5)
 
 
@@ -324,9 +345,10 @@ def test_defaults() -> None:
     # THEN the documented defaults apply and the stage is local
     assert settings.stage == "local"
     assert not settings.is_deployed
-    assert settings.retry_base_seconds == 30
-    assert settings.retry_max_seconds == 3600
-    assert settings.max_receive_count == 5
+    assert settings.retry_window_hours == 24.0
+    assert settings.retry_schedule_seconds == (5, 300, 1800, 7200, 18000, 36000)
+    assert settings.receive_budget == 18
+    assert settings.enqueue_concurrency == 8
     assert settings.lease_seconds == 120
     assert settings.reconcile_after_seconds == 1800
     assert settings.send_concurrency == 10

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,7 @@ REQUIRED_ENVIRONMENT = frozenset(
         "DELIVERY_QUEUE_URL",
         "N8N_OUTBOUND_WEBHOOK_URL",
         "WEBHOOK_SIGNING_SECRET_ARN",
-        "RETRY_BASE_SECONDS",
-        "RETRY_MAX_SECONDS",
+        "RETRY_WINDOW_HOURS",
         "MAX_RECEIVE_COUNT",
         "LEASE_SECONDS",
         "RECONCILE_AFTER_SECONDS",
@@ -459,15 +459,37 @@ def test_visibility_timeout_is_at_least_six_times_the_deliver_timeout(template: 
     assert queue["VisibilityTimeout"] >= 6 * deliver_timeout(template)
 
 
-def test_redrive_uses_the_max_receive_count_parameter(template: dict[str, Any]) -> None:
-    # GIVEN the delivery queue's redrive policy
+def test_redrive_and_the_function_take_the_budget_from_the_retry_window(template: dict[str, Any]) -> None:
+    # GIVEN the delivery queue's redrive policy and the deliver function's environment
     redrive = template["Resources"][delivery_queue_name(template)]["Properties"]["RedrivePolicy"]
-    # WHEN its maxReceiveCount is resolved
-    # THEN it is the MaxReceiveCount parameter, default 5, the same value the code reads
-    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
-    assert int(template["Parameters"]["MaxReceiveCount"]["Default"]) == 5
     env = function_properties(template, "DeliverFunction")["Environment"]["Variables"]
-    assert env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    # THEN both read the same row of the RetryBudget mapping, keyed by RetryWindowHours
+    budget = {"Fn::FindInMap": ["RetryBudget", {"Ref": "RetryWindowHours"}, "MaxReceiveCount"]}
+    assert redrive["maxReceiveCount"] == budget
+    assert env["MAX_RECEIVE_COUNT"] == budget
+    assert env["RETRY_WINDOW_HOURS"] == {"Ref": "RetryWindowHours"}
+    assert str(template["Parameters"]["RetryWindowHours"]["Default"]) == "24"
+
+
+def test_every_retry_window_row_is_what_the_code_derives(template: dict[str, Any]) -> None:
+    from proactive_delivery.retry import RetryPolicy
+
+    # GIVEN every window the parameter allows
+    allowed = [str(v) for v in template["Parameters"]["RetryWindowHours"]["AllowedValues"]]
+    mapping = template["Mappings"]["RetryBudget"]
+    assert sorted(mapping, key=int) == sorted(allowed, key=int)
+    for hours in allowed:
+        # WHEN the code derives the attempts and the queue's maxReceiveCount for it
+        policy = RetryPolicy(timedelta(hours=int(hours)))
+        # THEN the template's row says the same
+        assert mapping[hours] == {"Attempts": policy.attempts, "MaxReceiveCount": policy.max_receive_count}
+
+
+def test_the_queue_keeps_a_message_longer_than_its_retry_window(template: dict[str, Any]) -> None:
+    queue = template["Resources"][delivery_queue_name(template)]["Properties"]
+    longest = max(int(v) for v in template["Parameters"]["RetryWindowHours"]["AllowedValues"])
+    # A day of slack: a message can wait up to 12 h (the visibility limit) past its last step.
+    assert int(queue["MessageRetentionPeriod"]) >= (longest + 24) * 3600
 
 
 def test_dead_letter_queue_keeps_messages_longer_than_the_source(template: dict[str, Any]) -> None:
@@ -602,13 +624,16 @@ def test_only_evaluate_sends_and_only_deliver_consumes(template: dict[str, Any])
     evaluate = [s for s in sqs["EvaluateFunction"] if "sqs:" in json.dumps(s)]
     deliver = [s for s in sqs["DeliverFunction"] if "sqs:" in json.dumps(s)]
     # WHEN their actions and resources are read
-    # THEN evaluate can only send, deliver can only consume, both on the delivery queue only
+    # THEN evaluate can only send to the delivery queue; deliver can only consume it, and
+    # send to the DLQ (a message whose retry window is spent)
     [send] = evaluate
     assert as_list(send["Action"]) == ["sqs:SendMessage"]
     assert send["Resource"] == queue
-    [consume] = deliver
+    consume, dead_letter = deliver
     assert set(as_list(consume["Action"])) == DELIVER_QUEUE_ACTIONS
     assert consume["Resource"] == queue
+    assert as_list(dead_letter["Action"]) == ["sqs:SendMessage"]
+    assert dead_letter["Resource"] == {"Fn::GetAtt": ["DeliveryDLQ", "Arn"]}
 
 
 def test_network_interface_permissions_exist_only_in_a_vpc(template: dict[str, Any]) -> None:
@@ -740,6 +765,7 @@ def test_env_file_only_sets_variables_the_template_declares(template: dict[str, 
 # Tuning knobs the template leaves at the code's defaults (set them on the function to change).
 CODE_DEFAULT_ONLY = frozenset(
     {
+        "ENQUEUE_CONCURRENCY",
         "EVALUATE_PAGE_SIZE",
         "HTTP_CONNECT_TIMEOUT_SECONDS",
         "HTTP_READ_TIMEOUT_SECONDS",

@@ -40,7 +40,7 @@ function verify(rawBody, headers, secret) {
       crypto.timingSafeEqual(Buffer.from(sig), Buffer.from(expected));
   });
   if (!ok) throw new Error('bad signature');
-  return JSON.parse(rawBody);   // {phone, message, contractor_id, message_type, message_id, ...}
+  return JSON.parse(rawBody);   // {send_via_ghl: {phone, message, ...}, metadata: {...}}
 }
 """
 NODE_DRIVER = r"""

@@ -154,7 +154,10 @@ def get_sqs_client() -> Any:
 
 @_once
 def get_queue() -> SqsDeliveryQueue:
-    return SqsDeliveryQueue(get_sqs_client(), get_settings().delivery_queue_url)
+    settings = get_settings()
+    return SqsDeliveryQueue(
+        get_sqs_client(), settings.delivery_queue_url, dead_letter_url=settings.dead_letter_queue_url
+    )
 
 
 @_once
@@ -185,6 +188,7 @@ def get_evaluator() -> Evaluator:
         get_queue(),
         page_size=settings.evaluate_page_size,
         reconcile_after_seconds=settings.reconcile_after_seconds,
+        enqueue_concurrency=settings.enqueue_concurrency,
         gate=QueueGate(
             PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
             settings.policy,
@@ -285,9 +289,8 @@ def get_deliverer() -> Deliverer:
     channels = build_channels(settings)
     config = DeliverConfig(
         lease_seconds=settings.lease_seconds,
-        retry_base_seconds=settings.retry_base_seconds,
-        retry_max_seconds=settings.retry_max_seconds,
-        max_receive_count=settings.max_receive_count,
+        retry=settings.retry_policy,
+        max_receive_count=settings.receive_budget,
         send_budget_ms=int(settings.send_budget_seconds * 1000),
     )
     return Deliverer(

@@ -185,7 +185,13 @@ class PostgresStore:
         return EnqueuePage(last_id=row["last_id"], scanned=row["scanned"], queued_ids=list(row["queued_ids"]))
 
     def requeue_stranded(
-        self, source: str, *, after_id: int, page_size: int, reconcile_after_seconds: int
+        self,
+        source: str,
+        *,
+        after_id: int,
+        page_size: int,
+        reconcile_after_seconds: int,
+        run_lease_seconds: int,
     ) -> list[tuple[int, int]]:
         rows = self.db.fetch_all(
             self.db.sql("requeue_stranded"),
@@ -194,9 +200,18 @@ class PostgresStore:
                 "after_id": after_id,
                 "page_size": page_size,
                 "reconcile_after": reconcile_after_seconds,
+                "run_lease": run_lease_seconds,
             },
         )
         return sorted((r["id"], r["source_id"]) for r in rows)
+
+    def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int:
+        if not source_ids:
+            return 0
+        rows = self.db.fetch_all(
+            self.db.sql("mark_enqueued"), {"source": source, "source_ids": list(source_ids)}
+        )
+        return len(rows)
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int:
         if not source_ids:
@@ -244,9 +259,11 @@ class PostgresStore:
         )
         return [ClaimedRow.from_row(r) for r in rows]
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> int:
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
+        """The delivery ids whose outcome was recorded (all of them, unless this claim's lease
+        was lost on some)."""
         if not outcomes:
-            return 0
+            return set()
         rows = self.db.fetch_all(
             self.db.sql("record_outcomes"),
             {
@@ -270,4 +287,4 @@ class PostgresStore:
                 "sent_by": self._followup_sent_by,
             },
         )
-        return len(rows)
+        return {int(r["id"]) for r in rows}

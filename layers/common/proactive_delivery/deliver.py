@@ -38,7 +38,7 @@ from proactive_delivery.models import (
 )
 from proactive_delivery.policy import PolicyDefaults
 from proactive_delivery.queue import DeliveryQueue
-from proactive_delivery.retry import retry_delay
+from proactive_delivery.retry import RetryPolicy
 from proactive_delivery.tracing import subsegment
 from proactive_delivery.verdict import judge
 
@@ -53,21 +53,24 @@ class DeliverStore(Protocol):
         self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
     ) -> list[ClaimedRow]: ...
 
-    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> int: ...
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]: ...
 
 
 class AttemptsExhaustedError(RetryLaterError):
-    """The last allowed attempt failed: the message is `failed` in the database and is
-    reported failed once more so SQS moves it to the DLQ."""
+    """The last attempt of the retry window failed: the message is `failed` in the database.
+    It is put on the dead-letter queue at once; where that is not possible it is reported
+    failed so the queue's redrive moves it."""
 
 
 @dataclass(frozen=True)
 class DeliverConfig:
-    lease_seconds: int = 120
-    retry_base_seconds: int = 30
-    retry_max_seconds: int = 3600
-    max_receive_count: int = 5
-    send_budget_ms: int = 13_000
+    """The deliverer's knobs, built from the settings (settings.py holds the defaults)."""
+
+    lease_seconds: int
+    retry: RetryPolicy
+    # The queue's maxReceiveCount: on the last receive a failure is final (SQS moves it next).
+    max_receive_count: int
+    send_budget_ms: int
     safety_margin_ms: int = 2_000
 
 
@@ -173,18 +176,21 @@ class Deliverer:
                 sends.append(send)
 
         self._send_all(sends, remaining_ms)
+        exhausted: list[_Send] = []
         for send in sends:
-            outcomes.append(self._outcome_of(send, result, retries))
+            outcomes.append(self._outcome_of(send, result, retries, exhausted))
 
+        recorded: set[int] = set()
         if outcomes:
             recorded = self._store.record_outcomes(outcomes, claim_token=claim_token)
-            if recorded < len(outcomes):
+            if len(recorded) < len(outcomes):
                 # Our lease ran out and another deliverer took some messages over: their
                 # outcome is now theirs to record. Worth knowing: leases are too short.
                 logger.warning(
-                    "lease lost before outcomes were recorded", recorded=recorded, expected=len(outcomes)
+                    "lease lost before outcomes were recorded", recorded=len(recorded), expected=len(outcomes)
                 )
-                result.count("lease_lost", len(outcomes) - recorded)
+                result.count("lease_lost", len(outcomes) - len(recorded))
+        self._dead_letter([s for s in exhausted if s.row.delivery_id in recorded], result, retries)
         if retries:
             self._queue.change_visibility(retries)
         self._log_outcomes(result)
@@ -331,7 +337,29 @@ class Deliverer:
         for future in [self._executor.submit(run, s) for s in sends]:
             future.result()
 
-    def _outcome_of(self, send: _Send, result: BatchResult, retries: list[tuple[str, int]]) -> Outcome:
+    def _dead_letter(
+        self, sends: Sequence[_Send], result: BatchResult, retries: list[tuple[str, int]]
+    ) -> None:
+        """Messages whose retry window is spent (and recorded `failed`) go to the dead-letter
+        queue now, with the reason, and their record is acknowledged. The queue's redrive
+        leaves room for receives that are not attempts, so it would take its time; what the
+        dead-letter queue refuses is left to it."""
+        if not sends:
+            return
+        refused = self._queue.dead_letter(
+            [(str(s.record.get("body", "")), "attempts_exhausted") for s in sends]
+        )
+        for index in refused:
+            send = sends[index]
+            result.failures[str(send.record.get("messageId", ""))] = AttemptsExhaustedError(
+                "attempts_exhausted", 0
+            )
+            retries.append((str(send.record.get("receiptHandle", "")), 0))
+        result.count("dead_lettered", len(sends) - len(refused))
+
+    def _outcome_of(
+        self, send: _Send, result: BatchResult, retries: list[tuple[str, int]], exhausted: list[_Send]
+    ) -> Outcome:
         delivery_id = send.row.delivery_id
         assert delivery_id is not None
         message_id = str(send.record.get("messageId", ""))
@@ -376,13 +404,13 @@ class Deliverer:
             )
         else:
             attempt = send.row.attempts + 1
-            exhausted = max(attempt, _receive_count(send.record)) >= self._config.max_receive_count
             error = send.error
             retry_after = error.retry_after if isinstance(error, TransientSendError) else None
-            if exhausted:
+            delay = self._config.retry.next_delay(attempt, retry_after=retry_after)
+            last_receive = _receive_count(send.record) >= self._config.max_receive_count
+            if delay is None or last_receive:
                 result.count("failed")
-                result.failures[message_id] = AttemptsExhaustedError("attempts_exhausted", 0)
-                retries.append((receipt, 0))
+                exhausted.append(send)
                 outcome = Outcome(
                     delivery_id,
                     "failed",
@@ -394,12 +422,6 @@ class Deliverer:
                     **common,
                 )
             else:
-                delay = retry_delay(
-                    attempt,
-                    base=self._config.retry_base_seconds,
-                    cap=self._config.retry_max_seconds,
-                    retry_after=retry_after,
-                )
                 result.count("retried")
                 result.failures[message_id] = RetryLaterError(error.reason, delay)
                 retries.append((receipt, delay))

@@ -4,6 +4,7 @@ delivery queue, page by page, until the backlog is done or the invocation's time
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,10 +23,18 @@ class EvaluateStore(Protocol):
     def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage: ...
 
     def requeue_stranded(
-        self, source: str, *, after_id: int, page_size: int, reconcile_after_seconds: int
+        self,
+        source: str,
+        *,
+        after_id: int,
+        page_size: int,
+        reconcile_after_seconds: int,
+        run_lease_seconds: int,
     ) -> list[tuple[int, int]]: ...
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+    def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
 
     def sources(self) -> tuple[str, ...]:
         """The sources whose platform table exists in this database."""
@@ -99,17 +108,23 @@ class Evaluator:
         page_size: int = 500,
         reconcile_after_seconds: int = 1800,
         safety_margin_ms: int = 10_000,
+        enqueue_concurrency: int = 1,
         gate: QueueGate | None = None,
     ) -> None:
         self._store = store
         self._gate = gate
-        self._queue = queue
+        self._enqueuer = Enqueuer(queue, concurrency=enqueue_concurrency)
         self._page_size = page_size
         self._reconcile_after = reconcile_after_seconds
         self._safety_margin_ms = safety_margin_ms
+        # How long a run can live: rows a run recorded as queued but never handed to SQS are
+        # another run's orphans once they are older than this (set when a run starts).
+        self._run_lease_seconds = 0
 
     def run(self, sources: Iterable[str], remaining_ms: Callable[[], int]) -> EvaluateReport:
         report = EvaluateReport()
+        # Runs of this function live at most as long as this one can (the same timeout).
+        self._run_lease_seconds = max(1, -(-remaining_ms() // 1000))
         present = self._store.sources()
         for source in sources:
             if source not in present:
@@ -155,6 +170,7 @@ class Evaluator:
                 after_id=after_id,
                 page_size=self._page_size,
                 reconcile_after_seconds=self._reconcile_after,
+                run_lease_seconds=self._run_lease_seconds,
             )
             report.requeued += len(rows)
             if not self._send(source, [source_id for _, source_id in rows], report, remaining_ms):
@@ -166,45 +182,97 @@ class Evaluator:
     def _send(
         self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
     ) -> bool:
-        """Send recorded ids 10 at a time. Entries SQS refuses, and the tail left unsent when
-        time runs out, go back to pending so the next run takes them at once."""
+        """Put recorded ids on the queue, SendMessageBatch calls of 10 with up to
+        `enqueue_concurrency` in flight. Entries SQS refuses, and the tail left unsent when
+        time runs out or a call fails, go back to pending so the next run takes them at once;
+        what SQS accepted starts its reconciliation clock (mark_enqueued). One statement each
+        per page, whatever the page's size."""
+        batches: list[tuple[int, Sequence[int]]] = []
         if self._gate is not None and source_ids:
             gated = self._gate.check(source, source_ids)
             report.deferred += gated.deferred
             report.held += gated.held
             for key, n in gated.reasons.items():
                 report.held_reasons[key] = report.held_reasons.get(key, 0) + n
-            for delay, ids in gated.delayed.items():
-                if not self._send_chunks(source, ids, report, remaining_ms, delay_seconds=delay):
-                    return False
+            batches.extend(gated.delayed.items())
             source_ids = gated.send_now
-        return self._send_chunks(source, source_ids, report, remaining_ms)
-
-    def _send_chunks(
-        self,
-        source: str,
-        source_ids: Sequence[int],
-        report: SourceReport,
-        remaining_ms: Callable[[], int],
-        *,
-        delay_seconds: int = 0,
-    ) -> bool:
-        for start in range(0, len(source_ids), SQS_BATCH_LIMIT):
-            if self._out_of_time(remaining_ms):
-                unsent = source_ids[start:]
-                report.returned_to_pending += self._store.return_to_pending(source, unsent)
-                logger.warning("evaluate out of time; leaving the rest for the next run", unsent=len(unsent))
-                return False
-            chunk = [MessageKey(source, i) for i in source_ids[start : start + SQS_BATCH_LIMIT]]
-            try:
-                failed = self._queue.send_keys(chunk, delay_seconds=delay_seconds)
-            except QueueError:
-                # The whole call failed: nothing after this point was sent. Put it all back
-                # to pending so it is not left waiting for the reconciliation threshold.
-                report.returned_to_pending += self._store.return_to_pending(source, source_ids[start:])
-                raise
-            if failed:
-                report.send_failed += len(failed)
-                self._store.return_to_pending(source, [k.source_id for k in failed])
-                logger.warning("SendMessageBatch entries failed; returned to pending", failed=len(failed))
+        batches.append((0, source_ids))
+        sent = self._enqueuer.send(source, batches, lambda: self._out_of_time(remaining_ms))
+        if sent.refused:
+            report.send_failed += len(sent.refused)
+            self._store.return_to_pending(source, sent.refused)
+            logger.warning("SendMessageBatch entries failed; returned to pending", failed=len(sent.refused))
+        if sent.unsent:
+            report.returned_to_pending += self._store.return_to_pending(source, sent.unsent)
+        self._store.mark_enqueued(source, sent.accepted)
+        if sent.error is not None:
+            # A whole call failed: raise, so the run is a function error someone sees.
+            raise sent.error
+        if sent.out_of_time:
+            logger.warning("evaluate out of time; leaving the rest for the next run", unsent=len(sent.unsent))
+            return False
         return True
+
+
+@dataclass
+class EnqueueResult:
+    accepted: list[int] = field(default_factory=list)
+    # SQS refused these entries (the rest of their call went through).
+    refused: list[int] = field(default_factory=list)
+    # Never sent: time ran out, or their call failed as a whole (error).
+    unsent: list[int] = field(default_factory=list)
+    out_of_time: bool = False
+    error: QueueError | None = None
+
+
+class Enqueuer:
+    """SendMessageBatch calls of 10 ids, at most `concurrency` in flight: with real SQS
+    answering in 10-30 ms, one call at a time caps a run at a few hundred ids a second. No
+    call starts once `stop()` says time is up or a call has failed; calls already in flight
+    finish, and their outcome is kept."""
+
+    def __init__(self, queue: DeliveryQueue, *, concurrency: int, executor: Executor | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._queue = queue
+        self._concurrency = concurrency
+        self._executor = executor or ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="enqueue")
+
+    def send(
+        self, source: str, batches: Sequence[tuple[int, Sequence[int]]], stop: Callable[[], bool]
+    ) -> EnqueueResult:
+        result = EnqueueResult()
+        chunks = [
+            (delay, list(ids[start : start + SQS_BATCH_LIMIT]))
+            for delay, ids in batches
+            for start in range(0, len(ids), SQS_BATCH_LIMIT)
+        ]
+        pending: dict[Future[list[MessageKey]], list[int]] = {}
+        position = 0
+        while position < len(chunks) or pending:
+            while position < len(chunks) and len(pending) < self._concurrency and result.error is None:
+                if stop():
+                    result.out_of_time = True
+                    break
+                delay, ids = chunks[position]
+                keys = [MessageKey(source, i) for i in ids]
+                pending[self._executor.submit(self._queue.send_keys, keys, delay_seconds=delay)] = ids
+                position += 1
+            if result.out_of_time or result.error is not None:
+                # Nothing more is started; what was never submitted goes back.
+                result.unsent.extend(i for _, ids in chunks[position:] for i in ids)
+                position = len(chunks)
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                ids = pending.pop(future)
+                try:
+                    refused = {k.source_id for k in future.result()}
+                except QueueError as exc:
+                    result.error = result.error or exc
+                    result.unsent.extend(ids)
+                    continue
+                result.refused.extend(i for i in ids if i in refused)
+                result.accepted.extend(i for i in ids if i not in refused)
+        return result

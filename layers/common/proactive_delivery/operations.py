@@ -24,9 +24,10 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from proactive_delivery.errors import DeliveryError
+from proactive_delivery.evaluate import Enqueuer
 from proactive_delivery.models import MessageKey
 from proactive_delivery.ops_store import OperationsStore
-from proactive_delivery.queue import SQS_BATCH_LIMIT, SqsDeliveryQueue
+from proactive_delivery.queue import SQS_BATCH_LIMIT
 
 _MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 _BAD_CREDENTIALS = frozenset(
@@ -541,10 +542,18 @@ class ResendReport:
         return vars(self).copy()
 
 
+class QueueMarks(Protocol):
+    """What resend needs of the delivery store after the queue answered."""
+
+    def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+    def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+
 def resend_failed(
     store: OperationsStore,
-    queue: SqsDeliveryQueue,
-    return_to_pending: Callable[[str, Sequence[int]], int],
+    enqueuer: Enqueuer,
+    marks: QueueMarks,
     *,
     since: datetime,
     reason: str | None,
@@ -560,17 +569,16 @@ def resend_failed(
         return report
     keys = store.reset_failed(since, reason)
     report.matched = len(keys)
-    for start in range(0, len(keys), SQS_BATCH_LIMIT):
-        chunk = keys[start : start + SQS_BATCH_LIMIT]
-        try:
-            failed = queue.send_keys(chunk)
-        except DeliveryError:
-            # Nothing from here on reached the queue: pending rows are picked up by the
-            # next evaluate run at once, so nothing is stranded.
-            for k in keys[start:]:
-                report.returned_to_pending += return_to_pending(k.source, [k.source_id])
-            raise
-        for k in failed:
-            report.returned_to_pending += return_to_pending(k.source, [k.source_id])
-        report.queued += len(chunk) - len(failed)
+    by_source: dict[str, list[int]] = {}
+    for key in keys:
+        by_source.setdefault(key.source, []).append(key.source_id)
+    for source, ids in by_source.items():
+        # The same sending as evaluate's: what SQS refuses or never got goes back to pending
+        # (the next evaluate run takes it at once), so nothing is stranded.
+        sent = enqueuer.send(source, [(0, ids)], stop=lambda: False)
+        report.returned_to_pending += marks.return_to_pending(source, [*sent.refused, *sent.unsent])
+        marks.mark_enqueued(source, sent.accepted)
+        report.queued += len(sent.accepted)
+        if sent.error is not None:
+            raise sent.error
     return report

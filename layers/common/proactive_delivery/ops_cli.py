@@ -101,6 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.db import PostgresStore
+    from proactive_delivery.evaluate import Enqueuer
     from proactive_delivery.operations import parse_timestamp, resend_failed
     from proactive_delivery.ops_store import OperationsStore
     from proactive_delivery.queue import SqsDeliveryQueue
@@ -110,11 +111,11 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     if queue_url is None and not args.dry_run:
         raise ConfigError("DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue")
     with _database(database_url(args)) as db:
-        queue = SqsDeliveryQueue(sqs_client(), queue_url or "")
+        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4)
         report = resend_failed(
             OperationsStore(db),
-            queue,
-            PostgresStore(db).return_to_pending,
+            enqueuer,
+            PostgresStore(db),
             since=since,
             reason=args.reason,
             dry_run=args.dry_run,

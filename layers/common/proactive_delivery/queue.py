@@ -24,6 +24,11 @@ class DeliveryQueue(Protocol):
         """Set (receipt handle, seconds) visibility timeouts; return the handles that failed."""
         ...
 
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        """Put (body, reason) on the dead-letter queue; return the indexes that did not get
+        there (the caller then leaves those to the queue's redrive)."""
+        ...
+
 
 def entry_id(key: MessageKey) -> str:
     # SendMessageBatch entry ids allow [A-Za-z0-9_-], up to 80 characters.
@@ -31,9 +36,33 @@ def entry_id(key: MessageKey) -> str:
 
 
 class SqsDeliveryQueue:
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: Any, queue_url: str, *, dead_letter_url: str | None = None) -> None:
         self._client = client
         self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        if self.dead_letter_url is None:
+            return list(range(len(letters)))
+        failed: list[int] = []
+        for start in range(0, len(letters), SQS_BATCH_LIMIT):
+            chunk = letters[start : start + SQS_BATCH_LIMIT]
+            entries = [
+                {
+                    "Id": str(start + i),
+                    "MessageBody": body,
+                    "MessageAttributes": {"reason": {"DataType": "String", "StringValue": reason}},
+                }
+                for i, (body, reason) in enumerate(chunk)
+            ]
+            try:
+                with subsegment("sqs.SendMessageBatch"):
+                    response = self._client.send_message_batch(QueueUrl=self.dead_letter_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(range(start, start + len(chunk)))
+                continue
+            failed.extend(int(f["Id"]) for f in response.get("Failed", []))
+        return failed
 
     def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
         if not keys:
@@ -89,6 +118,7 @@ class InMemoryQueue:
     sent: list[MessageKey] = field(default_factory=list)
     visibility: list[tuple[str, int]] = field(default_factory=list)
     fail_ids: set[MessageKey] = field(default_factory=set)
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)
     keep: bool = True
     count: int = 0
 
@@ -104,4 +134,8 @@ class InMemoryQueue:
 
     def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
         self.visibility.extend(receipts)
+        return []
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        self.dead_letters.extend(letters)
         return []

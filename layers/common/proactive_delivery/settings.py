@@ -23,6 +23,7 @@ from proactive_delivery.policy import (
     parse_channels,
     parse_quiet_hours,
 )
+from proactive_delivery.retry import SVIX_SCHEDULE, RetryPolicy, parse_schedule
 
 T = TypeVar("T")
 SMS_PROVIDERS: Final = ("n8n", "twilio")
@@ -44,19 +45,25 @@ class Settings:
     stage: str
     delivery_queue_url: str
     n8n_outbound_webhook_url: str
+    # Where deliver puts a message whose retry window is spent (the template passes the DLQ).
+    dead_letter_queue_url: str | None = None
     database_url: str | None = field(default=None, repr=False)
     database_secret_arn: str | None = None
     webhook_signing_secret: str | None = field(default=None, repr=False)
     webhook_signing_secret_arn: str | None = None
-    retry_base_seconds: int = 30
-    retry_max_seconds: int = 3600
-    max_receive_count: int = 5
+    # Transient failures are retried on a widening schedule until this window since the
+    # first attempt is spent (retry.py); maxReceiveCount follows from it (retry_budget).
+    retry_window_hours: float = 24.0
+    retry_schedule_seconds: tuple[int, ...] = SVIX_SCHEDULE
+    max_receive_count: int | None = None
     lease_seconds: int = 120
     reconcile_after_seconds: int = 1800
     send_concurrency: int = 10
     http_connect_timeout_seconds: float = 3.0
     http_read_timeout_seconds: float = 10.0
     evaluate_page_size: int = 500
+    # SendMessageBatch calls evaluate keeps in flight (benchmarks/bench_pipeline.py measures it).
+    enqueue_concurrency: int = 8
     secret_max_age_seconds: int = 300
     # Channels and delivery policy (docs/channels-and-preferences.md).
     sms_provider: str = "n8n"
@@ -84,6 +91,15 @@ class Settings:
         return self.stage not in LOCAL_STAGES
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(timedelta(hours=self.retry_window_hours), self.retry_schedule_seconds)
+
+    @property
+    def receive_budget(self) -> int:
+        """The queue's maxReceiveCount: as configured, else what the retry window needs."""
+        return self.max_receive_count or self.retry_policy.max_receive_count
+
+    @property
     def send_budget_seconds(self) -> float:
         """Longest a single send can take; a send is only started with this much time left."""
         return self.http_connect_timeout_seconds + self.http_read_timeout_seconds
@@ -97,19 +113,23 @@ class Settings:
             stage=stage,
             delivery_queue_url=reader.text("DELIVERY_QUEUE_URL"),
             n8n_outbound_webhook_url=reader.text("N8N_OUTBOUND_WEBHOOK_URL"),
+            dead_letter_queue_url=reader.optional("DEAD_LETTER_QUEUE_URL"),
             database_url=reader.optional("DATABASE_URL"),
             database_secret_arn=reader.optional("DATABASE_SECRET_ARN"),
             webhook_signing_secret=reader.optional("WEBHOOK_SIGNING_SECRET"),
             webhook_signing_secret_arn=reader.optional("WEBHOOK_SIGNING_SECRET_ARN"),
-            retry_base_seconds=reader.integer("RETRY_BASE_SECONDS", 30, minimum=1),
-            retry_max_seconds=reader.integer("RETRY_MAX_SECONDS", 3600, minimum=1, maximum=43200),
-            max_receive_count=reader.integer("MAX_RECEIVE_COUNT", 5, minimum=1, maximum=1000),
+            retry_window_hours=reader.number("RETRY_WINDOW_HOURS", 24.0, maximum=336.0),
+            retry_schedule_seconds=reader.parsed(
+                "RETRY_SCHEDULE_SECONDS", ",".join(map(str, SVIX_SCHEDULE)), parse_schedule
+            ),
+            max_receive_count=reader.optional_integer("MAX_RECEIVE_COUNT", minimum=1, maximum=1000),
             lease_seconds=reader.integer("LEASE_SECONDS", 120, minimum=1),
             reconcile_after_seconds=reader.integer("RECONCILE_AFTER_SECONDS", 1800, minimum=0),
             send_concurrency=reader.integer("SEND_CONCURRENCY", 10, minimum=1, maximum=64),
             http_connect_timeout_seconds=reader.number("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0),
             http_read_timeout_seconds=reader.number("HTTP_READ_TIMEOUT_SECONDS", 10.0),
             evaluate_page_size=reader.integer("EVALUATE_PAGE_SIZE", 500, minimum=1, maximum=10000),
+            enqueue_concurrency=reader.integer("ENQUEUE_CONCURRENCY", 8, minimum=1, maximum=64),
             secret_max_age_seconds=reader.integer("SECRET_MAX_AGE_SECONDS", 300, minimum=0),
             sms_provider=reader.text("SMS_PROVIDER", default="n8n").lower(),
             twilio_api_base_url=reader.text("TWILIO_API_BASE_URL", default="https://api.twilio.com"),
@@ -142,12 +162,19 @@ class Settings:
             raise ConfigError("WEBHOOK_SIGNING_SECRET or WEBHOOK_SIGNING_SECRET_ARN must be set")
         if self.webhook_signing_secret and not self.webhook_signing_secret.startswith("whsec_"):
             raise ConfigError("WEBHOOK_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
-        if self.retry_max_seconds < self.retry_base_seconds:
-            raise ConfigError("RETRY_MAX_SECONDS must be >= RETRY_BASE_SECONDS")
+        budget = self.retry_policy
+        if self.max_receive_count is not None and self.max_receive_count < budget.attempts:
+            raise ConfigError(
+                f"MAX_RECEIVE_COUNT ({self.max_receive_count}) is below the {budget.attempts} attempts that"
+                f" RETRY_WINDOW_HOURS={self.retry_window_hours:g} gives: SQS would dead-letter messages"
+                " before their retry window is spent (the template derives both from RetryWindowHours)"
+            )
         check_webhook_url(
             "N8N_OUTBOUND_WEBHOOK_URL", self.n8n_outbound_webhook_url, deployed=self.is_deployed
         )
         check_http_url("DELIVERY_QUEUE_URL", self.delivery_queue_url)
+        if self.dead_letter_queue_url:
+            check_http_url("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue_url)
         self._validate_channels()
 
     def _validate_channels(self) -> None:
@@ -205,22 +232,15 @@ class Settings:
 
 
 def _policy_defaults(reader: _Reader) -> PolicyDefaults:
-    def parsed(name: str, default: str, parse: Callable[[str], T]) -> T:
-        raw = reader.text(name, default=default)
-        try:
-            return parse(raw)
-        except PolicyInputError as exc:
-            raise ConfigError(f"{name} is invalid: {exc}") from None
-
     region = reader.text("DEFAULT_PHONE_REGION", default="US").upper()
     if not is_region(region):
         raise ConfigError(
             f"DEFAULT_PHONE_REGION must be a two-letter region code (US, CA, GB...), got {region!r}"
         )
     return PolicyDefaults(
-        channels=parsed("DEFAULT_CHANNELS", "sms", parse_channels),
-        timezone=parsed("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE, lambda v: load_zone(v).key),
-        quiet_hours=parsed("QUIET_HOURS", "21:00-08:00", parse_quiet_hours),
+        channels=reader.parsed("DEFAULT_CHANNELS", "sms", parse_channels),
+        timezone=reader.parsed("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE, lambda v: load_zone(v).key),
+        quiet_hours=reader.parsed("QUIET_HOURS", "21:00-08:00", parse_quiet_hours),
         max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),
         max_age=timedelta(hours=reader.integer("MESSAGE_MAX_AGE_HOURS", 72, minimum=1, maximum=8760)),
         phone_region=region,
@@ -279,7 +299,14 @@ class _Reader:
             raise ConfigError(f"{name} must be <= {maximum}, got {value}")
         return value
 
-    def number(self, name: str, default: float) -> float:
+    def optional_integer(
+        self, name: str, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
+        if self.optional(name) is None:
+            return None
+        return self.integer(name, 0, minimum=minimum, maximum=maximum)
+
+    def number(self, name: str, default: float, *, maximum: float | None = None) -> float:
         raw = self.optional(name)
         if raw is None:
             return default
@@ -289,4 +316,13 @@ class _Reader:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
         if value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be <= {maximum:g}, got {value:g}")
         return value
+
+    def parsed(self, name: str, default: str, parse: Callable[[str], T]) -> T:
+        raw = self.text(name, default=default)
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} is invalid: {exc}") from None

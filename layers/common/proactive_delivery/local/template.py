@@ -204,6 +204,14 @@ class LocalTemplate:
             if key == "Fn::Split":
                 sep, text = arg
                 return str(self.resolve(text)).split(str(sep))
+            if key == "Fn::FindInMap":
+                mapping, first, second = (str(self.resolve(a)) for a in arg)
+                try:
+                    return (self.data.get("Mappings") or {})[mapping][first][second]
+                except KeyError:
+                    raise ConfigError(
+                        f"Fn::FindInMap: no {mapping}.{first}.{second} in the template"
+                    ) from None
             if key in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition"):
                 return self._evaluate_condition(value)
         resolved = {k: self.resolve(v) for k, v in value.items()}

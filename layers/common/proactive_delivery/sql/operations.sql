@@ -92,12 +92,13 @@ ORDER BY updated_at, id;
 
 -- name: reset_failed
 -- `resend`: failed messages go back to queued in one conditional statement, with a fresh
--- attempt budget (attempt_log keeps every earlier attempt; its attempt numbers start at 1
+-- retry window (attempt_log keeps every earlier attempt; its attempt numbers start at 1
 -- again after a resend). The ids are then put on the delivery queue and pass through the
 -- same claim as any other message, so a message cannot be sent twice by a resend.
 UPDATE delivery.message_state
-SET state = 'queued', attempts = 0, reason = NULL, queued_at = now(), next_attempt_at = now(),
-    lease_expires_at = NULL, claim_token = NULL, updated_at = now()
+SET state = 'queued', attempts = 0, reason = NULL, queued_at = now(),
+    enqueued_at = NULL, next_attempt_at = now(), lease_expires_at = NULL, claim_token = NULL,
+    updated_at = now()
 WHERE state = 'failed'
   AND updated_at >= %(since)s
   AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)

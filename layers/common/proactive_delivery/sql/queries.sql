@@ -60,10 +60,15 @@ SELECT (SELECT max(id) FROM page) AS last_id,
 
 -- name: requeue_stranded
 -- The reconciliation sweep: messages that are ours but reachable by nothing. pending = a
--- SendMessageBatch entry failed; queued for longer than the threshold = the SQS message was
--- lost (or evaluate died between commit and send); sending with an expired lease = the
--- deliverer died mid-send; deferred whose time has come = quiet hours or the daily cap held
--- it and the window is open now. SKIP LOCKED lets a concurrent run or deliverer keep its rows.
+-- SendMessageBatch entry failed; queued but never handed to SQS (enqueued_at NULL) for
+-- longer than an evaluate run can live = the run that recorded it died before its
+-- SendMessageBatch; on the queue but not consumed for longer than the threshold = the SQS
+-- message was lost; sending with an expired lease = the deliverer died mid-send; deferred
+-- whose time has come = quiet hours or the daily cap held it and the window is open now.
+-- The clocks are left as they are (enqueued_at goes back to NULL until SQS accepts the new
+-- queue message, mark_enqueued), so a re-queuing run that dies too leaves the rows to be
+-- found by the very next run, not after another threshold. SKIP LOCKED lets a concurrent run
+-- or deliverer keep its rows.
 WITH stranded AS (
     SELECT s.id
     FROM delivery.message_state s
@@ -73,7 +78,10 @@ WITH stranded AS (
       AND (
           s.state = 'pending'
           OR (s.state = 'deferred' AND s.next_attempt_at <= now())
-          OR (s.state = 'queued' AND s.next_attempt_at <= now() - make_interval(secs => %(reconcile_after)s))
+          OR (s.state = 'queued' AND s.enqueued_at IS NULL
+              AND s.updated_at <= now() - make_interval(secs => %(run_lease)s))
+          OR (s.state = 'queued' AND s.enqueued_at IS NOT NULL
+              AND s.next_attempt_at <= now() - make_interval(secs => %(reconcile_after)s))
           OR (s.state = 'sending' AND s.lease_expires_at < now())
       )
     ORDER BY s.id
@@ -81,17 +89,30 @@ WITH stranded AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE delivery.message_state s
-SET state = 'queued', queued_at = now(), next_attempt_at = now(),
+SET state = 'queued',
+    queued_at = CASE WHEN s.state = 'queued' THEN s.queued_at ELSE now() END,
+    enqueued_at = NULL,
     lease_expires_at = NULL, claim_token = NULL, updated_at = now()
 FROM stranded
 WHERE s.id = stranded.id
 RETURNING s.id, s.source_id;
 
+-- name: mark_enqueued
+-- SQS accepted queue messages for these rows: start their reconciliation clock. A row a
+-- deliverer already claimed is left alone (its state is no longer 'queued'). next_attempt_at
+-- keeps a later time (a short deferral carried by DelaySeconds).
+UPDATE delivery.message_state
+SET enqueued_at = now(), next_attempt_at = greatest(next_attempt_at, now())
+WHERE state = 'queued'
+  AND source = %(source)s
+  AND source_id = ANY(%(source_ids)s::bigint[])
+RETURNING source_id;
+
 -- name: return_to_pending
 -- SendMessageBatch refused these entries (or the run stopped before sending them): put them
 -- back so the next evaluate run picks them up at once instead of after the threshold.
 UPDATE delivery.message_state
-SET state = 'pending', updated_at = now()
+SET state = 'pending', enqueued_at = NULL, updated_at = now()
 WHERE state = 'queued'
   AND source = %(source)s
   AND source_id = ANY(%(source_ids)s::bigint[])

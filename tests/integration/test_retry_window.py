@@ -1,0 +1,265 @@
+"""An outage of the provider longer than a count-based budget of minutes, survived without
+an operator: the real Deliverer and PostgresStore on a real PostgreSQL, a queue that keeps
+SQS's visibility and receive counts on an injected clock (hours pass in milliseconds), and
+an n8n stand-in that answers 503 until the outage ends."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from proactive_delivery.channels.webhook import GhlSmsPayload, SignedWebhookChannel
+from proactive_delivery.db import Database, PostgresStore
+from proactive_delivery.deliver import DeliverConfig, Deliverer
+from proactive_delivery.evaluate import Evaluator
+from proactive_delivery.models import MessageKey
+from proactive_delivery.policy import NO_QUIET_HOURS, PolicyDefaults
+from proactive_delivery.retry import RetryPolicy
+from tests.conftest import SIGNING_SECRET, state_row
+
+VISIBILITY_TIMEOUT = timedelta(seconds=360)
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class _Message:
+    body: str
+    visible_at: datetime
+    receives: int = 0
+
+
+@dataclass
+class SimulatedQueue:
+    """SQS's redrive semantics on an injected clock: a received message is hidden for the
+    visibility timeout unless ChangeMessageVisibility says otherwise, deleted when its record
+    succeeds, dead-lettered on the receive after maxReceiveCount."""
+
+    clock: Clock
+    max_receive_count: int
+    messages: dict[str, _Message] = field(default_factory=dict)
+    dead_letters: list[str] = field(default_factory=list)
+    _handles: dict[str, str] = field(default_factory=dict)
+
+    # DeliveryQueue, for evaluate and deliver
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        for key in keys:
+            at = self.clock.now + timedelta(seconds=delay_seconds)
+            self.messages[f"m-{len(self.messages) + len(self.dead_letters)}"] = _Message(key.to_body(), at)
+        return []
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        self.dead_letters.extend(body for body, _ in letters)
+        return []
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        for handle, seconds in receipts:
+            self.messages[self._handles[handle]].visible_at = self.clock.now + timedelta(seconds=seconds)
+        return []
+
+    # the event source mapping
+    def next_visible(self) -> datetime | None:
+        return min((m.visible_at for m in self.messages.values()), default=None)
+
+    def receive(self, n: int = 10) -> list[dict[str, Any]]:
+        records = []
+        for message_id, message in sorted(self.messages.items(), key=lambda kv: kv[1].visible_at):
+            if message.visible_at > self.clock.now or len(records) == n:
+                continue
+            if message.receives >= self.max_receive_count:
+                self.dead_letters.append(message.body)
+                del self.messages[message_id]
+                continue
+            message.receives += 1
+            message.visible_at = self.clock.now + VISIBILITY_TIMEOUT
+            handle = f"{message_id}/{message.receives}"
+            self._handles[handle] = message_id
+            records.append(
+                {
+                    "messageId": message_id,
+                    "receiptHandle": handle,
+                    "body": message.body,
+                    "attributes": {"ApproximateReceiveCount": str(message.receives)},
+                }
+            )
+        return records
+
+    def settle(self, records: Sequence[dict[str, Any]], failed: set[str]) -> None:
+        for record in records:
+            if record["messageId"] not in failed:
+                self.messages.pop(record["messageId"], None)
+
+
+class Provider:
+    """n8n as it answers during an outage: 503 until `down_until` on the clock, then 200."""
+
+    def __init__(self, clock: Clock, down_until: datetime) -> None:
+        self.clock = clock
+        self.down_until = down_until
+        self.accepted: Counter[str] = Counter()
+        self.refused = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.clock.now < self.down_until:
+            self.refused += 1
+            return httpx.Response(503)
+        self.accepted[request.headers["webhook-id"]] += 1
+        return httpx.Response(200)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        yield pool
+
+
+def run_until_drained(queue: SimulatedQueue, clock: Clock, deliverer: Deliverer, limit: timedelta) -> int:
+    """Deliver batches at each moment a message becomes visible, until the queue is empty."""
+    end = clock.now + limit
+    invocations = 0
+    while (at := queue.next_visible()) is not None and at <= end:
+        clock.now = max(clock.now, at)
+        records = queue.receive()
+        if not records:
+            continue
+        result = deliverer.process(records, lambda: 60_000)
+        queue.settle(records, set(result.failures))
+        invocations += 1
+    return invocations
+
+
+def test_an_outage_of_six_hours_is_survived_and_each_message_delivered_once(
+    database_url: str,
+    make_messages: Callable[[int], list[int]],
+    make_message: Any,
+    executor: ThreadPoolExecutor,
+) -> None:
+    # GIVEN 25 due messages, one of them created 70 hours ago (MESSAGE_MAX_AGE_HOURS is 72)
+    ids = make_messages(24)
+    old = make_message(created_offset_seconds=-70 * 3600)
+    clock = Clock(datetime.now(UTC))
+    retry = RetryPolicy(timedelta(hours=24))
+    queue = SimulatedQueue(clock, max_receive_count=retry.max_receive_count)
+    provider = Provider(clock, down_until=clock.now + timedelta(hours=6))
+    channel = SignedWebhookChannel(
+        name="sms",
+        url="https://n8n.example.com/webhook/backend-to-ghl",
+        client=httpx.Client(transport=httpx.MockTransport(provider)),
+        signing_secret=SIGNING_SECRET,
+        payload=GhlSmsPayload(from_name="Power100 Concierge"),
+        clock=clock,
+    )
+    db = Database(lambda: database_url)
+    store = PostgresStore(db)
+    deliverer = Deliverer(
+        store,
+        queue,
+        [channel],
+        executor,
+        DeliverConfig(
+            lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
+        ),
+        policy=PolicyDefaults(
+            channels=("sms",),
+            timezone="UTC",
+            quiet_hours=NO_QUIET_HOURS,
+            max_per_day=1000,
+            max_age=timedelta(hours=72),
+            phone_region="US",
+        ),
+        clock=clock,
+    )
+    Evaluator(store, queue).run(["proactive"], lambda: 300_000)
+
+    # WHEN n8n answers 503 for six hours (a count-based budget of 5 receives 30 s apart gave
+    # up after minutes) and then recovers, and the queue is worked as SQS would
+    started = clock.now
+    run_until_drained(queue, clock, deliverer, limit=timedelta(hours=30))
+
+    # THEN every message still due was delivered exactly once after the recovery, none
+    # failed, nothing reached the DLQ, nothing is left on the queue
+    assert provider.refused > 0
+    assert clock.now - started >= timedelta(hours=6)
+    assert provider.accepted == Counter({f"proactive-{i}": 1 for i in ids})
+    assert queue.dead_letters == [] and queue.messages == {}
+    for i in ids:
+        row = state_row(db.connection(), i)
+        assert row["state"] == "sent", i
+        assert row["sent_at"] >= provider.down_until
+        assert 2 <= row["attempts"] <= retry.attempts
+    # AND the one that passed its maximum age during the outage was not sent late
+    stale = state_row(db.connection(), old)
+    assert (stale["state"], stale["reason"]) == ("skipped", "expired")
+    assert provider.accepted[f"proactive-{old}"] == 0
+    db.close()
+
+
+def test_an_outage_longer_than_the_window_fails_and_dead_letters_each_message_once(
+    database_url: str, make_messages: Callable[[int], list[int]], executor: ThreadPoolExecutor
+) -> None:
+    # GIVEN a 4-hour retry window and an n8n that stays down for a day
+    ids = make_messages(3)
+    clock = Clock(datetime.now(UTC))
+    retry = RetryPolicy(timedelta(hours=4))
+    queue = SimulatedQueue(clock, max_receive_count=retry.max_receive_count)
+    provider = Provider(clock, down_until=clock.now + timedelta(days=1))
+    channel = SignedWebhookChannel(
+        name="sms",
+        url="https://n8n.example.com/webhook/backend-to-ghl",
+        client=httpx.Client(transport=httpx.MockTransport(provider)),
+        signing_secret=SIGNING_SECRET,
+        payload=GhlSmsPayload(from_name="Power100 Concierge"),
+        clock=clock,
+    )
+    db = Database(lambda: database_url)
+    store = PostgresStore(db)
+    deliverer = Deliverer(
+        store,
+        queue,
+        [channel],
+        executor,
+        DeliverConfig(
+            lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
+        ),
+        policy=PolicyDefaults(
+            channels=("sms",),
+            timezone="UTC",
+            quiet_hours=NO_QUIET_HOURS,
+            max_per_day=1000,
+            max_age=timedelta(hours=72),
+            phone_region="US",
+        ),
+        clock=clock,
+    )
+    Evaluator(store, queue).run(["proactive"], lambda: 300_000)
+    started = clock.now
+    # WHEN the queue is worked for two days of simulated time
+    run_until_drained(queue, clock, deliverer, limit=timedelta(days=2))
+    # THEN each message got the window's attempts, spread over the window, then failed with
+    # its last error and went to the DLQ
+    for i in ids:
+        row = state_row(db.connection(), i)
+        assert (row["state"], row["reason"], row["attempts"]) == (
+            "failed",
+            "attempts_exhausted",
+            retry.attempts,
+        )
+        assert row["updated_at"] is not None
+    assert sorted(json.loads(b)["id"] for b in queue.dead_letters) == ids
+    assert clock.now - started >= timedelta(hours=4)
+    assert provider.refused == len(ids) * retry.attempts
+    db.close()
