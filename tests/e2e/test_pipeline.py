@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from proactive_delivery.local.esm import LambdaContext
 from tests.conftest import attempts, platform_sent_at, state_row, states
 
 
@@ -106,3 +109,24 @@ def test_second_evaluate_run_queues_nothing_new(pipeline: Any, make_messages: An
     assert second["enqueued"] == 0
     visible, in_flight = pipeline.queue_depth()
     assert visible + in_flight == 12
+
+
+@pytest.mark.parametrize(
+    "event",
+    [None, {"sources": "proactive"}, {"sources": None}, {"source": "proactive"}, {"sources": ["sms_blast"]}],
+)
+def test_an_evaluate_event_of_another_shape_does_nothing_and_says_why(
+    pipeline: Any, make_messages: Any, event: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from proactive_delivery.errors import MalformedRecordError
+
+    # GIVEN due messages WHEN evaluate is invoked with an event outside the one rule
+    make_messages(2)
+    with pytest.raises(MalformedRecordError) as excinfo:
+        pipeline.evaluate_handler(event, LambdaContext("EvaluateFunction", 300))
+    # THEN nothing was queued, and one error line names the reason
+    assert excinfo.value.reason in ("invalid_event", "unknown_source")
+    assert pipeline.conn.execute("SELECT count(*) FROM delivery.message_state").fetchone() == (0,)
+    assert pipeline.queue_depth() == (0, 0)
+    lines = [r for r in caplog.records if r.getMessage() == "invalid evaluate event; nothing done"]
+    assert len(lines) == 1

@@ -330,22 +330,15 @@ def test_report_as_dict_is_json_friendly() -> None:
 
 @pytest.mark.parametrize(
     "event",
-    [
-        {},
-        {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-        {"sources": None},
-    ],
+    [{}, {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}],
 )
 def test_no_selector_means_every_source(event: dict[str, object]) -> None:
-    # GIVEN / WHEN an event that selects nothing / THEN every known source
+    # GIVEN / WHEN an event without `sources` (empty, or EventBridge's own) / THEN every source
     assert sources_from_event(event) == list(SOURCES)
 
 
-@pytest.mark.parametrize(
-    "event", [{"sources": ["proactive"]}, {"sources": "proactive"}, {"source": "proactive"}]
-)
-def test_selector_picks_the_named_source(event: dict[str, object]) -> None:
-    assert sources_from_event(event) == ["proactive"]
+def test_selector_picks_the_named_source() -> None:
+    assert sources_from_event({"sources": ["proactive"]}) == ["proactive"]
 
 
 def test_selector_keeps_order_and_drops_duplicates() -> None:
@@ -356,7 +349,7 @@ def test_selector_keeps_order_and_drops_duplicates() -> None:
     ]
 
 
-@pytest.mark.parametrize("event", [{"sources": ["proactive", "sms_blast"]}, {"sources": "sms_blast"}])
+@pytest.mark.parametrize("event", [{"sources": ["proactive", "sms_blast"]}, {"sources": ["sms_blast"]}])
 def test_unknown_source_is_malformed(event: dict[str, object]) -> None:
     # GIVEN / WHEN an event naming a source that does not exist
     with pytest.raises(MalformedRecordError) as excinfo:
@@ -374,10 +367,23 @@ def test_non_dict_event_is_malformed(event: object) -> None:
     assert excinfo.value.reason == "invalid_event"
 
 
-@pytest.mark.parametrize("selected", [[], {"proactive": True}, 5])
-def test_selector_of_the_wrong_shape_is_malformed(selected: object) -> None:
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"sources": []},
+        {"sources": {"proactive": True}},
+        {"sources": 5},
+        {"sources": None},
+        # A string is not a list: one rule, no second spelling.
+        {"sources": "proactive"},
+        {"sources": ["proactive", 7]},
+        # The singular key is a misspelt selector, not "every source".
+        {"source": "proactive"},
+    ],
+)
+def test_a_selector_of_any_other_shape_is_an_invalid_event(event: dict[str, object]) -> None:
     with pytest.raises(MalformedRecordError) as excinfo:
-        sources_from_event({"sources": selected})
+        sources_from_event(event)
     assert excinfo.value.reason == "invalid_event"
 
 

@@ -82,17 +82,27 @@ class EvaluateReport:
 
 
 def sources_from_event(event: Any, *, known: Sequence[str] = SOURCES) -> list[str]:
-    """The schedule's Input selects sources: {"sources": ["proactive"]}. No selector (a bare
-    EventBridge scheduled event, an empty event) means every source."""
+    """Which sources an evaluate run passes over. One rule: the event is a JSON object;
+    without a `sources` key (an empty event, EventBridge's own scheduled event) it is every
+    source; with one, `sources` is a non-empty list of source names (duplicates ignored),
+    as the schedules' Input gives it: {"sources": ["proactive"]}. Anything else is an
+    `invalid_event` (or `unknown_source`) naming what is wrong."""
     if not isinstance(event, dict):
-        raise MalformedRecordError("invalid_event", "evaluate expects a JSON object")
-    selected = event.get("sources")
-    if selected is None:
-        selected = [event["source"]] if event.get("source") in known else list(known)
-    if isinstance(selected, str):
-        selected = [selected]
-    if not isinstance(selected, list) or not selected:
-        raise MalformedRecordError("invalid_event", "'sources' must be a non-empty list")
+        raise MalformedRecordError(
+            "invalid_event", 'evaluate expects a JSON object, e.g. {"sources": ["proactive"]}'
+        )
+    if "sources" not in event:
+        stray = event.get("source")
+        if stray is not None and stray != "aws.events":
+            # EventBridge's scheduled events say "source": "aws.events"; anything else here is
+            # most likely a misspelt selector.
+            raise MalformedRecordError(
+                "invalid_event", f"unexpected 'source' {str(stray)[:40]!r}: did you mean 'sources'?"
+            )
+        return list(known)
+    selected = event["sources"]
+    if not isinstance(selected, list) or not selected or not all(isinstance(s, str) for s in selected):
+        raise MalformedRecordError("invalid_event", "'sources' must be a non-empty list of source names")
     unknown = [s for s in selected if s not in known]
     if unknown:
         raise MalformedRecordError("unknown_source", f"{unknown!r}; known sources: {', '.join(known)}")

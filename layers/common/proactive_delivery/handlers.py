@@ -41,7 +41,13 @@ def _processor() -> BatchProcessor:
 
 
 def evaluate(event: Any, context: Any) -> dict[str, Any]:
-    sources = sources_from_event(event)
+    try:
+        sources = sources_from_event(event)
+    except MalformedRecordError as exc:
+        # Before anything is touched: one line that says what is wrong, then a function
+        # error (the evaluate-errors alarm) rather than a run that quietly did something else.
+        logger.error("invalid evaluate event; nothing done", reason=exc.reason, error=str(exc))
+        raise
     report = bootstrap.get_evaluator().run(sources, context.get_remaining_time_in_millis)
     ops = bootstrap.get_operations_store()
     # Every run, also one that stopped early: the backlog gauge must not go quiet.
