@@ -108,11 +108,11 @@ def _age_rows(conn: Any, minutes: int) -> None:
     )
 
 
-def test_orphans_of_a_killed_run_are_found_by_the_next_run_each_time(
+def test_a_re_queuing_run_killed_before_its_send_does_not_restart_the_wait(
     database_url: str, make_messages: Any, conn: Any
 ) -> None:
     with mock_aws():
-        # GIVEN 6 messages and an evaluate run killed between its commit and SendMessageBatch
+        # GIVEN 6 messages recorded by an evaluate run killed before its SendMessageBatch
         ids = make_messages(6)
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(sqs)
@@ -124,15 +124,16 @@ def test_orphans_of_a_killed_run_are_found_by_the_next_run_each_time(
 
         with pytest.raises(_KilledBeforeSend):
             run(_DyingQueue(sqs, queues.queue_url))
-        # AND the next run, 10 minutes later, re-queues the orphans but is killed the same way
-        _age_rows(conn, 10)
+        # AND, once the reconciliation threshold has passed, a run that re-queues them and is
+        # killed the same way
+        _age_rows(conn, 31)
         with pytest.raises(_KilledBeforeSend):
             run(_DyingQueue(sqs, queues.queue_url))
-        # WHEN the run after that comes another 10 minutes later (well inside the 30-minute
-        # reconciliation threshold) and SQS answers
+        # WHEN the run after that comes 10 minutes later (well inside another threshold) and
+        # SQS answers
         _age_rows(conn, 10)
         report = run(SqsDeliveryQueue(sqs, queues.queue_url))
-        # THEN every orphan is on the queue now: the dying runs did not restart their clock
+        # THEN every orphan is on the queue now: the killed sweep did not restart their wait
         assert report.sources["proactive"].requeued == 6
         bodies: list[int] = []
         for _ in range(3):
@@ -144,16 +145,21 @@ def test_orphans_of_a_killed_run_are_found_by_the_next_run_each_time(
         db.close()
 
 
-def test_a_concurrent_runs_fresh_rows_are_not_orphans(
+def test_a_concurrent_sweeps_rows_are_not_taken_twice(
     database_url: str, make_messages: Any, conn: Any
 ) -> None:
     with mock_aws():
-        # GIVEN rows another evaluate run recorded a moment ago and is about to send
+        # GIVEN stranded rows that another evaluate run has just re-queued and is about to send
         make_messages(3)
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(sqs)
         store = PostgresStore(db := Database(lambda: database_url))
         store.enqueue_new("proactive", after_id=0, page_size=100)
+        _age_rows(conn, 31)
+        swept = store.requeue_stranded(
+            "proactive", after_id=0, page_size=100, reconcile_after_seconds=1800, run_lease_seconds=300
+        )
+        assert len(swept) == 3
         # WHEN an overlapping run sweeps
         report = Evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url)).run(["proactive"], lambda: 300_000)
         # THEN it does not queue them a second time

@@ -164,7 +164,8 @@ class Evaluator:
             page = self._store.enqueue_new(source, after_id=after_id, page_size=self._page_size)
             report.scanned += page.scanned
             report.queued_new += len(page.queued_ids)
-            if not self._send(source, page.queued_ids, report, remaining_ms):
+            # Recorded with enqueued_at already (one statement a page); only refusals go back.
+            if not self._send(source, page.queued_ids, report, remaining_ms, mark=False):
                 return False
             if page.last_id is None or page.scanned < self._page_size:
                 return True
@@ -190,13 +191,19 @@ class Evaluator:
             after_id = rows[-1][0]
 
     def _send(
-        self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
+        self,
+        source: str,
+        source_ids: Sequence[int],
+        report: SourceReport,
+        remaining_ms: Callable[[], int],
+        *,
+        mark: bool = True,
     ) -> bool:
         """Put recorded ids on the queue, SendMessageBatch calls of 10 with up to
         `enqueue_concurrency` in flight. Entries SQS refuses, and the tail left unsent when
         time runs out or a call fails, go back to pending so the next run takes them at once;
-        what SQS accepted starts its reconciliation clock (mark_enqueued). One statement each
-        per page, whatever the page's size."""
+        what SQS accepted starts its reconciliation clock (`mark`: re-queued rows; fresh
+        ones were recorded with it). One statement each per page, whatever its size."""
         batches: list[tuple[int, Sequence[int]]] = []
         if self._gate is not None and source_ids:
             gated = self._gate.check(source, source_ids)
@@ -214,7 +221,8 @@ class Evaluator:
             logger.warning("SendMessageBatch entries failed; returned to pending", failed=len(sent.refused))
         if sent.unsent:
             report.returned_to_pending += self._store.return_to_pending(source, sent.unsent)
-        self._store.mark_enqueued(source, sent.accepted)
+        if mark:
+            self._store.mark_enqueued(source, sent.accepted)
         if sent.error is not None:
             # A whole call failed: raise, so the run is a function error someone sees.
             raise sent.error

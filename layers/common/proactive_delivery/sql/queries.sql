@@ -13,6 +13,10 @@
 -- is NULL is due too). ON CONFLICT DO NOTHING makes an overlapping evaluate run harmless:
 -- only the run whose INSERT wins gets the id back, so each id is queued once. The cursor
 -- (last_id) comes from the page, not from what was inserted, so the scan always moves on.
+-- enqueued_at is set here, ahead of the SendMessageBatch that follows: what SQS refuses or
+-- never gets goes back to pending (return_to_pending) at once, and this keeps the hot path
+-- at one statement a page. Rows of a run killed in between are found after
+-- RECONCILE_AFTER_SECONDS, once; after that the sweep keeps their clock (requeue_stranded).
 WITH page AS (
     SELECT m.id, m.contractor_id
     FROM ai_proactive_messages m
@@ -22,8 +26,9 @@ WITH page AS (
     LIMIT %(page_size)s
 ),
 fresh AS (
-    INSERT INTO delivery.message_state (source, source_id, state, queued_at, next_attempt_at, contractor_id)
-    SELECT 'proactive', p.id, 'queued', now(), now(), p.contractor_id
+    INSERT INTO delivery.message_state
+        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id)
+    SELECT 'proactive', p.id, 'queued', now(), now(), now(), p.contractor_id
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
@@ -48,8 +53,9 @@ WITH page AS (
     LIMIT %(page_size)s
 ),
 fresh AS (
-    INSERT INTO delivery.message_state (source, source_id, state, queued_at, next_attempt_at, contractor_id)
-    SELECT 'followup', p.id, 'queued', now(), now(), p.contractor_id
+    INSERT INTO delivery.message_state
+        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id)
+    SELECT 'followup', p.id, 'queued', now(), now(), now(), p.contractor_id
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
@@ -101,22 +107,26 @@ RETURNING s.id, s.source_id;
 -- SQS accepted queue messages for these rows: start their reconciliation clock. A row a
 -- deliverer already claimed is left alone (its state is no longer 'queued'). next_attempt_at
 -- keeps a later time (a short deferral carried by DelaySeconds).
-UPDATE delivery.message_state
-SET enqueued_at = now(), next_attempt_at = greatest(next_attempt_at, now())
-WHERE state = 'queued'
-  AND source = %(source)s
-  AND source_id = ANY(%(source_ids)s::bigint[])
-RETURNING source_id;
+-- Joined to the ids (not `= ANY`), so the plan is a lookup per id on (source, source_id)
+-- even when the statistics still think the table is empty (a first run over a backlog).
+UPDATE delivery.message_state s
+SET enqueued_at = now(), next_attempt_at = greatest(s.next_attempt_at, now())
+FROM unnest(%(source_ids)s::bigint[]) AS w(source_id)
+WHERE s.state = 'queued'
+  AND s.source = %(source)s
+  AND s.source_id = w.source_id
+RETURNING s.source_id;
 
 -- name: return_to_pending
 -- SendMessageBatch refused these entries (or the run stopped before sending them): put them
 -- back so the next evaluate run picks them up at once instead of after the threshold.
-UPDATE delivery.message_state
+UPDATE delivery.message_state s
 SET state = 'pending', enqueued_at = NULL, updated_at = now()
-WHERE state = 'queued'
-  AND source = %(source)s
-  AND source_id = ANY(%(source_ids)s::bigint[])
-RETURNING source_id;
+FROM unnest(%(source_ids)s::bigint[]) AS w(source_id)
+WHERE s.state = 'queued'
+  AND s.source = %(source)s
+  AND s.source_id = w.source_id
+RETURNING s.source_id;
 
 -- name: message_facts
 -- Everything the verdict on one message needs, for a row `w` (source, source_id) of the
