@@ -329,3 +329,29 @@ def test_resend_filters_by_reason_and_time(
         "SELECT attempts FROM delivery.message_state WHERE source_id = %s", (a,)
     ).fetchone() == (0,)
     assert _bodies(client, queues.queue_url) == [_key("proactive", a)]
+
+
+def test_backlog_leaves_out_messages_held_until_later_but_counts_them_when_their_time_comes(
+    database_url: str, conn: Any, make_messages: Any
+) -> None:
+    from proactive_delivery.db import Database
+    from proactive_delivery.ops_store import OperationsStore
+
+    # GIVEN four due messages: one deferred until tomorrow (quiet hours), one whose deferral
+    # ended a minute ago, one queued and one evaluate has not seen yet
+    later, ended, queued, _unseen = make_messages(4)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason, next_attempt_at) VALUES "
+        "('proactive', %s, 'deferred', 'quiet_hours', now() + interval '1 day'),"
+        "('proactive', %s, 'deferred', 'quiet_hours', now() - interval '1 minute'),"
+        "('proactive', %s, 'queued', NULL, now())",
+        (later, ended, queued),
+    )
+    db = Database(lambda: database_url)
+    try:
+        # WHEN the backlog gauge is read
+        backlog = OperationsStore(db).unsent_backlog("proactive")
+    finally:
+        db.close()
+    # THEN the one held until tomorrow is not waiting on the pipeline; the other three are
+    assert backlog.count == 3

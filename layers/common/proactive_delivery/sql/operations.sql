@@ -4,19 +4,24 @@
 
 -- name: unsent_backlog_proactive
 -- Due platform messages that nobody has sent and that did not end skipped or failed: what
--- contractors are still waiting for, whether or not evaluate has seen it yet. The age of
--- the oldest is measured from its due time (created_at for proactive messages).
+-- contractors are still waiting for, whether or not evaluate has seen it yet. Messages the
+-- policy holds back until a later time (deferred: quiet hours, the daily cap) are not
+-- waiting on the pipeline and are left out, so the gauge and the alarms built on it (oldest
+-- unsent, delivery stalled) stay quiet through a night of quiet hours; once the deferral
+-- ends they count again. The age of the oldest is measured from its due time (created_at
+-- for proactive messages).
 SELECT count(*) AS backlog,
        coalesce(extract(epoch FROM now() - min(m.created_at)), 0)::float8 AS oldest_age_seconds
 FROM ai_proactive_messages m
 LEFT JOIN delivery.message_state s ON s.source = 'proactive' AND s.source_id = m.id
 WHERE m.sent_at IS NULL
   AND m.created_at <= now()
-  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
+  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'))
+  AND (s.state IS DISTINCT FROM 'deferred' OR s.next_attempt_at <= now());
 
 -- name: unsent_backlog_followup
 -- The same for follow-ups: due from scheduled_time; a follow-up cancelled before anyone
--- sent it is not waited for.
+-- sent it is not waited for, nor one deferred to a later time.
 SELECT count(*) AS backlog,
        coalesce(extract(epoch FROM now() - min(f.scheduled_time)), 0)::float8 AS oldest_age_seconds
 FROM contractor_followup_schedules f
@@ -24,7 +29,8 @@ LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.
 WHERE f.sent_at IS NULL
   AND f.scheduled_time <= now()
   AND f.status IS DISTINCT FROM 'cancelled'
-  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'));
+  AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'))
+  AND (s.state IS DISTINCT FROM 'deferred' OR s.next_attempt_at <= now());
 
 -- name: record_evaluate_run
 -- One row per finished run; rows older than 30 days go in the same statement, so the
