@@ -285,7 +285,9 @@ def test_each_failure_mode_has_an_alarm(template: dict[str, Any]) -> None:
     _only(template, lambda p: _reads(p, "AWS/Lambda", "Errors", FunctionName=evaluate), "evaluate errors")
     # Deliver error rate: errors over invocations of the deliver function
     deliver = {"Ref": "DeliverFunction"}
-    rate = _only(template, lambda p: _reads(p, "AWS/Lambda", "Errors", FunctionName=deliver), "deliver errors")
+    rate = _only(
+        template, lambda p: _reads(p, "AWS/Lambda", "Errors", FunctionName=deliver), "deliver errors"
+    )
     assert _reads(rate, "AWS/Lambda", "Invocations", FunctionName=deliver)
     assert rate["Threshold"] == {"Ref": "DeliverErrorRatePercent"}
     # Queue age

@@ -87,3 +87,33 @@ WHERE state = 'failed'
   AND updated_at >= %(since)s
   AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
 RETURNING source, source_id;
+
+-- name: message_detail
+-- `show SOURCE:ID`: one message's delivery state (never its content or the contractor's
+-- contact details). NULL columns when evaluate has not seen the message yet.
+SELECT s.id AS delivery_id, s.state, s.reason, s.attempts, s.channel, s.provider_ref,
+       s.last_error, s.contractor_id, s.created_at, s.queued_at, s.sent_at, s.next_attempt_at,
+       s.lease_expires_at, s.updated_at
+FROM delivery.message_state s
+WHERE s.source = %(source)s AND s.source_id = %(source_id)s;
+
+-- name: platform_row_proactive
+-- Whether the platform has the message, and when it was due, for a message evaluate has
+-- not seen yet.
+SELECT m.id, m.contractor_id, m.created_at AS due_at, m.sent_at, NULL::text AS platform_status
+FROM ai_proactive_messages m
+WHERE m.id = %(source_id)s;
+
+-- name: platform_row_followup
+SELECT f.id, f.contractor_id, f.scheduled_time AS due_at, f.sent_at, f.status AS platform_status
+FROM contractor_followup_schedules f
+WHERE f.id = %(source_id)s;
+
+-- name: attempt_history
+-- Every send attempt of one message, oldest first (attempt numbers restart at 1 after a
+-- resend, so the id orders them).
+SELECT a.attempt, a.channel, a.outcome, a.http_status, a.latency_ms, a.error, a.started_at,
+       a.finished_at
+FROM delivery.attempt_log a
+WHERE a.delivery_id = %(delivery_id)s
+ORDER BY a.id;
