@@ -233,7 +233,7 @@ def collect_status(
 
 
 def render_status(status: dict[str, Any]) -> str:
-    lines = ["Unsent backlog (due, not sent/skipped/failed)"]
+    lines = ["Unsent backlog (due and waiting: not sent, skipped, failed or deferred to later)"]
     for source, b in status["backlog"].items():
         lines.append(f"  {source:<12} {b['unsent']:>8}   oldest {_age(b['oldest_unsent_age_seconds'])}")
     lines.append("Messages by state (open: all; final: last 24 h)")
@@ -624,7 +624,7 @@ def parse_message_ref(text: str, sources: Sequence[str]) -> MessageKey:
 
 
 def _when(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+    return value.isoformat(timespec="milliseconds") if isinstance(value, datetime) else None
 
 
 def _clean(value: Any) -> Any:
