@@ -112,6 +112,16 @@ def test_a_database_url_that_is_not_a_url_is_one_line_from_the_installed_command
     ]
 
 
+def test_a_libpq_key_value_string_is_accepted_and_its_failure_named(
+    no_database_settings: None, capsys: Any
+) -> None:
+    # GIVEN the key=value form psycopg itself prints (conn.info.dsn), pointing at nothing
+    port = free_port()
+    # WHEN a command runs THEN the connection is tried, and its failure named
+    assert cli.main(["--database-url", f"host=127.0.0.1 port={port} dbname=x user=postgres", "status"]) == 2
+    assert f"at 127.0.0.1:{port}: connection refused" in one_error_line(capsys)
+
+
 def test_no_database_at_all_is_one_line(no_database_settings: None, capsys: Any) -> None:
     assert cli.main(["status"]) == 2
     assert "no database: set DATABASE_URL or DATABASE_SECRET_ARN" in one_error_line(capsys)

@@ -34,7 +34,9 @@ def _database_url(args: argparse.Namespace) -> str:
     if not given and os.environ.get("DATABASE_URL", "").strip():
         given, source = os.environ["DATABASE_URL"].strip(), "DATABASE_URL"
     if given:
-        if not given.startswith(("postgresql://", "postgres://")):
+        # A postgresql:// URL, or libpq's key=value form (host=... dbname=...), which psycopg
+        # reports itself (conn.info.dsn has that form); anything else is a slip.
+        if not given.startswith(("postgresql://", "postgres://")) and "=" not in given:
             raise ConfigError(f"{source} is not a PostgreSQL URL (postgresql://user@host:5432/dbname)")
         return str(given)
     secret_arn = os.environ.get("DATABASE_SECRET_ARN", "").strip()
