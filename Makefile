@@ -23,7 +23,17 @@ eval "$$pg_env"; \
 echo "PostgreSQL: $$PGHOST:$$PGPORT user=$$PGUSER db=$$PGDATABASE" >&2;
 endef
 
-.PHONY: help install tools test lint check demo bench clean pg-start pg-stop
+.PHONY: help install tools test lint check demo bench build deploy clean pg-start pg-stop
+
+# `make build` / `make deploy` (scripts/deploy.py): the samconfig.toml environment, the
+# functions' architecture (default: samconfig's, else the deployed stack's, else the
+# template's arm64), more template parameters, and DRY_RUN=1 to print the commands only.
+CONFIG_ENV ?= default
+ARCHITECTURE ?=
+PARAMETER_OVERRIDES ?=
+DRY_RUN ?=
+DEPLOY_ARGS = --config-env $(CONFIG_ENV) $(if $(ARCHITECTURE),--architecture $(ARCHITECTURE)) \
+	$(if $(DRY_RUN),--dry-run) $(PARAMETER_OVERRIDES)
 
 TOOLS_STAMP := .tools/.installed
 
@@ -87,6 +97,12 @@ demo: install ## Run the pipeline locally once (DATABASE_URL, else a throwaway P
 bench: install ## Run the pipeline benchmark
 	@$(with_postgres) \
 	$(VENV_PY) benchmarks/bench_pipeline.py
+
+build: install tools ## sam build without a container (ARCHITECTURE=arm64|x86_64, CONFIG_ENV=...)
+	$(VENV_PY) scripts/deploy.py build $(DEPLOY_ARGS)
+
+deploy: install tools ## build, migrate (DATABASE_SECRET_ARN), sam deploy (CONFIG_ENV=prod, PARAMETER_OVERRIDES='K=V ...')
+	$(VENV_PY) scripts/deploy.py deploy $(DEPLOY_ARGS)
 
 pg-start: ## Find or start PostgreSQL and write .pg-env
 	@scripts/ensure-postgres.sh >/dev/null

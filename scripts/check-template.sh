@@ -72,25 +72,14 @@ if [[ "${SKIP_BUILD:-0}" == "1" ]]; then
 else
     # sam build (without a container) runs pip with an interpreter named
     # exactly like the runtime, python3.12, found on PATH. pyenv installs one
-    # but its shim only answers when 3.12 is the selected version, so put a
-    # wrapper that execs the real binary first on PATH.
+    # but its shim only answers when 3.12 is the selected version: scripts/sam.sh
+    # puts a wrapper that execs the real binary (scripts/python312.sh) first on
+    # PATH, as `make build` does.
     [[ -f layers/common/requirements.txt ]] || die "layers/common/requirements.txt is missing"
-    shim_dir="$(mktemp -d)"
-    trap 'rm -rf "$shim_dir"' EXIT
-    py312=""
-    if command -v pyenv >/dev/null 2>&1; then
-        py312="$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null || true)"
-    fi
-    if [[ -z "$py312" ]] && command -v python3.12 >/dev/null 2>&1 \
-        && python3.12 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
-        py312="$(command -v python3.12)"
-    fi
-    [[ -n "$py312" ]] || die "no python3.12 interpreter found (pyenv 3.12.1 or python3.12 on PATH)"
-    printf '#!/bin/sh\nexec "%s" "$@"\n' "$py312" >"$shim_dir/python3.12"
-    chmod +x "$shim_dir/python3.12"
+    py312="$(scripts/python312.sh)" || die "no Python 3.12 for sam build (see above)"
 
     step "sam build (python3.12 = $py312)"
-    PATH="$shim_dir:$PATH" "$SAM" build --template-file template.yaml \
+    SAM="$SAM" scripts/sam.sh build --template-file template.yaml \
         --build-dir "${BUILD_DIR:-.aws-sam/build}"
 
     step "size budget of the build (layer < 50 MB zipped; function + layers < 250 MB unzipped)"

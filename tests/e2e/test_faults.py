@@ -507,16 +507,36 @@ def test_fault18_attempts_exhausted(
 ) -> None:
     from tests.pipeline import running_pipeline
 
+    # Nothing here depends on how fast this machine is: the HTTP timeouts are far longer
+    # than any local 503 can take (a timeout would be a different failure, with its own
+    # last error and maybe no POST), the visibility timeout far longer than an invocation
+    # (every redelivery is the one the deliverer asked for: backoff, or at once when the
+    # budget is spent), and the drain waits for the outcome itself, the row failed and the
+    # message in the DLQ, rather than for the queue to look empty (which it does, to a
+    # loaded machine, while the message waits out its backoff), with a bound only
+    # against a hang.
     with running_pipeline(
-        monkeypatch, database_url, signing_secret, visibility_timeout=2, max_receive_count=3
+        monkeypatch, database_url, signing_secret, visibility_timeout=60, max_receive_count=3
     ) as pipeline:
+        pipeline.setenv(HTTP_CONNECT_TIMEOUT_SECONDS="20", HTTP_READ_TIMEOUT_SECONDS="30")
         # GIVEN a receiver that always answers 503 and an attempt budget of 3
         message = make_message()
         pipeline.receiver.plan = lambda _id, _n: Reply(503)
 
-        # WHEN the pipeline runs until the queue is empty
+        # WHEN the pipeline runs until the message failed and SQS dead-lettered it
         pipeline.evaluate()
-        pipeline.drain(timeout=60)
+
+        def failed_and_dead_lettered() -> bool:
+            state = pipeline.conn.execute(
+                "SELECT state FROM delivery.message_state WHERE source = 'proactive' AND source_id = %s",
+                (message,),
+            ).fetchone()
+            dlq = pipeline.sqs.get_queue_attributes(
+                QueueUrl=pipeline.queues.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            return state == ("failed",) and int(dlq["ApproximateNumberOfMessages"]) == 1
+
+        pipeline.mapping(function_timeout=120).drain(timeout=600, until=failed_and_dead_lettered)
 
         # THEN three POSTs, the message is failed with the last error, and it is in the DLQ
         assert len(_posts(pipeline, message)) == 3

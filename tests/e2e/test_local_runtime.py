@@ -7,8 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,32 +255,108 @@ def test_local_once_with_injected_faults_leaves_the_ledger_balanced(
     assert "+1312555" not in output
 
 
-def _throwaway_clusters() -> list[str]:
+def _postgres_processes_under(directory: Path) -> list[str]:
+    """PostgreSQL processes whose data directory is inside `directory`: only the cluster
+    this test's own command started (others on this machine are none of its business)."""
     ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True).stdout
-    return [line for line in ps.splitlines() if "proactive-delivery-pg-" in line]
+    return [line for line in ps.splitlines() if str(directory) in line]
 
 
 def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_path: Path) -> None:
-    # GIVEN no DATABASE_URL and no throwaway cluster running
-    assert _throwaway_clusters() == []
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    command = [
-        sys.executable,
-        "-m",
-        "proactive_delivery.cli",
-        "local",
-        "--once",
-        "--count",
-        "20",
-        "--no-live",
-    ]
-    # WHEN `proactive-delivery local --once` runs to the end as its own process
-    proc = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
-    )
-    # THEN it delivered the sample, and neither its PostgreSQL nor anything else it started
-    # (moto and the receiver are threads of that process) is left running
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "throwaway PostgreSQL" in proc.stdout
-    assert "unaccounted for" in proc.stdout
-    assert _throwaway_clusters() == []
+    # GIVEN no DATABASE_URL, and a temporary directory of this test's own for the command's
+    # throwaway cluster (the postgres user, which runs the cluster when we are root, must be
+    # able to reach it, which pytest's private tmp_path does not allow)
+    scratch = Path(tempfile.mkdtemp(prefix="pd-test-local-pg-"))
+    scratch.chmod(0o755)
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env["TMPDIR"] = str(scratch)
+        command = [
+            sys.executable,
+            "-m",
+            "proactive_delivery.cli",
+            "local",
+            "--once",
+            "--count",
+            "20",
+            "--no-live",
+        ]
+        # WHEN `proactive-delivery local --once` runs to the end as its own process
+        proc = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+        # THEN it delivered the sample from a cluster it started in that directory ...
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "throwaway PostgreSQL" in proc.stdout
+        assert "unaccounted for" in proc.stdout
+        # ... and neither that cluster nor its data is left (moto and the receiver are
+        # threads of the command's process, gone with it)
+        assert _postgres_processes_under(scratch) == []
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("proactive-delivery-pg-")] == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_ledger(output: str) -> tuple[int, list[tuple[str, int, list[tuple[str, int]]]], int]:
+    """The summary's ledger as printed (plain lines: two spaces per outline level):
+    (total, [(line, count, [(sub-line, count), ...]), ...], unaccounted)."""
+    lines = output[output.rindex("\nsummary\n") + len("\nsummary\n") :].splitlines()
+    # Labels and values have single spaces inside; the column between them has two or more.
+    pattern = re.compile(r"^(?P<indent> *)(?P<label>\S.*?) {2,}(?P<value>\S.*)$")
+    rows = [(len(m["indent"]), m["label"], m["value"]) for m in map(pattern.match, lines) if m]
+    assert rows[0][:2] == (2, "messages in the ledger"), rows[0]
+    total = int(rows[0][2])
+    buckets: list[tuple[str, int, list[tuple[str, int]]]] = []
+    unaccounted = None
+    for indent, label, value in rows[1:]:
+        if indent == 2:
+            assert label == "unaccounted for", f"the ledger ends with its verdict, not {label!r}"
+            unaccounted = int(value)
+            break
+        if indent == 4:
+            buckets.append((label, int(value), []))
+        else:
+            assert indent == 6, (indent, label)
+            buckets[-1][2].append((label, int(value)))
+    assert unaccounted is not None
+    return total, buckets, unaccounted
+
+
+def test_the_summary_adds_up_every_ledger_row_in_exactly_one_line(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the demo's sample (every channel, an opted-out contractor, one in quiet hours, a
+    # follow-up cancelled on the platform) and a webhook that refuses 30% of the calls (400)
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["--database-url", database_url, "seed", "--count", "60", "--contractors", "12"]) == 0
+    # WHEN the pipeline runs once and prints its summary
+    code = cli.main(
+        ["--database-url", database_url, "local", "--once", "--count", "0", "--no-live",
+         "--fail-rate", "0.3", "--status", "400", "--latency", "0"]
+    )  # fmt: skip
+    output = capsys.readouterr().out
+    assert code == 0, output
+    total, buckets, unaccounted = parse_ledger(output)
+    # THEN the total is the sum of its lines, and each line the sum of its breakdown
+    assert total == sum(count for _, count, _ in buckets), output
+    for label, count, breakdown in buckets:
+        if breakdown:
+            assert count == sum(n for _, n in breakdown), (label, output)
+    # AND the total is every due message of the platform's two tables, each counted once
+    with psycopg.connect(database_url) as conn:
+        due = conn.execute(
+            "SELECT (SELECT count(*) FROM ai_proactive_messages)"
+            " + (SELECT count(*) FROM contractor_followup_schedules"
+            "    WHERE scheduled_time <= (now() AT TIME ZONE 'UTC'))"
+        ).fetchone()
+        by_state = conn.execute("SELECT state, count(*) FROM delivery.message_state GROUP BY 1")
+        states = dict(by_state.fetchall())
+    assert due is not None and total == due[0]
+    lines = {label: count for label, count, _ in buckets}
+    assert {k: v for k, v in lines.items() if k in states} == states
+    # AND the cancelled follow-up is a line of its own, the failures have their reason, and
+    # nothing is unaccounted for
+    assert lines.get("cancelled on the platform", 0) >= 1
+    failed = [b for b in buckets if b[0] == "failed"]
+    assert failed and failed[0][2] and all(reason for reason, _ in failed[0][2])
+    assert unaccounted == 0

@@ -370,3 +370,125 @@ def test_resend_filters_by_reason_and_time(
         "SELECT attempts FROM delivery.message_state WHERE source_id = %s", (a,)
     ).fetchone() == (0,)
     assert _bodies(client, queues.queue_url) == [_key("proactive", a)]
+
+
+def test_backlog_leaves_out_messages_held_until_later_but_counts_them_when_their_time_comes(
+    database_url: str, conn: Any, make_messages: Any
+) -> None:
+    from proactive_delivery.db import Database
+    from proactive_delivery.ops_store import OperationsStore
+
+    # GIVEN four due messages: one deferred until tomorrow (quiet hours), one whose deferral
+    # ended a minute ago, one queued and one evaluate has not seen yet
+    later, ended, queued, _unseen = make_messages(4)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason, next_attempt_at) VALUES "
+        "('proactive', %s, 'deferred', 'quiet_hours', now() + interval '1 day'),"
+        "('proactive', %s, 'deferred', 'quiet_hours', now() - interval '1 minute'),"
+        "('proactive', %s, 'queued', NULL, now())",
+        (later, ended, queued),
+    )
+    db = Database(lambda: database_url)
+    try:
+        # WHEN the backlog gauge is read
+        backlog = OperationsStore(db).unsent_backlog("proactive")
+    finally:
+        db.close()
+    # THEN the one held until tomorrow is not waiting on the pipeline; the other three are
+    assert backlog.count == 3
+
+
+# --------------------------------------------------------------------------- #
+# Move tasks failing: the manual path takes over                              #
+# --------------------------------------------------------------------------- #
+
+
+class _MoveTasksFail:
+    """An SQS client whose message move task calls answer HTTP 500, the rest moto's."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _fail(self, operation: str) -> Any:
+        from botocore.exceptions import ClientError
+
+        self.calls.append(operation)
+        raise ClientError(
+            {
+                "Error": {"Code": "InternalFailure", "Message": ""},
+                "ResponseMetadata": {"HTTPStatusCode": 500},
+            },
+            operation,
+        )
+
+    def list_message_move_tasks(self, **_: Any) -> Any:
+        return self._fail("ListMessageMoveTasks")
+
+    def start_message_move_task(self, **_: Any) -> Any:
+        return self._fail("StartMessageMoveTask")
+
+
+def test_replay_falls_back_when_list_message_move_tasks_answers_500_in_process(sqs: Any) -> None:
+    client, queues = sqs
+    # GIVEN 5 messages in the DLQ and move task calls that answer HTTP 500
+    bodies = [_key("proactive", i) for i in range(1, 6)]
+    _fill_dlq(client, queues, bodies)
+    failing = _MoveTasksFail(client)
+    found = find_queues(failing, queues.queue_url, None)
+    # WHEN replayed without filters
+    report = replay_dlq(failing, found, ReplayOptions(rate=1000))
+    # THEN ListMessageMoveTasks (asked first) failed, no task was started, and the manual
+    # path moved everything
+    assert failing.calls == ["ListMessageMoveTasks"]
+    assert (report.method, report.moved, report.left) == ("receive-resend-delete", 5, 0)
+    assert _bodies(client, queues.queue_url) == sorted(bodies)
+
+
+def test_replay_against_motos_server_falls_back_and_moves_everything(
+    monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from proactive_delivery.local.sqs import LocalSqsServer
+
+    # GIVEN moto's server on 127.0.0.1 (it answers ListMessageMoveTasks with a 500 and has no
+    # StartMessageMoveTask) and 15 messages in its DLQ
+    server = LocalSqsServer().start()
+    try:
+        for key, value in {
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL_SQS": server.endpoint,
+        }.items():
+            monkeypatch.setenv(key, value)
+        client = server.client()
+        queues = create_queues(client, visibility_timeout=30)
+        bodies = [_key("proactive", i) for i in range(1, 16)]
+        _fill_dlq(client, queues, bodies)
+        monkeypatch.setenv("DELIVERY_QUEUE_URL", queues.queue_url)
+        # WHEN the operator runs replay-dlq without filters
+        rc = cli.main(["replay-dlq", "--rate", "1000"])
+        out = capsys.readouterr().out
+        # THEN it moved every message the manual way and the DLQ is empty
+        assert rc == 0
+        assert "moved 15 message(s) with receive-resend-delete; 0 left in the DLQ" in out
+        assert _bodies(client, queues.queue_url) == sorted(bodies)
+        assert _bodies(client, queues.dlq_url) == []
+    finally:
+        server.stop()
+
+
+def test_a_task_that_was_started_but_cannot_be_followed_is_one_clear_error() -> None:
+    client, stub = _stubbed()
+    # GIVEN no task yet, StartMessageMoveTask accepted, then ListMessageMoveTasks failing
+    stub.add_response("list_message_move_tasks", {"Results": []})
+    stub.add_response("start_message_move_task", {"TaskHandle": "h-1"})
+    stub.add_client_error(
+        "list_message_move_tasks", service_error_code="InternalFailure", http_status_code=500
+    )
+    # WHEN replayed THEN one error that says the task runs and how to follow it
+    with stub, pytest.raises(OperationsError, match="follow the task in the SQS console"):
+        replay_dlq(client, STUB_QUEUES, ReplayOptions(), sleep=lambda _s: None)

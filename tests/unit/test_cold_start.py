@@ -105,3 +105,19 @@ def test_size_check_fails_without_a_build(tmp_path: Path) -> None:
     assert checker.main([str(tmp_path / "missing")]) == 1
     (tmp_path / "empty").mkdir()
     assert checker.main([str(tmp_path / "empty")]) == 1
+
+
+def _benchmark(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_import_benchmark_names_modules_that_exist() -> None:
+    # GIVEN the modules benchmarks/bench_imports.py imports up front in its eager baseline
+    bench = _benchmark("bench_imports")
+    # WHEN each is looked up THEN it exists (a renamed module used to crash the benchmark)
+    for module in bench.DEFERRED:
+        assert importlib.util.find_spec(module) is not None, module

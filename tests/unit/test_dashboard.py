@@ -100,13 +100,15 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
     # GIVEN the alarms in the template
     found = alarms(template)
-    # THEN the five alarms of docs/operations.md exist
+    # THEN the seven alarms of docs/operations.md exist
     assert set(found) == {
         "DlqNotEmptyAlarm",
         "OldestUnsentAlarm",
         "EvaluateErrorsAlarm",
         "DeliverErrorRateAlarm",
         "DeliveryQueueAgeAlarm",
+        "MessagesFailedAlarm",
+        "StalledDeliveryAlarm",
     }
     for name, props in found.items():
         # AND each notifies the alarm topic and links its runbook section
@@ -121,6 +123,17 @@ def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: d
     dims = frozenset(d["Name"] for d in oldest["Dimensions"])
     assert (oldest["MetricName"], dims) in registry()
     assert oldest["Namespace"] == telemetry.NAMESPACE
+
+
+def test_the_dashboard_shows_every_alarm(template: dict[str, Any]) -> None:
+    # GIVEN the dashboard's alarm status widget
+    board = dashboard(template)
+    body = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    [widget] = [w for w in board["widgets"] if w["type"] == "alarm"]
+    # THEN it lists each alarm of the template once, by its ARN
+    assert len(widget["properties"]["alarms"]) == len(alarms(template))
+    for name in alarms(template):
+        assert body.count(f"${{{name}.Arn}}") == 1, name
 
 
 def template_root() -> Any:

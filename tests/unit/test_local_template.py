@@ -118,3 +118,18 @@ def test_schedule_expressions_fire_when_eventbridge_would(expression: str, after
 def test_bad_schedule_expressions_are_clear_errors(expression: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ScheduleExpression.parse(expression)
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("true", True), ("false", False)])
+def test_delivery_enabled_parameter_switches_schedules_and_event_source_locally(
+    value: str, enabled: bool
+) -> None:
+    # GIVEN the shipped template with DeliveryEnabled overridden
+    template = LocalTemplate(ROOT / "template.yaml", {"DeliveryEnabled": value})
+    # WHEN the schedules and the SQS event source are read
+    schedules = template.functions["EvaluateFunction"].schedules
+    (event,) = template.functions["DeliverFunction"].sqs_events
+    # THEN all of them follow the switch (the local runtime skips what is disabled)
+    assert len(schedules) == 2
+    assert {s.enabled for s in schedules} == {enabled}
+    assert event.enabled is enabled

@@ -837,3 +837,16 @@ def test_platform_settings_are_template_parameters_with_the_codes_defaults(
         "EMAIL_FROM_NAME": defaults.email_from_name,
     }
     assert str(template["Parameters"][parameter]["Default"]) == from_code[variable]
+
+
+def test_env_file_for_sam_local_reaches_the_host_from_inside_docker() -> None:
+    # GIVEN the env file of `sam local invoke`, which runs each function in a container
+    env_file = load_event("env.json")
+    for name, overrides in env_file.items():
+        urls = {k: v for k, v in overrides.items() if "://" in v}
+        assert {"DATABASE_URL", "DELIVERY_QUEUE_URL", "N8N_OUTBOUND_WEBHOOK_URL"} <= set(urls), name
+        for key, url in urls.items():
+            # WHEN a URL's host is read
+            host = re.sub(r"^[a-z]+://(?:[^@/]*@)?", "", url).split("/")[0].rsplit(":", 1)[0]
+            # THEN it is the Docker host, never the container's own loopback
+            assert host == "host.docker.internal", f"{name}.{key} = {url}"

@@ -85,8 +85,11 @@ def _get_secret(arn: str, max_age: int) -> str:
     try:
         value = parameters.get_secret(arn, max_age=max_age)
     except parameters.exceptions.GetParameterError as exc:
+        cause = exc.__cause__
+        # A ClientError says which (ResourceNotFoundException, AccessDeniedException, ...).
+        code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
         raise ConfigError(
-            f"cannot read secret {arn.rsplit(':', 1)[-1]}: {type(exc.__cause__).__name__}"
+            f"cannot read secret {arn.rsplit(':', 1)[-1]}: {code or type(cause).__name__}"
         ) from exc
     return str(value)
 
@@ -96,10 +99,19 @@ def database_url(settings: Settings) -> str:
     format: JSON with host, port, username, password, dbname). Read through Powertools
     Parameters, so the value is cached for SECRET_MAX_AGE_SECONDS and a rotated password
     is picked up on the next reconnect."""
-    if settings.database_url:
-        return settings.database_url
-    assert settings.database_secret_arn is not None
-    raw = _get_secret(settings.database_secret_arn, settings.secret_max_age_seconds)
+    return database_url_from(
+        settings.database_url, settings.database_secret_arn, settings.secret_max_age_seconds
+    )
+
+
+def database_url_from(url: str | None, secret_arn: str | None, max_age: int = 300) -> str:
+    """database_url() for callers without the functions' other settings (the operator's
+    command line)."""
+    if url:
+        return url
+    if not secret_arn:
+        raise ConfigError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+    raw = _get_secret(secret_arn, max_age)
     try:
         secret: dict[str, Any] = json.loads(raw)
         user = quote(str(secret["username"]), safe="")

@@ -60,6 +60,91 @@ def raw_query(name: str, filename: str = "queries.sql") -> str:
     return _PARTIAL.sub(lambda m: raw_query(m.group(1), filename), queries[name])
 
 
+# What libpq says when a connection cannot be made, by cause. psycopg gives no SQLSTATE for
+# a failed connection attempt (there is no server result yet), so the cause is read from
+# libpq's message, whose wording is stable across the versions psycopg[binary] ships.
+_SERVER = re.compile(r'connection to server (?:at "([^"]+)"(?: \([^)]*\))?, port (\d+)|on socket "([^"]+)")')
+_REFUSED = "connection refused (is PostgreSQL running there?)"
+_AUTHENTICATION = "authentication failed"
+_NO_DATABASE = "the database does not exist"
+_CONNECT_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Connection refused|No such file or directory", re.I), _REFUSED),
+    (
+        re.compile(
+            r"authentication failed|no password supplied|no pg_hba\.conf entry|fe_sendauth"
+            r'|role "[^"]*" does not exist',
+            re.I,
+        ),
+        _AUTHENTICATION,
+    ),
+    (re.compile(r'database "[^"]*" does not exist', re.I), _NO_DATABASE),
+    (
+        re.compile(r"could not translate host name|Name or service not known", re.I),
+        "the host name does not resolve",
+    ),
+    (re.compile(r"timeout expired|timed out", re.I), "the connection timed out"),
+    (
+        re.compile(r"too many connections|remaining connection slots", re.I),
+        "the server has no free connection slots",
+    ),
+    (re.compile(r"the database system is", re.I), "the server is starting up or shutting down"),
+    (re.compile(r"SSL", re.I), "the TLS negotiation failed (sslmode)"),
+)
+_OPTION = re.compile(r'for connection option "(\w+)"')
+
+
+def _invalid_url(first_line: str) -> str:
+    # libpq could not parse the connection string. The quoted token it names may be part of
+    # a password, so only the kind of mistake (and the option's name) is repeated.
+    if '"=" after' in first_line:
+        return "the database URL is invalid: not a postgresql:// URL (nor a key=value connection string)"
+    kind = first_line.split(":", maxsplit=1)[0].split(' "', maxsplit=1)[0]
+    option = _OPTION.search(first_line)
+    return f"the database URL is invalid: {kind}" + (f" for {option.group(1)}" if option else "")
+
+
+def describe_connect_error(exc: psycopg.Error) -> str:
+    """One line naming why a connection could not be made, e.g. "cannot connect to PostgreSQL
+    at db.internal:5432: authentication failed (role "app" does not exist)". Never the
+    password: libpq only echoes the connection string when it cannot parse it, and then
+    only the kind of mistake is kept."""
+    text = str(exc).strip()
+    first = text.split("\n")[0].strip().removeprefix("connection is bad:").strip()
+    if isinstance(exc, psycopg.ProgrammingError) or first.startswith("invalid "):
+        return _invalid_url(first)
+    server = _SERVER.search(text)
+    where = ""
+    if server:
+        host, port, socket_path = server.groups()
+        where = f" at {host}:{port}" if host else f" on socket {socket_path}"
+    # The server's own words follow the last "failed:" (FATAL:  database "x" does not exist).
+    detail = text.rsplit("failed:", 1)[-1].strip().split("\n")[0].replace("FATAL:", "").strip()
+    for pattern, cause in _CONNECT_CAUSES:
+        if pattern.search(text):
+            named = cause
+            if cause == _NO_DATABASE and detail:
+                named = detail  # database "x" does not exist
+            elif cause == _AUTHENTICATION and detail:
+                named = f"{cause} ({detail})"
+            return f"cannot connect to PostgreSQL{where}: {named}"
+    return f"cannot connect to PostgreSQL{where}: {detail or type(exc).__name__}"
+
+
+def connect(conninfo: str, *, autocommit: bool = True, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+    """psycopg.connect (tuple rows) for the operator's commands, with a failure translated
+    into StoreUnavailableError naming its cause (refused, authentication, no such database,
+    bad URL, ...)."""
+    try:
+        return psycopg.connect(
+            conninfo,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout,
+            application_name="proactive-delivery-cli",
+        )
+    except psycopg.Error as exc:
+        raise StoreUnavailableError(describe_connect_error(exc)) from exc
+
+
 class Database:
     """A single autocommit connection, opened lazily and reopened after it breaks.
 
@@ -123,7 +208,7 @@ class Database:
                     application_name="proactive-delivery",
                 )
             except psycopg.Error as exc:
-                raise StoreUnavailableError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+                raise StoreUnavailableError(describe_connect_error(exc)) from exc
         return self._conn
 
     def close(self) -> None:

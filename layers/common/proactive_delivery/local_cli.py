@@ -72,6 +72,9 @@ def add_local_commands(sub: Any) -> None:
     seed = sub.add_parser("seed", help="insert sample contractors and messages (reference schema)")
     seed.add_argument("--count", type=int, default=100, help="messages (default 100)")
     seed.add_argument("--contractors", type=int, default=20, help="contractors (default 20)")
+    from proactive_delivery.cli import add_allow_remote_flag
+
+    add_allow_remote_flag(seed)
     seed.set_defaults(func=cmd_seed)
 
 
@@ -113,9 +116,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    import psycopg
-
-    from proactive_delivery.cli import _database_url
+    from proactive_delivery.cli import _database_url, refuse_remote_database
+    from proactive_delivery.db import connect
     from proactive_delivery.local.seed import seed
     from proactive_delivery.migrate import apply_migrations
     from proactive_delivery.settings import LOCAL_STAGES
@@ -126,8 +128,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     if stage not in LOCAL_STAGES:
         raise ConfigError(f"seed writes sample rows into the platform's tables: refused in stage {stage!r}")
     url = _database_url(args)
+    refuse_remote_database(url, "seed writes sample rows into the platform's tables", args)
     apply_migrations(url, reference_schema=True)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url) as conn:
         result = seed(conn, count=args.count, contractors=args.contractors)
     print(
         f"seeded {result.messages} messages for {result.contractors} contractors "

@@ -14,7 +14,8 @@ from importlib import resources
 
 import psycopg
 
-from proactive_delivery.errors import StoreUnavailableError
+from proactive_delivery.db import describe_connect_error
+from proactive_delivery.errors import DeliveryError, StoreUnavailableError
 
 # An arbitrary constant that names "proactive-delivery migrations" among advisory locks.
 ADVISORY_LOCK_KEY = 0x70D5_11E7
@@ -53,20 +54,26 @@ def reference_schema_sql() -> str:
     )
 
 
-class MigrationError(Exception):
-    pass
+class MigrationError(DeliveryError):
+    """A migration cannot be applied (changed after it was applied, or its SQL failed)."""
 
 
 def apply_migrations(conninfo: str, *, reference_schema: bool = False) -> list[str]:
     """Apply every migration not yet in the ledger; return the versions applied."""
     applied: list[str] = []
     try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise StoreUnavailableError(f"cannot apply migrations: {describe_connect_error(exc)}") from exc
+    current = "the reference schema"
+    try:
+        with conn:
             if reference_schema:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
                     conn.execute(reference_schema_sql())
             for migration in available_migrations():
+                current = f"migration {migration.version}"
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
                     conn.execute(LEDGER)
@@ -88,5 +95,15 @@ def apply_migrations(conninfo: str, *, reference_schema: bool = False) -> list[s
                     )
                     applied.append(migration.version)
     except psycopg.OperationalError as exc:
-        raise StoreUnavailableError(f"cannot apply migrations: {exc}".splitlines()[0]) from exc
+        if conn.broken:
+            raise StoreUnavailableError(f"the connection broke while applying {current}") from exc
+        raise MigrationError(f"{current} failed: {_statement_error(exc)}") from exc
+    except psycopg.Error as exc:
+        # Each migration runs in its own transaction: this one rolled back, those before it stay.
+        raise MigrationError(f"{current} failed: {_statement_error(exc)}") from exc
     return applied
+
+
+def _statement_error(exc: psycopg.Error) -> str:
+    message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+    return f"{message} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else message

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from proactive_delivery.errors import DeliveryError
 from proactive_delivery.evaluate import Enqueuer
@@ -53,8 +53,10 @@ class OperationsError(DeliveryError):
     """An operator command cannot go on; the message is the one line to print."""
 
 
-def describe_aws_error(exc: Exception, what: str) -> OperationsError:
-    """One line an operator can act on, for an SQS error."""
+def describe_aws_error(exc: Exception, what: str, *, service: str = "SQS") -> OperationsError:
+    """One line an operator can act on, for an AWS error."""
+    if isinstance(exc, NoRegionError):
+        return OperationsError("no AWS region: set AWS_REGION or AWS_DEFAULT_REGION")
     if isinstance(exc, NoCredentialsError):
         return OperationsError(f"{what}: no AWS credentials found (set AWS_PROFILE or log in)")
     if isinstance(exc, ClientError):
@@ -63,8 +65,23 @@ def describe_aws_error(exc: Exception, what: str) -> OperationsError:
             return OperationsError(f"{what}: the queue does not exist ({code})")
         if code in _BAD_CREDENTIALS:
             return OperationsError(f"{what}: AWS refused the credentials ({code}); refresh them and retry")
-        return OperationsError(f"{what}: SQS error {code}")
+        status = _http_status(exc)
+        return OperationsError(
+            f"{what}: {service} error {code}" + (f" (HTTP {status})" if status >= 500 else "")
+        )
     return OperationsError(f"{what}: {type(exc).__name__}")
+
+
+def _http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _move_tasks_unavailable(exc: ClientError) -> bool:
+    """The endpoint has no message move tasks (local SQS, an old region), or failed at them
+    (5xx: moto's server answers ListMessageMoveTasks with a 500). Either way the manual
+    receive/re-send/delete path can still do the replay."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in _MOVE_TASK_UNAVAILABLE or _http_status(exc) >= 500
 
 
 def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -104,20 +121,17 @@ def _arn_of(sqs: Any, url: str, what: str) -> str:
 
 
 def find_queues(sqs: Any, queue_url: str | None, dlq_url: str | None) -> Queues:
-    """The DLQ is the delivery queue's redrive target unless --dlq-url names one."""
+    """The DLQ is the delivery queue's redrive target unless --dlq-url names one. A
+    delivery queue always has a redrive policy: a queue without one (the DLQ's URL given as
+    DELIVERY_QUEUE_URL, by a slip of the copy and paste) is refused, so that a replay never
+    moves the DLQ into itself."""
     queue_arn = _arn_of(sqs, queue_url, f"delivery queue {queue_url}") if queue_url else None
+    if queue_url is not None and dlq_url is not None:
+        _redrive_target(sqs, queue_url)
     if dlq_url is None:
         if queue_url is None:
             raise OperationsError("DELIVERY_QUEUE_URL is not set and no --dlq-url was given")
-        attrs = _call(
-            f"delivery queue {queue_url}",
-            sqs.get_queue_attributes,
-            QueueUrl=queue_url,
-            AttributeNames=["RedrivePolicy"],
-        )["Attributes"]
-        if "RedrivePolicy" not in attrs:
-            raise OperationsError(f"delivery queue {queue_url} has no redrive policy; pass --dlq-url")
-        target = str(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+        target = _redrive_target(sqs, queue_url)
         _, _, _, _, account, name = target.split(":", 5)
         dlq_url = str(
             _call(
@@ -128,7 +142,30 @@ def find_queues(sqs: Any, queue_url: str | None, dlq_url: str | None) -> Queues:
             )["QueueUrl"]
         )
     dlq_arn = _arn_of(sqs, dlq_url, f"dead-letter queue {dlq_url}")
+    if dlq_arn == queue_arn:
+        raise OperationsError(f"the dead-letter queue {dlq_url} is the delivery queue itself")
     return Queues(queue_url, queue_arn, dlq_url, dlq_arn)
+
+
+def _redrive_target(sqs: Any, queue_url: str) -> str:
+    """The ARN of the queue's dead-letter queue."""
+    response = _call(
+        f"delivery queue {queue_url}",
+        sqs.get_queue_attributes,
+        QueueUrl=queue_url,
+        AttributeNames=["RedrivePolicy"],
+    )
+    # SQS leaves "Attributes" out altogether when none of the names asked for is set.
+    policy = response.get("Attributes", {}).get("RedrivePolicy")
+    if not policy:
+        raise OperationsError(
+            f"DELIVERY_QUEUE_URL {queue_url} is not a delivery queue: it has no redrive policy "
+            "(is it the dead-letter queue's URL?)"
+        )
+    try:
+        return str(json.loads(policy)["deadLetterTargetArn"])
+    except (ValueError, KeyError, TypeError):
+        raise OperationsError(f"delivery queue {queue_url} has a redrive policy without a target") from None
 
 
 def queue_depth(sqs: Any, url: str, what: str) -> dict[str, int]:
@@ -214,7 +251,7 @@ def render_status(status: dict[str, Any]) -> str:
             f"WARNING: another sender is still running: the platform shows {what} sent in the"
             " last 24 h that this pipeline did not send (docs/cutover.md)"
         )
-    lines.append("Unsent backlog (due, not sent/skipped/failed)")
+    lines.append("Unsent backlog (due and waiting: not sent, skipped, failed or deferred to later)")
     for source, b in status["backlog"].items():
         lines.append(f"  {source:<12} {b['unsent']:>8}   oldest {_age(b['oldest_unsent_age_seconds'])}")
     lines.append("Messages by state (open: all; final: last 24 h)")
@@ -350,7 +387,10 @@ def _move_task(
     """StartMessageMoveTask back to the delivery queue, then ListMessageMoveTasks until it
     ends. None when the endpoint has no move tasks (the caller falls back)."""
     report = ReplayReport(method="StartMessageMoveTask")
-    running = _latest_task(sqs, queues)
+    try:
+        running = _latest_task(sqs, queues)
+    except _MoveTasksUnavailable:
+        return None
     if running is not None and running.get("Status") == "RUNNING":
         # A replay started earlier (and killed, or still going): follow it, do not stack a second.
         report.task_handle = running.get("TaskHandle")
@@ -364,16 +404,21 @@ def _move_task(
         except NotImplementedError:
             return None
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            if code in _MOVE_TASK_UNAVAILABLE or status >= 500:
+            if _move_tasks_unavailable(exc):
                 return None
             raise describe_aws_error(exc, "StartMessageMoveTask") from exc
         except BotoCoreError as exc:
             raise describe_aws_error(exc, "StartMessageMoveTask") from exc
         report.task_handle = response.get("TaskHandle")
     while True:
-        task = _latest_task(sqs, queues)
+        try:
+            task = _latest_task(sqs, queues)
+        except _MoveTasksUnavailable as exc:
+            # The task was started, so it is moving messages; only following it failed.
+            raise OperationsError(
+                "StartMessageMoveTask was accepted but ListMessageMoveTasks fails: follow the task in the "
+                f"SQS console (handle {report.task_handle}); running replay-dlq again is safe"
+            ) from exc
         if task is None:
             raise OperationsError("StartMessageMoveTask was accepted but ListMessageMoveTasks shows no task")
         report.task_status = str(task.get("Status"))
@@ -387,16 +432,20 @@ def _move_task(
     return report
 
 
+class _MoveTasksUnavailable(Exception):
+    """ListMessageMoveTasks is missing or failing at this endpoint."""
+
+
 def _latest_task(sqs: Any, queues: Queues) -> dict[str, Any] | None:
     try:
         results = sqs.list_message_move_tasks(SourceArn=queues.dlq_arn, MaxResults=1).get("Results", [])
-    except NotImplementedError:
-        return None
-    except (ClientError, BotoCoreError) as exc:
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _MOVE_TASK_UNAVAILABLE:
-                return None
+    except NotImplementedError as exc:
+        raise _MoveTasksUnavailable() from exc
+    except ClientError as exc:
+        if _move_tasks_unavailable(exc):
+            raise _MoveTasksUnavailable() from exc
+        raise describe_aws_error(exc, "ListMessageMoveTasks") from exc
+    except BotoCoreError as exc:
         raise describe_aws_error(exc, "ListMessageMoveTasks") from exc
     return results[0] if results else None
 
@@ -582,3 +631,123 @@ def resend_failed(
         if sent.error is not None:
             raise sent.error
     return report
+
+
+# --------------------------------------------------------------------------------------- #
+# show                                                                                    #
+# --------------------------------------------------------------------------------------- #
+
+
+def parse_message_ref(text: str, sources: Sequence[str]) -> MessageKey:
+    """`proactive:42` (also `proactive-42`, the webhook-id form the logs carry)."""
+    source, sep, number = text.strip().replace("-", ":", 1).partition(":")
+    if not sep or source not in sources or not number.isdigit() or int(number) <= 0:
+        raise OperationsError(
+            f"{text!r} is not a message: use SOURCE:ID, SOURCE one of {', '.join(sources)} (proactive:42)"
+        )
+    return MessageKey(source, int(number))
+
+
+def _when(value: Any) -> str | None:
+    return value.isoformat(timespec="milliseconds") if isinstance(value, datetime) else None
+
+
+def _clean(value: Any) -> Any:
+    """Errors are provider text: mask anything that looks like a phone or an email."""
+    from proactive_delivery.redact import redact_value
+
+    return redact_value(value) if isinstance(value, str) else value
+
+
+def message_report(store: OperationsStore, key: MessageKey) -> dict[str, Any]:
+    """One message's delivery state and its attempt history, for `show`. Never the text
+    or the contractor's contact details."""
+    state = store.message_detail(key)
+    platform = store.platform_row(key)
+    if state is None and platform is None:
+        raise OperationsError(
+            f"no message {key.source}:{key.source_id}: not in the platform's table nor in the delivery state"
+        )
+    report: dict[str, Any] = {
+        "message_id": key.idempotency_key,
+        "source": key.source,
+        "source_id": key.source_id,
+        "platform": None
+        if platform is None
+        else {
+            "contractor_id": platform["contractor_id"],
+            "due_at": _when(platform["due_at"]),
+            "sent_at": _when(platform["sent_at"]),
+            "status": platform["platform_status"],
+        },
+        "state": None,
+        "attempts": [],
+    }
+    if state is not None:
+        report["state"] = {
+            "state": state["state"],
+            "reason": _clean(state["reason"]),
+            "attempts": int(state["attempts"]),
+            "channel": state["channel"],
+            "provider_ref": state["provider_ref"],
+            "last_error": _clean(state["last_error"]),
+            "queued_at": _when(state["queued_at"]),
+            "sent_at": _when(state["sent_at"]),
+            "next_attempt_at": _when(state["next_attempt_at"]),
+            "lease_expires_at": _when(state["lease_expires_at"]),
+            "updated_at": _when(state["updated_at"]),
+        }
+        report["attempts"] = [
+            {
+                "attempt": int(a["attempt"]),
+                "channel": a["channel"],
+                "outcome": a["outcome"],
+                "http_status": a["http_status"],
+                "latency_ms": a["latency_ms"],
+                "error": _clean(a["error"]),
+                "started_at": _when(a["started_at"]),
+                "finished_at": _when(a["finished_at"]),
+            }
+            for a in store.attempt_history(int(state["delivery_id"]))
+        ]
+    return report
+
+
+def render_message(report: dict[str, Any]) -> str:
+    lines = [f"{report['source']}:{report['source_id']} (message id {report['message_id']})"]
+    platform = report["platform"]
+    if platform is None:
+        lines.append("  platform row     gone (the platform deleted it)")
+    else:
+        status = f", status {platform['status']}" if platform["status"] else ""
+        lines.append(f"  contractor       {platform['contractor_id']}")
+        lines.append(f"  due at           {platform['due_at']}{status}")
+    state = report["state"]
+    if state is None:
+        lines.append("  state            not seen by evaluate yet (the next run of its schedule queues it)")
+        return "\n".join(lines)
+    rows = [
+        ("state", state["state"] + (f" ({state['reason']})" if state["reason"] else "")),
+        ("attempts", str(state["attempts"])),
+        ("channel", state["channel"]),
+        ("provider ref", state["provider_ref"]),
+        ("queued at", state["queued_at"]),
+        ("sent at", state["sent_at"]),
+        (
+            "next attempt",
+            state["next_attempt_at"] if state["state"] not in ("sent", "skipped", "failed") else None,
+        ),
+        ("lease until", state["lease_expires_at"] if state["state"] == "sending" else None),
+        ("last error", state["last_error"]),
+        ("updated at", state["updated_at"]),
+    ]
+    lines += [f"  {label:<16} {value}" for label, value in rows if value not in (None, "")]
+    lines.append("Attempts" if report["attempts"] else "Attempts: none")
+    for a in report["attempts"]:
+        status = a["http_status"] if a["http_status"] is not None else "-"
+        latency = f"{a['latency_ms']} ms" if a["latency_ms"] is not None else "-"
+        lines.append(
+            f"  #{a['attempt']:<3} {a['outcome']:<10} {a['channel'] or '-':<9} http {status:<4} {latency:>9}"
+            f"  {a['started_at']} .. {a['finished_at']}" + (f"  {a['error']}" if a["error"] else "")
+        )
+    return "\n".join(lines)

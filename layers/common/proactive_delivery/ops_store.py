@@ -61,3 +61,16 @@ class OperationsStore:
     def reset_failed(self, since: datetime, reason: str | None) -> list[MessageKey]:
         rows = self.db.fetch_all(self._sql("reset_failed"), {"since": since, "reason": reason}, retry=False)
         return sorted(MessageKey(r["source"], r["source_id"]) for r in rows)
+
+    def message_detail(self, key: MessageKey) -> dict[str, Any] | None:
+        rows = self.db.fetch_all(
+            self._sql("message_detail"), {"source": key.source, "source_id": key.source_id}
+        )
+        return rows[0] if rows else None
+
+    def platform_row(self, key: MessageKey) -> dict[str, Any] | None:
+        rows = self.db.fetch_all(self._sql(f"platform_row_{key.source}"), {"source_id": key.source_id})
+        return rows[0] if rows else None
+
+    def attempt_history(self, delivery_id: int) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("attempt_history"), {"delivery_id": delivery_id})

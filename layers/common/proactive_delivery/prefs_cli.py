@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import psycopg
 from psycopg.rows import dict_row
 
-from proactive_delivery.db import load_queries
+from proactive_delivery.db import connect, load_queries
 from proactive_delivery.errors import ConfigError, StoreUnavailableError
 from proactive_delivery.policy import (
     CHANNELS,
@@ -54,11 +54,18 @@ def run(args: argparse.Namespace, conninfo: str, out: TextIO | None = None) -> i
     else:
         name = "get_preferences"
     queries = load_queries("preferences.sql")
-    try:
-        with psycopg.connect(conninfo, autocommit=True, row_factory=dict_row, connect_timeout=10) as conn:
-            row = conn.execute(queries[name], params).fetchone()
-    except psycopg.Error as exc:
-        raise StoreUnavailableError(f"cannot read preferences: {type(exc).__name__}") from exc
+    with connect(conninfo) as conn:
+        try:
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(queries[name], params).fetchone()
+        except psycopg.Error as exc:
+            what = "change" if args.prefs_command == "set" else "read"
+            raise StoreUnavailableError(f"cannot {what} preferences: {type(exc).__name__}") from exc
+    if row is None:
+        # Both statements find the contractor in the platform's table first; nothing was written.
+        raise ConfigError(
+            f"contractor {args.contractor_id} does not exist in the platform's contractors table"
+        )
     _print(args.contractor_id, row, out)
     return 0
 
@@ -96,9 +103,14 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print(contractor_id: int, row: dict[str, Any] | None, out: TextIO) -> None:
     defaults = _policy_defaults(_Reader(os.environ))
-    stored = StoredPreferences.from_row({f"pref_{k}": v for k, v in row.items()}) if row else None
+    has_row = bool(row and row["has_row"])
+    stored = (
+        StoredPreferences.from_row({f"pref_{k}": v for k, v in row.items() if k != "has_row"})
+        if row and has_row
+        else None
+    )
     print(f"contractor {contractor_id}", file=out)
-    if row is None:
+    if row is None or not has_row:
         print("  no preference row: the defaults apply", file=out)
     else:
         opted = "all channels" if row["opted_out"] else ", ".join(row["opted_out_channels"]) or "no"

@@ -32,12 +32,13 @@ WHERE s.id IS NULL
    OR (s.state IN ('skipped', 'failed') AND coalesce(s.reason, s.last_error, '') = '')
    OR (s.state = 'deferred' AND s.next_attempt_at IS NULL)
 UNION ALL
--- Follow-ups count once they are due and not cancelled before anyone queued them.
+-- Follow-ups count once they are due (scheduled, their time come: the reference schema's
+-- naive UTC, read explicitly) and not cancelled before anyone queued them.
 SELECT f.id, s.state
 FROM contractor_followup_schedules f
 LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.id
-WHERE (s.id IS NULL AND f.scheduled_time <= now() AND f.sent_at IS NULL
-       AND f.status IS DISTINCT FROM 'cancelled')
+WHERE (s.id IS NULL AND f.scheduled_time <= (now() AT TIME ZONE 'UTC') AND f.sent_at IS NULL
+       AND f.status = 'scheduled')
    OR s.state NOT IN ('sent', 'skipped', 'failed', 'deferred')
    OR (s.state = 'sent' AND f.sent_at IS NULL)
    OR (s.state IN ('skipped', 'failed') AND coalesce(s.reason, s.last_error, '') = '')
@@ -51,9 +52,38 @@ def state_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+# Platform rows whose time has come that the pipeline has no state for, by why: a follow-up
+# cancelled on the platform before it was queued is never sent (and needs nothing), one the
+# platform marked sent itself needs nothing either; any other one is waiting for evaluate
+# (unaccounted for). Naive UTC, read explicitly (the reference schema); a proactive row's
+# only "due" signal is sent_at.
+_NOT_QUEUED_SQL = """
+SELECT CASE WHEN f.status = 'cancelled' THEN 'cancelled on the platform'
+            WHEN f.sent_at IS NOT NULL OR f.status = 'sent' THEN 'sent by the platform'
+            WHEN f.status IS DISTINCT FROM 'scheduled' THEN 'not scheduled on the platform'
+            ELSE 'not queued yet' END, count(*)
+FROM contractor_followup_schedules f
+LEFT JOIN delivery.message_state s ON s.source = 'followup' AND s.source_id = f.id
+WHERE s.id IS NULL AND f.scheduled_time <= (now() AT TIME ZONE 'UTC')
+GROUP BY 1
+UNION ALL
+SELECT CASE WHEN m.sent_at IS NOT NULL THEN 'sent by the platform' ELSE 'not queued yet' END, count(*)
+FROM ai_proactive_messages m
+LEFT JOIN delivery.message_state s ON s.source = 'proactive' AND s.source_id = m.id
+WHERE s.id IS NULL
+GROUP BY 1
+"""
+
+
 def ledger_summary(conninfo: str) -> dict[str, Any]:
+    """Every due message of the run, each in exactly one bucket: its delivery state, or why
+    the pipeline has none. `messages` is the sum of the buckets, so the summary's lines add
+    up by construction (tests/e2e/test_local_runtime.py parses them to check)."""
     with psycopg.connect(conninfo) as conn:
         states = state_counts(conn)
+        not_queued: dict[str, int] = {}
+        for bucket, n in conn.execute(_NOT_QUEUED_SQL).fetchall():
+            not_queued[str(bucket)] = not_queued.get(str(bucket), 0) + int(n)
         reasons = conn.execute(
             "SELECT state, coalesce(reason, last_error), count(*) FROM delivery.message_state"
             " WHERE state IN ('skipped', 'failed', 'deferred') GROUP BY 1, 2 ORDER BY 1, 2"
@@ -67,18 +97,15 @@ def ledger_summary(conninfo: str) -> dict[str, Any]:
             " WHERE state = 'deferred'"
         ).fetchone()
         retries = conn.execute("SELECT count(*) FROM delivery.attempt_log WHERE outcome = 'retry'").fetchone()
-        seeded = conn.execute(
-            "SELECT (SELECT count(*) FROM ai_proactive_messages)"
-            " + (SELECT count(*) FROM contractor_followup_schedules WHERE scheduled_time <= now())"
-        ).fetchone()
         unbalanced = conn.execute(_UNBALANCED_SQL).fetchall()
     return {
         "states": states,
+        "not_queued": {k: v for k, v in not_queued.items() if v},
         "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
         "channels": [{"source": s, "channel": ch, "count": c} for s, ch, c in channels],
         "deferred_until": [str(v) for v in deferred_until] if deferred_until and deferred_until[0] else None,
         "retried_attempts": int(retries[0]) if retries else 0,
-        "messages": int(seeded[0]) if seeded else 0,
+        "messages": sum(states.values()) + sum(not_queued.values()),
         "unbalanced": [{"id": int(i), "state": s} for i, s in unbalanced],
     }
 
@@ -231,19 +258,22 @@ class Display:
 
     # The end ------------------------------------------------------------------------------------
     def final(self, summary: dict[str, Any]) -> None:
+        """A table on a terminal; plain `label  value` lines elsewhere (a pipe, CI, a test),
+        which a script can read: the indentation is the outline of summary_lines()."""
         lines = summary_lines(summary)
-        if self._console is not None:
+        if self._console is not None and self._console.is_terminal:
             from rich.table import Table
 
             table = Table(title="summary", show_header=False)
-            table.add_column("what")
+            table.add_column("what", no_wrap=True)
             table.add_column("value", justify="right", overflow="fold")
             for label, value in lines:
                 table.add_row(label, value)
             self._console.print(table)
         else:
+            print("summary", file=self.out)
             for label, value in lines:
-                print(f"  {label:<28} {value}", file=self.out)
+                print(f"  {label:<36} {value}", file=self.out)
         self.out.flush()
 
 
@@ -265,17 +295,28 @@ def contractor_view(payload: dict[str, Any], status: int) -> tuple[str, str, str
 
 
 def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ledger as an outline that adds up: the total, then one line per state (and per
+    reason a message has no state: cancelled on the platform, ...), which sum to the total;
+    under a state, its breakdown (by channel for sent, by reason otherwise), which sums to
+    that state's line. "unaccounted for" is a verdict over those lines, not one of them."""
     lines: list[tuple[str, str]] = [("messages in the ledger", str(summary["messages"]))]
     for state in STATES:
-        if summary["states"].get(state):
-            lines.append((f"  {state}", str(summary["states"][state])))
-    for row in summary["reasons"]:
-        lines.append((f"    {row['state']}: {row['reason']}", str(row["count"])))
-    for row in summary.get("channels", []):
-        lines.append((f"    sent: {row['source']} via {row['channel']}", str(row["count"])))
-    if summary.get("deferred_until"):
-        lines.append(("  deferred until", " .. ".join(summary["deferred_until"])))
+        count = summary["states"].get(state)
+        if not count:
+            continue
+        lines.append((f"  {state}", str(count)))
+        if state == "sent":
+            for row in summary.get("channels", []):
+                lines.append((f"    {row['source']} via {row['channel']}", str(row["count"])))
+        else:
+            for row in summary["reasons"]:
+                if row["state"] == state:
+                    lines.append((f"    {row['reason']}", str(row["count"])))
+    for bucket, count in sorted(summary.get("not_queued", {}).items()):
+        lines.append((f"  {bucket}", str(count)))
     lines.append(("unaccounted for", str(len(summary["unbalanced"]))))
+    if summary.get("deferred_until"):
+        lines.append(("deferred until", " .. ".join(summary["deferred_until"])))
     lines.append(("retried attempts", str(summary["retried_attempts"])))
     if "webhook_posts" in summary:
         lines += [

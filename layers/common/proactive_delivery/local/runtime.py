@@ -258,6 +258,7 @@ class LocalRuntime:
         self.switch = EnvironmentSwitch()
         self.functions: dict[str, LocalFunction] = {}
         self.mappings: list[SqsEventSourceMapping] = []
+        self._empty_reads = 0
         self.queue_urls: dict[str, str] = {}
         self.scheduler: Scheduler | None = None
         self.schedule_fires: list[tuple[str, str]] = []
@@ -395,13 +396,19 @@ class LocalRuntime:
         return depths
 
     def drained(self) -> bool:
+        """Nothing in flight and the source queues read empty twice in a row (a message whose
+        visibility timeout ends between GetQueueAttributes' two counts is in neither; see
+        SqsEventSourceMapping.drain)."""
         if any(m.stats.in_flight for m in self.mappings):
+            self._empty_reads = 0
             return False
         depths = self.queue_depths()
         sources = {url for url in (m.queue_url for m in self.mappings)}
-        return all(
+        empty = all(
             depths[logical_id] == (0, 0) for logical_id, url in self.queue_urls.items() if url in sources
         )
+        self._empty_reads = self._empty_reads + 1 if empty else 0
+        return self._empty_reads >= 2
 
     # The run ------------------------------------------------------------------------------------
     def run(self) -> RunResult:
