@@ -10,7 +10,7 @@ VENV_BIN    := $(VENV)/bin
 VENV_PY     := $(VENV_BIN)/python
 STAMP       := $(VENV)/.installed
 INSTALL_DEPS := pyproject.toml $(wildcard layers/common/requirements.txt)
-PACKAGE_DIR := layers/common/proactive_delivery
+PACKAGE_DIR := layers/common/proactive_delivery tools/proactive_delivery_tools
 
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS='-k delivery -x'`.
 PYTEST_ARGS ?=

@@ -12,9 +12,8 @@ The figure is the sum of the cumulative microseconds of the top-level imports th
 Modes, measured in the same run:
   lambda    the handler as deployed, LAMBDA_TASK_ROOT set: tracing on, so Powertools'
             Tracer loads the X-Ray SDK with its Lambda context
-  eager     baseline: `lambda` plus what the package imports only on first use or never
-            in Lambda: Powertools Parameters (read once, for the secrets) and the local
-            runtime (proactive_delivery.local.runtime: moto, the receiver, the emulator)
+  eager     baseline: `lambda` plus what the package imports only on first use: Powertools
+            Parameters (read once, for the secrets)
   local     tracing disabled (POWERTOOLS_TRACE_DISABLED=true) outside Lambda, as in tests:
             the X-Ray SDK's recorder then starts without a Lambda context, which is slower
 """
@@ -34,9 +33,9 @@ HANDLERS = ("evaluate", "deliver")
 # The layer does not ship these (dev extras); a handler must work without them.
 NOT_SHIPPED = ("rich", "click", "pygments", "moto", "pytest")
 # Imported on first use, or never in Lambda; the eager baseline imports them up front.
-DEFERRED = ("aws_lambda_powertools.utilities.parameters", "proactive_delivery.local.runtime")
+DEFERRED = ("aws_lambda_powertools.utilities.parameters",)
 # Must never be loaded by a handler (local and test tooling only).
-FORBIDDEN = ("moto", "pytest", "yaml", "proactive_delivery.local", "proactive_delivery.cli")
+FORBIDDEN = ("moto", "pytest", "yaml", "proactive_delivery_tools")
 
 ENV = {
     "STAGE": "bench",

@@ -65,14 +65,15 @@ import psycopg
 from standardwebhooks.webhooks import Webhook
 
 from proactive_delivery import bootstrap, handlers
-from proactive_delivery.channels.webhook import sign_headers
-from proactive_delivery.db import Database, PostgresStore
-from proactive_delivery.evaluate import Evaluator
-from proactive_delivery.local.esm import LambdaContext
-from proactive_delivery.local.postgres import url_from_environment
-from proactive_delivery.local.receiver import Reply, WebhookReceiver
-from proactive_delivery.migrate import apply_migrations
-from proactive_delivery.queue import InMemoryQueue
+from proactive_delivery.adapters.channels.webhook import sign_headers
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.app.evaluate import Evaluator
+from proactive_delivery_tools.fakes import InMemoryQueue
+from proactive_delivery_tools.local.esm import LambdaContext
+from proactive_delivery_tools.local.postgres import url_from_environment
+from proactive_delivery_tools.local.receiver import Reply, WebhookReceiver
+from proactive_delivery_tools.schema.migrate import apply_migrations
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"bench-signing-secret-32-bytes!!!").decode()
 RECEIVER_DELAY = 0.05
@@ -410,7 +411,7 @@ class RemoteReceiver:
     """benchmarks/remote_receiver.py in its own process (as n8n is on its own machine)."""
 
     def __init__(self, delay: float) -> None:
-        from proactive_delivery.local.sqs import free_port
+        from proactive_delivery_tools.local.sqs import free_port
 
         self.port = free_port()
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_receiver.py")

@@ -70,7 +70,7 @@ def parse_overrides(value: Any) -> dict[str, str]:
 
 
 def template_default_architecture() -> str:
-    from proactive_delivery.local.template import load_yaml
+    from proactive_delivery_tools.local.template import load_yaml
 
     return str(load_yaml(ROOT / "template.yaml")["Parameters"]["Architecture"]["Default"])
 

@@ -26,8 +26,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from proactive_delivery.local.postgres import url_from_environment
-from proactive_delivery.migrate import apply_migrations, reference_schema_sql
+from proactive_delivery_tools.local.postgres import url_from_environment
+from proactive_delivery_tools.schema.migrate import apply_migrations, reference_schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 # West of UTC with DST for the database sessions; east of UTC for the process.
@@ -62,7 +62,7 @@ def _admin() -> psycopg.Connection[Any]:
 
 @pytest.fixture(scope="session")
 def template_database() -> Iterator[str]:
-    from proactive_delivery.migrate import apply_migrations
+    from proactive_delivery_tools.schema.migrate import apply_migrations
 
     name = f"pd_template_{os.getpid()}"
     try:

@@ -12,7 +12,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,10 +23,17 @@ import psycopg
 import pytest
 from moto import mock_aws
 
-from proactive_delivery import bootstrap
-from proactive_delivery.local.esm import LambdaContext, SqsEventSourceMapping
-from proactive_delivery.local.receiver import WebhookReceiver
-from proactive_delivery.local.sqs import QueuePair, create_queues
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.app.evaluate import Evaluator
+from proactive_delivery.app.gate import QueueGate
+from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.core.errors import StoreUnavailableError
+from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
+from proactive_delivery.settings import Settings
+from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
+from proactive_delivery_tools.local.receiver import WebhookReceiver
+from proactive_delivery_tools.local.sqs import QueuePair, create_queues
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +67,7 @@ def retry_env(max_receive_count: int) -> dict[str, str]:
 
 
 def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -> dict[str, str]:
+    """The functions' settings in the tests (what the template's environment gives them)."""
     return {
         "STAGE": "test",
         "DATABASE_URL": database_url,
@@ -72,13 +81,29 @@ def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -
         # hours and no practical cap unless a test sets them (tests/e2e/test_policy.py).
         "QUIET_HOURS": "none",
         "MAX_MESSAGES_PER_DAY": "1000",
-        "POWERTOOLS_METRICS_NAMESPACE": "ProactiveDelivery",
-        "POWERTOOLS_SERVICE_NAME": "proactive-delivery",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
     }
+
+
+# What the process needs around the functions: moto's placeholder credentials and region.
+PROCESS_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+
+
+class DiesBeforeItsFirstCommit(PostgresStore):
+    """A delivery store whose first outcome statement never commits: the environment is
+    killed between the provider's 2xx and the commit (FAULTS row 4)."""
+
+    crashed = False
+
+    def record_outcomes(self, outcomes: Any, *, claim_token: Any) -> set[int]:
+        if not self.crashed:
+            self.crashed = True
+            raise StoreUnavailableError("environment killed between the send and the commit")
+        return super().record_outcomes(outcomes, claim_token=claim_token)
 
 
 @dataclass
@@ -87,22 +112,55 @@ class Pipeline:
     sqs: Any
     queues: QueuePair
     receiver: WebhookReceiver
-    monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str]
     visibility_timeout: int
     max_receive_count: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _services: Services | None = None
+    _given: list[Database] = field(default_factory=list)
+
+    @property
+    def services(self) -> Services:
+        """The functions' services, built from `env` as the handlers build theirs from the
+        environment, with moto's SQS (and any piece a test swapped in with `use`)."""
+        if self._services is None:
+            self._services = build(Settings.from_env(self.env), **{"sqs": self.sqs, **self.overrides})
+        return self._services
+
+    def rebuild(self) -> None:
+        if self._services is not None:
+            self._services.close()
+        self._services = None
+
+    def setenv(self, **values: str) -> None:
+        """Change the functions' settings (as a redeploy with a new environment would)."""
+        self.env.update(values)
+        self.rebuild()
+
+    def crash_before_the_first_commit(self) -> DiesBeforeItsFirstCommit:
+        """Run deliver on a store that dies after the send, before its first outcome commits."""
+        store = DiesBeforeItsFirstCommit(Database(lambda: self.env["DATABASE_URL"]))
+        self.use(store=store)
+        self._given.append(store.db)
+        return store
+
+    def use(self, **pieces: Any) -> None:
+        """Run the functions on these pieces instead (an SQS client that fails on cue, a
+        store that crashes between the send and the commit); None goes back to the real."""
+        for name, piece in pieces.items():
+            if piece is None:
+                self.overrides.pop(name, None)
+            else:
+                self.overrides[name] = piece
+        self.rebuild()
 
     @property
     def evaluate_handler(self) -> Callable[[dict[str, Any], Any], Any]:
-        return load_function("evaluate").lambda_handler  # type: ignore[no-any-return]
+        return load_function("evaluate").lambda_handler.with_services(self.services)  # type: ignore[no-any-return]
 
     @property
     def deliver_handler(self) -> Callable[[dict[str, Any], Any], Any]:
-        return load_function("deliver").lambda_handler  # type: ignore[no-any-return]
-
-    def setenv(self, **values: str) -> None:
-        for key, value in values.items():
-            self.monkeypatch.setenv(key, value)
-        bootstrap.reset()
+        return load_function("deliver").lambda_handler.with_services(self.services)  # type: ignore[no-any-return]
 
     def evaluate(self, event: dict[str, Any] | None = None, timeout: float = 300) -> dict[str, Any]:
         result = self.evaluate_handler(
@@ -185,17 +243,20 @@ def running_pipeline(
         queues = create_queues(
             sqs, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
         )
-        for key, value in base_env(database_url, queues.queue_url, receiver.url, signing_secret).items():
+        for key, value in PROCESS_ENV.items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queues.dlq_url)
-        for key, value in retry_env(max_receive_count).items():
-            monkeypatch.setenv(key, value)
-        bootstrap.reset()
+        env = {
+            **base_env(database_url, queues.queue_url, receiver.url, signing_secret),
+            **retry_env(max_receive_count),
+            "DEAD_LETTER_QUEUE_URL": queues.dlq_url,
+        }
+        pipeline = Pipeline(conn, sqs, queues, receiver, env, visibility_timeout, max_receive_count)
         try:
-            yield Pipeline(conn, sqs, queues, receiver, monkeypatch, visibility_timeout, max_receive_count)
+            yield pipeline
         finally:
-            bootstrap.use_sqs_client(None)
-            bootstrap.reset()
+            pipeline.rebuild()
+            for db in pipeline._given:
+                db.close()
 
 
 def emf_blobs(output: str) -> list[dict[str, Any]]:
@@ -237,3 +298,22 @@ def captured_log_lines() -> Any:
         yield stream
     finally:
         root.removeHandler(handler)
+
+
+# The delivery mechanics do not depend on the hour: no quiet hours, no practical cap.
+SENDABLE_ANY_TIME = PolicyDefaults(
+    channels=("sms",),
+    timezone="UTC",
+    quiet_hours=NO_QUIET_HOURS,
+    max_per_day=1000,
+    max_age=timedelta(hours=72),
+    phone_region="US",
+)
+
+
+def make_evaluator(store: PostgresStore, queue: Any, **options: Any) -> Evaluator:
+    """The Evaluator bootstrap builds, over `store` and `queue`, for tests that drive the use
+    case without the handler."""
+    settings: dict[str, Any] = {"page_size": 500, "reconcile_after_seconds": 1800, "enqueue_concurrency": 1}
+    settings.update(options)
+    return Evaluator(store, queue, QueueGate(store, SENDABLE_ANY_TIME, ("sms",)), **settings)

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
-from proactive_delivery.local.esm import LambdaContext
-from proactive_delivery.local.receiver import Reply
+from proactive_delivery_tools.local.esm import LambdaContext
+from proactive_delivery_tools.local.receiver import Reply
 from tests.conftest import attempts, platform_sent_at, state_row, states
 from tests.pipeline import emf_metrics, retry_env
 
@@ -121,24 +121,12 @@ def test_fault03_timeout_after_accepting_is_retried_with_same_key(pipeline: Any,
 def test_fault04_crash_after_2xx_before_commit_resends_once_with_same_key(
     pipeline: Any, make_messages: Any, monkeypatch: Any
 ) -> None:
-    from proactive_delivery.db import PostgresStore
-    from proactive_delivery.errors import StoreUnavailableError
-
     # GIVEN 3 messages, a short lease, and a deliverer that dies after the webhook answered
     # 2xx but before its outcome statement committed (the first time only)
     ids = make_messages(3)
     pipeline.setenv(LEASE_SECONDS="1")
     pipeline.evaluate()
-    real_record = PostgresStore.record_outcomes
-    crashed: list[bool] = []
-
-    def record_or_crash(self: Any, outcomes: Any, *, claim_token: Any) -> int:
-        if not crashed:
-            crashed.append(True)
-            raise StoreUnavailableError("environment killed between the send and the commit")
-        return real_record(self, outcomes, claim_token=claim_token)
-
-    monkeypatch.setattr(PostgresStore, "record_outcomes", record_or_crash)
+    crashing = pipeline.crash_before_the_first_commit()
 
     # WHEN the queue is drained (the batch comes back after the visibility timeout and the
     # expired lease lets the next invocation claim it again)
@@ -146,7 +134,7 @@ def test_fault04_crash_after_2xx_before_commit_resends_once_with_same_key(
 
     # THEN the crashed invocation was a function error, each message got at most one extra
     # POST, every POST of a message carried the same webhook-id, and nothing was lost
-    assert crashed and mapping.stats.handler_errors == 1
+    assert crashing.crashed and mapping.stats.handler_errors == 1
     for i in ids:
         posts = _posts(pipeline, i)
         assert 1 <= len(posts) <= 2
@@ -298,12 +286,10 @@ class _PartiallyFailingSqs:
 
 
 def test_fault09_sendmessagebatch_partial_failure(pipeline: Any, make_messages: Any) -> None:
-    from proactive_delivery import bootstrap
-
     # GIVEN SQS refusing the entries of every id ending in 3 or 7
     ids = make_messages(40)
     refused = {i for i in ids if str(i).endswith(("3", "7"))}
-    bootstrap.use_sqs_client(_PartiallyFailingSqs(pipeline.sqs, ("3", "7")))
+    pipeline.use(sqs=_PartiallyFailingSqs(pipeline.sqs, ("3", "7")))
 
     # WHEN evaluate runs
     report = pipeline.evaluate()
@@ -316,7 +302,7 @@ def test_fault09_sendmessagebatch_partial_failure(pipeline: Any, make_messages: 
     assert visible == len(ids) - len(refused)
 
     # WHEN SQS recovers and evaluate runs again
-    bootstrap.use_sqs_client(None)
+    pipeline.use(sqs=None)
     second = pipeline.evaluate()
     pipeline.drain(timeout=60)
 
@@ -326,12 +312,10 @@ def test_fault09_sendmessagebatch_partial_failure(pipeline: Any, make_messages: 
 
 
 def test_fault10_evaluate_crash_part_way_next_run_queues_the_rest(pipeline: Any, make_messages: Any) -> None:
-    from proactive_delivery import bootstrap
-
     # GIVEN an evaluate run that is killed after 3 SendMessageBatch calls, pages of 20
     ids = make_messages(100)
     pipeline.setenv(EVALUATE_PAGE_SIZE="20")
-    bootstrap.use_sqs_client(_PartiallyFailingSqs(pipeline.sqs, (), crash_after_calls=3))
+    pipeline.use(sqs=_PartiallyFailingSqs(pipeline.sqs, (), crash_after_calls=3))
     try:
         pipeline.evaluate()
     except RuntimeError as exc:
@@ -342,7 +326,7 @@ def test_fault10_evaluate_crash_part_way_next_run_queues_the_rest(pipeline: Any,
     assert visible == 30
 
     # WHEN the next run comes after the reconciliation threshold (30 minutes) has passed
-    bootstrap.use_sqs_client(None)
+    pipeline.use(sqs=None)
     pipeline.conn.execute(
         "UPDATE delivery.message_state SET updated_at = updated_at - interval '31 minutes',"
         " next_attempt_at = next_attempt_at - interval '31 minutes'"

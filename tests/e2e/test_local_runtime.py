@@ -20,11 +20,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from proactive_delivery import cli
-from proactive_delivery.local.runtime import LocalRuntime, RunResult, RuntimeOptions
-from proactive_delivery.local.schedule import ScheduleClock, ScheduledTarget, ScheduleExpression, Scheduler
-from proactive_delivery.local.seed import seed
-from proactive_delivery.local.template import LocalTemplate
+from proactive_delivery_tools import cli
+from proactive_delivery_tools.local.runtime import LocalRuntime, RunResult, RuntimeOptions
+from proactive_delivery_tools.local.schedule import (
+    ScheduleClock,
+    ScheduledTarget,
+    ScheduleExpression,
+    Scheduler,
+)
+from proactive_delivery_tools.local.seed import seed
+from proactive_delivery_tools.local.template import LocalTemplate
 from tests.pipeline import retry_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,7 +279,7 @@ def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_p
         command = [
             sys.executable,
             "-m",
-            "proactive_delivery.cli",
+            "proactive_delivery_tools.cli",
             "local",
             "--once",
             "--count",

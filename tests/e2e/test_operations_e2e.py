@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery import telemetry, tracing
-from proactive_delivery.local.receiver import Reply
-from proactive_delivery.operations import ReplayOptions, find_queues, replay_dlq
+from proactive_delivery.adapters import telemetry, tracing
+from proactive_delivery_tools.local.receiver import Reply
+from proactive_delivery_tools.ops import ReplayOptions, find_queues, replay_dlq
 from tests.conftest import state_row
 from tests.pipeline import captured_log_lines, emf_blobs
 
@@ -75,8 +75,13 @@ def test_fault15_dlq_replay_run_twice_and_killed_half_way(pipeline: Any, make_me
     assert [len(_posts(pipeline, i)) for i in ids] == [1] * 6
 
 
-def test_resend_puts_failed_messages_back_through_the_same_gate(pipeline: Any, make_messages: Any) -> None:
-    from proactive_delivery import cli
+def test_resend_puts_failed_messages_back_through_the_same_gate(
+    pipeline: Any, make_messages: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proactive_delivery_tools import cli
+
+    # The operator's shell: where the delivery queue is (the functions get it from the stack).
+    monkeypatch.setenv("DELIVERY_QUEUE_URL", pipeline.queues.queue_url)
 
     # GIVEN two messages that failed permanently during a provider outage, and one sent
     ids = make_messages(3)

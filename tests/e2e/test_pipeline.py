@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery.local.esm import LambdaContext
+from proactive_delivery_tools.local.esm import LambdaContext
 from tests.conftest import attempts, platform_sent_at, state_row, states
 
 
@@ -118,7 +118,7 @@ def test_second_evaluate_run_queues_nothing_new(pipeline: Any, make_messages: An
 def test_an_evaluate_event_of_another_shape_does_nothing_and_says_why(
     pipeline: Any, make_messages: Any, event: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from proactive_delivery.errors import MalformedRecordError
+    from proactive_delivery.core.errors import MalformedRecordError
 
     # GIVEN due messages WHEN evaluate is invoked with an event outside the one rule
     make_messages(2)

@@ -219,29 +219,17 @@ def test_a_duplicate_record_and_a_replay_of_a_sent_recurring_followup_create_no_
 def test_a_crash_before_the_commit_and_the_retry_create_one_occurrence(
     pipeline: Any, make_contractor: Any, make_followup: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from proactive_delivery.db import PostgresStore
-    from proactive_delivery.errors import StoreUnavailableError
-
     # GIVEN a recurring follow-up and a deliverer that dies after the 2xx, before its outcome
     # statement (the one that marks it sent and inserts the next occurrence) commits
     contractor = make_contractor()
     followup = make_followup(contractor, is_recurring=True, recurrence_interval_days=3)
     pipeline.setenv(LEASE_SECONDS="1")
     pipeline.evaluate(FOLLOWUPS)
-    real_record = PostgresStore.record_outcomes
-    crashed: list[bool] = []
-
-    def record_or_crash(self: Any, outcomes: Any, *, claim_token: Any) -> int:
-        if not crashed:
-            crashed.append(True)
-            raise StoreUnavailableError("environment killed between the send and the commit")
-        return real_record(self, outcomes, claim_token=claim_token)
-
-    monkeypatch.setattr(PostgresStore, "record_outcomes", record_or_crash)
+    crashing = pipeline.crash_before_the_first_commit()
     # WHEN the batch comes back and is delivered again
     pipeline.drain(timeout=30)
     # THEN the retry (same webhook-id) committed once: one next occurrence
-    assert crashed
+    assert crashing.crashed
     assert {p.webhook_id for p in pipeline.receiver.posts_for(f"followup-{followup}")} == {
         f"followup-{followup}"
     }
@@ -308,7 +296,7 @@ def test_the_platforms_contractor_timezone_places_the_quiet_hours(
     pipeline: Any, make_contractor: Any, make_message: Any
 ) -> None:
     # GIVEN quiet hours and a contractor whose platform timezone is inside them right now
-    from proactive_delivery.local.seed import zone_in_quiet_hours
+    from proactive_delivery_tools.local.seed import zone_in_quiet_hours
 
     pipeline.setenv(QUIET_HOURS="21:00-08:00", DEFAULT_TIMEZONE="UTC")
     night = make_message(make_contractor(timezone=zone_in_quiet_hours()))

@@ -11,7 +11,7 @@ import boto3
 import psycopg
 import pytest
 
-from proactive_delivery.local.twilio import FakeTwilio, TwilioReply
+from proactive_delivery_tools.local.twilio import FakeTwilio, TwilioReply
 from tests.conftest import attempts, state_row
 
 FOLLOWUPS = {"sources": ["followup"]}

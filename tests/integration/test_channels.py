@@ -11,16 +11,16 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from proactive_delivery.channels import (
+from proactive_delivery.adapters.channels import (
     SesEmailChannel,
     SignedWebhookChannel,
     TwilioSmsChannel,
     web_chat_payload,
 )
-from proactive_delivery.errors import PermanentSendError, TransientSendError
-from proactive_delivery.local.receiver import Reply, WebhookReceiver
-from proactive_delivery.local.twilio import FakeTwilio, TwilioReply
-from proactive_delivery.models import MessageKey, OutboundMessage
+from proactive_delivery.core.errors import PermanentSendError, TransientSendError
+from proactive_delivery.core.models import MessageKey, OutboundMessage
+from proactive_delivery_tools.local.receiver import Reply, WebhookReceiver
+from proactive_delivery_tools.local.twilio import FakeTwilio, TwilioReply
 
 SID, TOKEN = "AC" + "0" * 32, "test-token"
 
@@ -185,7 +185,7 @@ def test_email_throttling_is_transient() -> None:
 
 
 def test_email_subject_comes_from_the_message_type() -> None:
-    from proactive_delivery.channels.webhook import subject_for
+    from proactive_delivery.adapters.channels.webhook import subject_for
 
     assert subject_for("win_celebration") == "Win celebration"
     assert subject_for("") == "A message from your coach"
@@ -199,7 +199,6 @@ def web_chat(receiver: WebhookReceiver, http: httpx.Client, secret: str) -> Sign
         client=http,
         signing_secret=secret,
         payload=web_chat_payload,
-        needs="contractor_id",
     )
 
 

@@ -21,11 +21,12 @@ import psycopg
 import pytest
 from moto import mock_aws
 
-from proactive_delivery import __version__, cli
-from proactive_delivery.db import describe_connect_error
-from proactive_delivery.errors import ConfigError
-from proactive_delivery.local.postgres import url_from_params
-from proactive_delivery.local.sqs import LocalSqsServer, create_queues, free_port
+from proactive_delivery import __version__
+from proactive_delivery.adapters.postgres.database import describe_connect_error
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery_tools import cli
+from proactive_delivery_tools.local.postgres import url_from_params
+from proactive_delivery_tools.local.sqs import LocalSqsServer, create_queues, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AWS_TEST_ENV = {
@@ -374,7 +375,7 @@ def run_into_closed_pipe(args: list[str], env: dict[str, str]) -> subprocess.Com
     os.close(read_end)
     try:
         return subprocess.run(
-            [sys.executable, "-m", "proactive_delivery.cli", *args],
+            [sys.executable, "-m", "proactive_delivery_tools.cli", *args],
             stdout=write_end,
             stderr=subprocess.PIPE,
             env=env,

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from proactive_delivery.cli import main
-from proactive_delivery.migrate import MigrationError, apply_migrations, available_migrations
+from proactive_delivery_tools.cli import main
+from proactive_delivery_tools.schema.migrate import MigrationError, apply_migrations, available_migrations
 
 
 def _tables(url: str) -> set[str]:

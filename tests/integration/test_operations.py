@@ -12,9 +12,10 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from proactive_delivery import cli, ops_cli
-from proactive_delivery.local.sqs import QueuePair, create_queues
-from proactive_delivery.operations import (
+from proactive_delivery_tools import cli
+from proactive_delivery_tools.cli import ops as ops_cli
+from proactive_delivery_tools.local.sqs import QueuePair, create_queues
+from proactive_delivery_tools.ops import (
     OperationsError,
     Queues,
     ReplayOptions,
@@ -375,8 +376,8 @@ def test_resend_filters_by_reason_and_time(
 def test_backlog_leaves_out_messages_held_until_later_but_counts_them_when_their_time_comes(
     database_url: str, conn: Any, make_messages: Any
 ) -> None:
-    from proactive_delivery.db import Database
-    from proactive_delivery.ops_store import OperationsStore
+    from proactive_delivery.adapters.postgres.database import Database
+    from proactive_delivery_tools.ops.store import OperationsStore
 
     # GIVEN four due messages: one deferred until tomorrow (quiet hours), one whose deferral
     # ended a minute ago, one queued and one evaluate has not seen yet
@@ -451,7 +452,7 @@ def test_replay_falls_back_when_list_message_move_tasks_answers_500_in_process(s
 def test_replay_against_motos_server_falls_back_and_moves_everything(
     monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    from proactive_delivery.local.sqs import LocalSqsServer
+    from proactive_delivery_tools.local.sqs import LocalSqsServer
 
     # GIVEN moto's server on 127.0.0.1 (it answers ListMessageMoveTasks with a 500 and has no
     # StartMessageMoveTask) and 15 messages in its DLQ

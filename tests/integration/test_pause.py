@@ -17,8 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from proactive_delivery import cli
-from proactive_delivery.switch import PARTLY, PAUSED, RUNNING, Stack, Trigger, set_enabled
+from proactive_delivery_tools import cli
+from proactive_delivery_tools.ops.switch import PARTLY, PAUSED, RUNNING, Stack, Trigger, set_enabled
 
 STACK = "pd-test"
 REGION = "us-east-1"

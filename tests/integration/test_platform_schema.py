@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from proactive_delivery.db import Database, load_queries
-from proactive_delivery.errors import ConfigError
+from proactive_delivery.adapters.postgres.database import RUNTIME_SQL, Database, load_queries
+from proactive_delivery.core.errors import ConfigError
 from tests.conftest import DATABASE_TIMEZONE, VARIANTS
 
 
@@ -38,11 +38,16 @@ def test_every_query_renders_and_plans_on_each_platform_variant(
     # AND every query of those sources renders and PostgreSQL plans it
     absent = {"proactive", "followup"} - set(sources)
     checked = 0
-    for filename in ("queries.sql", "operations.sql"):
-        for name in load_queries(filename):
+    catalogs = [
+        ("queries.sql", RUNTIME_SQL),
+        ("operations.sql", "proactive_delivery_tools.ops.sql"),
+        ("preferences.sql", "proactive_delivery_tools.ops.sql"),
+    ]
+    for filename, package in catalogs:
+        for name in load_queries(filename, package):
             if name == "message_facts" or any(name.endswith(f"_{s}") for s in absent):
                 continue
-            assert planned(url, db.sql(name, filename)), name
+            assert planned(url, db.sql(name, filename, package=package)), name
             checked += 1
     assert checked >= 15
     db.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery.cli import main
+from proactive_delivery_tools.cli import main
 
 
 def test_prefs_set_then_show(database_url: str, capsys: Any, make_contractor: Any) -> None:

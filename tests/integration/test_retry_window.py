@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from proactive_delivery.channels.webhook import GhlSmsPayload, SignedWebhookChannel
-from proactive_delivery.db import Database, PostgresStore
-from proactive_delivery.deliver import DeliverConfig, Deliverer
-from proactive_delivery.evaluate import Evaluator
-from proactive_delivery.models import MessageKey
-from proactive_delivery.policy import NO_QUIET_HOURS, PolicyDefaults
-from proactive_delivery.retry import RetryPolicy
+from proactive_delivery.adapters.channels.webhook import GhlSmsPayload, SignedWebhookChannel
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.app.deliver import DeliverConfig, Deliverer
+from proactive_delivery.core.models import MessageKey
+from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
+from proactive_delivery.core.retry import RetryPolicy
 from tests.conftest import SIGNING_SECRET, state_row
+from tests.pipeline import make_evaluator
 
 VISIBILITY_TIMEOUT = timedelta(seconds=360)
 
@@ -183,7 +184,7 @@ def test_an_outage_of_six_hours_is_survived_and_each_message_delivered_once(
         ),
         clock=clock,
     )
-    Evaluator(store, queue).run(["proactive"], lambda: 300_000)
+    make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
 
     # WHEN n8n answers 503 for six hours (a count-based budget of 5 receives 30 s apart gave
     # up after minutes) and then recovers, and the queue is worked as SQS would
@@ -245,7 +246,7 @@ def test_an_outage_longer_than_the_window_fails_and_dead_letters_each_message_on
         ),
         clock=clock,
     )
-    Evaluator(store, queue).run(["proactive"], lambda: 300_000)
+    make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
     started = clock.now
     # WHEN the queue is worked for two days of simulated time
     run_until_drained(queue, clock, deliverer, limit=timedelta(days=2))

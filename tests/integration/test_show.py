@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery import cli
+from proactive_delivery_tools import cli
 
 
 @pytest.fixture

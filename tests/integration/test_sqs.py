@@ -9,11 +9,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from proactive_delivery.db import Database, PostgresStore
-from proactive_delivery.evaluate import Evaluator
-from proactive_delivery.local.sqs import create_queues
-from proactive_delivery.queue import SqsDeliveryQueue
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.adapters.sqs import SqsDeliveryQueue
+from proactive_delivery_tools.local.sqs import create_queues
 from tests.conftest import states
+from tests.pipeline import make_evaluator
 
 
 def test_evaluate_sends_ids_in_batches_and_records_queued(
@@ -32,7 +33,7 @@ def test_evaluate_sends_ids_in_batches_and_records_queued(
             return original(**kwargs)
 
         sqs.send_message_batch = counting
-        evaluator = Evaluator(
+        evaluator = make_evaluator(
             PostgresStore(db := Database(lambda: database_url)),
             SqsDeliveryQueue(sqs, queues.queue_url),
             page_size=10,
@@ -76,7 +77,7 @@ def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messag
             "WHERE source_id = %s",
             (died,),
         )
-        evaluator = Evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url), reconcile_after_seconds=1800)
+        evaluator = make_evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url))
 
         # WHEN evaluate runs
         report = evaluator.run(["proactive"], lambda: 300_000)
@@ -120,7 +121,7 @@ def test_a_re_queuing_run_killed_before_its_send_does_not_restart_the_wait(
 
         def run(queue: SqsDeliveryQueue) -> Any:
             # A 300 s function: a run's rows are another run's orphans once older than that.
-            return Evaluator(store, queue, reconcile_after_seconds=1800).run(["proactive"], lambda: 300_000)
+            return make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
 
         with pytest.raises(_KilledBeforeSend):
             run(_DyingQueue(sqs, queues.queue_url))
@@ -161,7 +162,9 @@ def test_a_concurrent_sweeps_rows_are_not_taken_twice(
         )
         assert len(swept) == 3
         # WHEN an overlapping run sweeps
-        report = Evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url)).run(["proactive"], lambda: 300_000)
+        report = make_evaluator(store, SqsDeliveryQueue(sqs, queues.queue_url)).run(
+            ["proactive"], lambda: 300_000
+        )
         # THEN it does not queue them a second time
         assert report.sources["proactive"].requeued == 0
         assert sqs.receive_message(QueueUrl=queues.queue_url).get("Messages", []) == []

@@ -11,9 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from proactive_delivery.db import Database, PostgresStore, load_queries, parse_named_queries
-from proactive_delivery.errors import StoreUnavailableError
-from proactive_delivery.models import MessageKey, Outcome
+from proactive_delivery.adapters.postgres.database import Database, load_queries, parse_named_queries
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.core.errors import StoreUnavailableError
+from proactive_delivery.core.models import MessageKey, Outcome
 from tests.conftest import state_row
 
 _OPEN: list[Database] = []

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery import telemetry
-from proactive_delivery.models import SOURCES
+from proactive_delivery.adapters import telemetry
+from proactive_delivery.core.models import SOURCES
 from tests.unit.test_template import ROOT, as_list, function_properties, load_template, ref_target
 
 CLOUDWATCH = "cloudwatch.amazonaws.com"

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Dev and local tooling: never in the layer, so a handler must not need them.
 NOT_SHIPPED = ("moto", "rich", "click", "pygments", "pytest", "yaml")
-LOCAL_ONLY = ("proactive_delivery.local", "proactive_delivery.cli")
+LOCAL_ONLY = ("proactive_delivery_tools.local", "proactive_delivery_tools.cli")
 
 IMPORT_HANDLER = """
 import importlib.abc, sys

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from proactive_delivery.content import Names, e164, render_message
-from proactive_delivery.policy import PolicyInputError
+from proactive_delivery.core.content import Names, e164, render_message
+from proactive_delivery.core.policy import PolicyInputError
 
 
 # --- names and placeholders ----------------------------------------------------------------

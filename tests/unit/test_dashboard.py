@@ -1,6 +1,6 @@
 """The dashboard and alarms in template.yaml against the metrics the code emits.
 
-"Emitted by the code" is proactive_delivery.telemetry.METRICS: the handlers emit only
+"Emitted by the code" is proactive_delivery.adapters.telemetry.METRICS: the handlers emit only
 through it and it refuses anything unregistered (tested below), so the registry is the
 code's own list, not a copy.
 """
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery import telemetry
-from proactive_delivery.deliver import BatchResult
-from proactive_delivery.models import MessageKey, Outcome
+from proactive_delivery.adapters import telemetry
+from proactive_delivery.app.deliver import BatchResult
+from proactive_delivery.core.models import MessageKey, Outcome
 from tests.unit.test_template import load_template
 
 _SUB_VARIABLE = re.compile(r"\$\{[^}]+\}")

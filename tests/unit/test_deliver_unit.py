@@ -13,16 +13,16 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery.content import Names
-from proactive_delivery.deliver import AttemptsExhaustedError, BatchResult, DeliverConfig, Deliverer
-from proactive_delivery.errors import (
+from proactive_delivery.app.deliver import AttemptsExhaustedError, BatchResult, DeliverConfig, Deliverer
+from proactive_delivery.core.content import Names
+from proactive_delivery.core.errors import (
     MalformedRecordError,
     PermanentSendError,
     RetryLaterError,
     SendError,
     TransientSendError,
 )
-from proactive_delivery.models import (
+from proactive_delivery.core.models import (
     ClaimedRow,
     MessageFacts,
     MessageKey,
@@ -30,9 +30,9 @@ from proactive_delivery.models import (
     Outcome,
     SendResult,
 )
-from proactive_delivery.policy import NO_QUIET_HOURS, PolicyDefaults
-from proactive_delivery.queue import InMemoryQueue
-from proactive_delivery.retry import RetryPolicy
+from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
+from proactive_delivery.core.retry import RetryPolicy
+from proactive_delivery_tools.fakes import InMemoryQueue
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 CONFIG = DeliverConfig(

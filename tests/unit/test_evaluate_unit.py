@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
 
-from proactive_delivery.errors import MalformedRecordError, QueueError
-from proactive_delivery.evaluate import Evaluator, sources_from_event
-from proactive_delivery.models import SOURCES, EnqueuePage, MessageKey
-from proactive_delivery.queue import InMemoryQueue
+from proactive_delivery.app.evaluate import Evaluator, sources_from_event
+from proactive_delivery.app.gate import QueueGate
+from proactive_delivery.core.errors import MalformedRecordError, QueueError
+from proactive_delivery.core.models import SOURCES, EnqueuePage, MessageFacts, MessageKey, QueueDecision
+from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
+from proactive_delivery_tools.fakes import InMemoryQueue
 
 PLENTY_MS = 600_000
 MARGIN_MS = 10_000
@@ -30,6 +33,7 @@ class FakeEvaluateStore:
     requeue_calls: list[tuple[str, int, int]] = field(default_factory=list)
     returned: list[list[int]] = field(default_factory=list)
     enqueued: list[int] = field(default_factory=list)
+    decisions: list[QueueDecision] = field(default_factory=list)
 
     def record(self, source_id: int, state: str) -> None:
         self.delivery_id.setdefault(source_id, len(self.delivery_id) + 1)
@@ -67,6 +71,24 @@ class FakeEvaluateStore:
     def sources(self) -> tuple[str, ...]:
         return SOURCES
 
+    # the queue-time verdict's store (GateStore): every message is an ordinary, sendable one
+    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]:
+        return [
+            MessageFacts(
+                key=MessageKey(source, i),
+                contractor_id=i,
+                message_type="check_in",
+                body="Hi Ana",
+                platform_status="scheduled" if source == "followup" else None,
+                phone="+13125550101",
+            )
+            for i in source_ids
+        ]
+
+    def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int:
+        self.decisions.extend(decisions)
+        return len(decisions)
+
     def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int:
         self.enqueued.extend(source_ids)
         return len(source_ids)
@@ -99,9 +121,27 @@ def plenty() -> int:
     return PLENTY_MS
 
 
+# Every message is sendable at any hour: these tests are about paging and the queue (the
+# queue-time verdict itself is tested in test_policy.py and test_verdict.py).
+POLICY = PolicyDefaults(
+    channels=("sms",),
+    timezone="UTC",
+    quiet_hours=NO_QUIET_HOURS,
+    max_per_day=1000,
+    max_age=timedelta(hours=72),
+    phone_region="US",
+)
+
+
 def evaluator(store: FakeEvaluateStore, queue: InMemoryQueue, page_size: int = 500) -> Evaluator:
     return Evaluator(
-        store, queue, page_size=page_size, reconcile_after_seconds=1800, safety_margin_ms=MARGIN_MS
+        store,
+        queue,
+        QueueGate(store, POLICY, ("sms",)),
+        page_size=page_size,
+        reconcile_after_seconds=1800,
+        enqueue_concurrency=1,
+        safety_margin_ms=MARGIN_MS,
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from proactive_delivery.errors import ConfigError
-from proactive_delivery.local.schedule import ScheduleExpression
-from proactive_delivery.local.template import LocalTemplate, load_env_file
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery_tools.local.schedule import ScheduleExpression
+from proactive_delivery_tools.local.template import LocalTemplate, load_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 

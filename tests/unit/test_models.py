@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from proactive_delivery.errors import MalformedRecordError
-from proactive_delivery.models import MessageKey
+from proactive_delivery.core.errors import MalformedRecordError
+from proactive_delivery.core.models import MessageKey
 
 
 def test_good_body_parses_to_a_key() -> None:

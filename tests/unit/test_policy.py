@@ -8,8 +8,9 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from proactive_delivery.models import MessageFacts, MessageKey
-from proactive_delivery.policy import (
+from proactive_delivery.app.verdict import judge
+from proactive_delivery.core.models import MessageFacts, MessageKey
+from proactive_delivery.core.policy import (
     Contact,
     Decision,
     PolicyDefaults,
@@ -23,7 +24,6 @@ from proactive_delivery.policy import (
     quiet_until,
     sent_today,
 )
-from proactive_delivery.verdict import judge
 
 DEFAULTS = PolicyDefaults(
     channels=("sms",),

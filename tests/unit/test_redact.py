@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 
-from proactive_delivery.redact import RedactingFormatter, mask_email, mask_phone, redact_text
+from proactive_delivery.adapters.redact import RedactingFormatter, mask_email, mask_phone, redact_text
 
 E164 = "+13125550142"
 US = "(555) 010-4242"

@@ -9,14 +9,16 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from proactive_delivery.errors import PermanentSendError, TransientSendError
-from proactive_delivery.retry import (
-    MAX_VISIBILITY_SECONDS,
-    RECEIVE_HEADROOM,
-    RetryPolicy,
+from proactive_delivery.adapters.channels.http import (
     classify_response,
     classify_transport_error,
     parse_retry_after,
+)
+from proactive_delivery.core.errors import PermanentSendError, TransientSendError
+from proactive_delivery.core.retry import (
+    MAX_VISIBILITY_SECONDS,
+    RECEIVE_HEADROOM,
+    RetryPolicy,
     parse_schedule,
 )
 

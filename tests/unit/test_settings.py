@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from proactive_delivery.errors import ConfigError
+from proactive_delivery.core.errors import ConfigError
 from proactive_delivery.settings import Settings
 
 SECRET = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0zMi1ieXRlcyEhISE="

@@ -6,7 +6,7 @@ from datetime import time, timedelta
 
 import pytest
 
-from proactive_delivery.errors import ConfigError
+from proactive_delivery.core.errors import ConfigError
 from proactive_delivery.settings import Settings
 from tests.unit.test_settings import deployed_env, local_env
 

@@ -13,15 +13,15 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from proactive_delivery.channels.webhook import (
+from proactive_delivery.adapters.channels.webhook import (
     GhlSmsPayload,
     N8nEmailPayload,
     Payload,
     SignedWebhookChannel,
     flat_sms_payload,
 )
-from proactive_delivery.errors import PermanentSendError, TransientSendError
-from proactive_delivery.models import MessageKey, OutboundMessage
+from proactive_delivery.core.errors import PermanentSendError, TransientSendError
+from proactive_delivery.core.models import MessageKey, OutboundMessage
 
 SECRET = "whsec_" + base64.b64encode(b"unit-test-signing-secret-32bytes").decode()
 URL = "https://n8n.example.com/webhook/proactive"
@@ -187,7 +187,6 @@ def test_n8n_email_payload_is_the_email_outbound_body() -> None:
         client=client,
         signing_secret=SECRET,
         payload=N8nEmailPayload(from_email="coach@example.com", from_name="Power100 Concierge"),
-        needs="email",
         clock=lambda: at,
     )
     # WHEN a message is sent
@@ -271,16 +270,6 @@ def test_clock_in_another_time_zone_still_verifies() -> None:
 
 
 # --- reach --------------------------------------------------------------------------------------
-
-
-def test_can_reach_needs_a_phone() -> None:
-    webhook = channel(Recorder())
-    assert webhook.can_reach(message(phone="+13125550142"))
-    assert not webhook.can_reach(message(phone=None))
-    assert not webhook.can_reach(message(phone=""))
-
-
-# --- failure classes ----------------------------------------------------------------------------
 
 
 def test_503_is_transient() -> None:

@@ -289,7 +289,9 @@ def test_every_function_uses_the_layer_and_a_handler_that_exists(template: dict[
         module_file = code_dir / f"{module.replace('.', '/')}.py"
         # THEN it exists and defines the handler, and the shared layer is attached
         assert module_file.is_file(), f"{name}: {module_file} missing"
-        assert re.search(rf"^def {attribute}\(", module_file.read_text(encoding="utf-8"), re.M), name
+        assert re.search(
+            rf"^(def {attribute}\(|{attribute} = )", module_file.read_text(encoding="utf-8"), re.M
+        ), name
         assert {"Ref": "CommonLayer"} in props["Layers"], name
 
 
@@ -472,7 +474,7 @@ def test_redrive_and_the_function_take_the_budget_from_the_retry_window(template
 
 
 def test_every_retry_window_row_is_what_the_code_derives(template: dict[str, Any]) -> None:
-    from proactive_delivery.retry import RetryPolicy
+    from proactive_delivery.core.retry import RetryPolicy
 
     # GIVEN every window the parameter allows
     allowed = [str(v) for v in template["Parameters"]["RetryWindowHours"]["AllowedValues"]]

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 from aws_lambda_powertools import Logger
 
-from proactive_delivery import verdict
-from proactive_delivery.content import Names
-from proactive_delivery.models import MessageFacts, MessageKey
-from proactive_delivery.policy import PolicyDefaults, QuietHours, StoredPreferences
-from proactive_delivery.verdict import judge
+from proactive_delivery.app import verdict
+from proactive_delivery.app.verdict import judge
+from proactive_delivery.core.content import Names
+from proactive_delivery.core.models import MessageFacts, MessageKey
+from proactive_delivery.core.policy import PolicyDefaults, QuietHours, StoredPreferences
 
 # 15:00 UTC: 10:00 in New York, 00:00 in Tokyo (inside 21:00-08:00 there).
 NOW = datetime(2025, 1, 15, 15, 0, 0, tzinfo=UTC)

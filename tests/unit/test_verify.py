@@ -1,6 +1,6 @@
 """The receiver-side verification that the README documents rejects forged and stale
 requests and accepts what the sender signs: the Python function
-(proactive_delivery.verify.verify_webhook) directly, and the Node.js snippet with node
+(proactive_delivery_tools.verify.verify_webhook) directly, and the Node.js snippet with node
 when it is installed."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from proactive_delivery.channels.webhook import sign_headers
-from proactive_delivery.verify import WebhookVerificationError, verify_webhook
+from proactive_delivery.adapters.channels.webhook import sign_headers
+from proactive_delivery_tools.verify import WebhookVerificationError, verify_webhook
 
 SECRET = "whsec_" + base64.b64encode(b"receiver-side-verify-secret-32by").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"an-attacker-guessed-this-secret!").decode()

@@ -1,180 +1,271 @@
-"""Assembles the real adapters, once per execution environment.
+"""Assembles the real adapters around the use cases: one `build(settings)` per execution
+environment (cosmicpython's bootstrap). The handlers call it once; tests, the benchmark and
+the local runtime call it with their own pieces (an SQS client at moto, a queue stand-in, a
+fake clock, a store that crashes on cue) instead of patching anything.
 
-Handlers call get_evaluator() / get_deliverer(); tests replace the pieces they need by
-building Evaluator / Deliverer themselves or by calling reset() after changing the
-environment.
+Every piece is built on first use and then kept, so the evaluate function never builds (or
+imports) the HTTP client, the channels or the batch utilities it does not use.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-import httpx
-from botocore.config import Config
-
-from proactive_delivery.channels.base import Channel
-from proactive_delivery.channels.email import SesEmailChannel
-from proactive_delivery.channels.twilio import TwilioSmsChannel
-from proactive_delivery.channels.webhook import (
-    GhlSmsPayload,
-    N8nEmailPayload,
-    Payload,
-    SignedWebhookChannel,
-    flat_sms_payload,
-    web_chat_payload,
+from proactive_delivery.adapters import aws
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.adapters.secrets import (
+    SecretReader,
+    database_url_from,
+    powertools_reader,
+    signing_secret_from,
+    twilio_credentials_from,
 )
-from proactive_delivery.db import Database, PostgresStore
-from proactive_delivery.deliver import DeliverConfig, Deliverer
-from proactive_delivery.errors import ConfigError
-from proactive_delivery.evaluate import Evaluator
-from proactive_delivery.gate import QueueGate
-from proactive_delivery.ops_store import OperationsStore
-from proactive_delivery.queue import SqsDeliveryQueue
+from proactive_delivery.adapters.sqs import SqsDeliveryQueue
 from proactive_delivery.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+
+    from proactive_delivery.app.deliver import Deliverer
+    from proactive_delivery.app.evaluate import Evaluator
+    from proactive_delivery.app.ports import Channel, DeliveryQueue
+
 T = TypeVar("T")
-_LOCK = threading.RLock()
+Clock = Callable[[], datetime]
 
 
-class _Once(Generic[T]):
-    """functools.cache for a factory without arguments, made safe for the local runtime's
-    concurrent invocations in one process (Lambda never runs two at once in one
-    environment)."""
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, factory: Callable[[], T]) -> None:
-        self._factory = factory
-        self._value: T | None = None
-        self._built = False
-        self.__doc__ = factory.__doc__
 
-    def __call__(self) -> T:
-        with _LOCK:
-            if not self._built:
-                self._value = self._factory()
-                self._built = True
-            return self._value  # type: ignore[return-value]
+class Services:
+    """The pieces of one execution environment, each built once on first use. Thread-safe:
+    the local runtime runs concurrent invocations of one function as threads (Lambda runs
+    one at a time per environment)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sqs: Any = None,
+        sesv2: Any = None,
+        http: httpx.Client | None = None,
+        clock: Clock = utc_now,
+        secrets: SecretReader | None = None,
+        store: PostgresStore | None = None,
+        queue: DeliveryQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._given: dict[str, Any] = {
+            "sqs": sqs,
+            "sesv2": sesv2,
+            "http": http,
+            "store": store,
+            "queue": queue,
+        }
+        self._secrets = secrets or powertools_reader(settings.secret_max_age_seconds)
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                given = self._given.get(name)
+                self._built[name] = given if given is not None else factory()
+            return self._built[name]  # type: ignore[no-any-return]
+
+    # -- adapters ---------------------------------------------------------------------------
+    @property
+    def database(self) -> Database:
+        settings = self.settings
+        return self._once(
+            "database",
+            lambda: Database(
+                lambda: database_url_from(settings.database_url, settings.database_secret_arn, self._secrets),
+                platform_timezone=settings.platform_timezone,
+            ),
+        )
 
     @property
-    def built(self) -> bool:
-        return self._built
+    def store(self) -> PostgresStore:
+        return self._once(
+            "store", lambda: PostgresStore(self.database, followup_sent_by=self.settings.followup_sent_by)
+        )
 
-    def cache_clear(self) -> None:
-        with _LOCK:
-            self._value = None
-            self._built = False
+    @property
+    def sqs(self) -> Any:
+        # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS).
+        return self._once("sqs", lambda: aws.client("sqs"))
+
+    @property
+    def queue(self) -> DeliveryQueue:
+        settings = self.settings
+        return self._once(
+            "queue",
+            lambda: SqsDeliveryQueue(
+                self.sqs, settings.delivery_queue_url, dead_letter_url=settings.dead_letter_queue_url
+            ),
+        )
+
+    @property
+    def http(self) -> httpx.Client:
+        return self._once("http", lambda: _http_client(self.settings))
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._once(
+            "executor",
+            lambda: ThreadPoolExecutor(max_workers=self.settings.send_concurrency, thread_name_prefix="send"),
+        )
+
+    @property
+    def channels(self) -> list[Channel]:
+        return self._once("channels", self._build_channels)
+
+    # -- use cases --------------------------------------------------------------------------
+    @property
+    def evaluator(self) -> Evaluator:
+        return self._once("evaluator", self._build_evaluator)
+
+    @property
+    def deliverer(self) -> Deliverer:
+        return self._once("deliverer", self._build_deliverer)
+
+    def _build_evaluator(self) -> Evaluator:
+        from proactive_delivery.app.evaluate import Evaluator
+        from proactive_delivery.app.gate import QueueGate
+
+        settings = self.settings
+        return Evaluator(
+            self.store,
+            self.queue,
+            QueueGate(self.store, settings.policy, settings.available_channels, clock=self.clock),
+            page_size=settings.evaluate_page_size,
+            reconcile_after_seconds=settings.reconcile_after_seconds,
+            enqueue_concurrency=settings.enqueue_concurrency,
+        )
+
+    def _build_deliverer(self) -> Deliverer:
+        from proactive_delivery.app.deliver import DeliverConfig, Deliverer
+
+        settings = self.settings
+        config = DeliverConfig(
+            lease_seconds=settings.lease_seconds,
+            retry=settings.retry_policy,
+            max_receive_count=settings.receive_budget,
+            send_budget_ms=int(settings.send_budget_seconds * 1000),
+        )
+        return Deliverer(
+            self.store,
+            self.queue,
+            self.channels,
+            self.executor,
+            config,
+            policy=settings.policy,
+            clock=self.clock,
+        )
+
+    def _build_channels(self) -> list[Channel]:
+        """One adapter per configured channel; a channel without its setting is not built."""
+        from proactive_delivery.adapters.channels.ses import SesEmailChannel
+        from proactive_delivery.adapters.channels.twilio import TwilioSmsChannel
+        from proactive_delivery.adapters.channels.webhook import (
+            GhlSmsPayload,
+            N8nEmailPayload,
+            Payload,
+            SignedWebhookChannel,
+            flat_sms_payload,
+            web_chat_payload,
+        )
+
+        s = self.settings
+        read = self._secrets
+
+        def signing_secret() -> str:
+            return self._once(
+                "signing_secret",
+                lambda: signing_secret_from(s.webhook_signing_secret, s.webhook_signing_secret_arn, read),
+            )
+
+        def webhook(name: str, url: str, payload: Payload) -> Channel:
+            return SignedWebhookChannel(
+                name=name, url=url, client=self.http, signing_secret=signing_secret(), payload=payload
+            )
+
+        channels: list[Channel] = []
+        if s.sms_provider == "twilio":
+            channels.append(
+                TwilioSmsChannel(
+                    base_url=s.twilio_api_base_url,
+                    # Per send: the token comes from a cached secret that may be rotated.
+                    credentials=lambda: twilio_credentials_from(
+                        s.twilio_account_sid, s.twilio_auth_token, s.twilio_secret_arn, read
+                    ),
+                    client=self.http,
+                    from_number=s.twilio_from_number,
+                    messaging_service_sid=s.twilio_messaging_service_sid,
+                )
+            )
+        else:
+            sms: Payload = (
+                GhlSmsPayload(from_name=s.sms_from_name, tags=s.sms_tags)
+                if s.n8n_payload_format == "ghl"
+                else flat_sms_payload
+            )
+            channels.append(webhook("sms", s.n8n_outbound_webhook_url, sms))
+        if s.email_from_address and s.email_provider == "n8n":
+            assert s.n8n_email_webhook_url is not None  # Settings.validate requires it
+            email = N8nEmailPayload(from_email=s.email_from_address, from_name=s.email_from_name)
+            channels.append(webhook("email", s.n8n_email_webhook_url, email))
+        elif s.email_from_address:
+            sesv2 = self._once("sesv2", lambda: aws.client("sesv2"))
+            channels.append(
+                SesEmailChannel(client=sesv2, from_address=s.email_from_address, from_name=s.email_from_name)
+            )
+        if s.web_chat_webhook_url:
+            channels.append(webhook("web_chat", s.web_chat_webhook_url, web_chat_payload))
+        return channels
+
+    def close(self) -> None:
+        """Release what was built here (connections, threads); what was given stays open."""
+        with self._lock:
+            built, self._built = self._built, {}
+        for name, piece in built.items():
+            if self._given.get(name) is not None:
+                continue
+            if name == "executor":
+                piece.shutdown(wait=True)
+            elif name in ("database", "http"):
+                piece.close()
 
 
-def _once(factory: Callable[[], T]) -> _Once[T]:
-    return _Once(factory)
-
-
-@_once
-def get_settings() -> Settings:
-    return Settings.from_env()
-
-
-def _get_secret(arn: str, max_age: int) -> str:
-    from aws_lambda_powertools.utilities import parameters
-
-    try:
-        value = parameters.get_secret(arn, max_age=max_age)
-    except parameters.exceptions.GetParameterError as exc:
-        cause = exc.__cause__
-        # A ClientError says which (ResourceNotFoundException, AccessDeniedException, ...).
-        code = getattr(cause, "response", {}).get("Error", {}).get("Code") if cause is not None else None
-        raise ConfigError(
-            f"cannot read secret {arn.rsplit(':', 1)[-1]}: {code or type(cause).__name__}"
-        ) from exc
-    return str(value)
-
-
-def database_url(settings: Settings) -> str:
-    """DATABASE_URL as given, or built from the Secrets Manager secret (the RDS secret
-    format: JSON with host, port, username, password, dbname). Read through Powertools
-    Parameters, so the value is cached for SECRET_MAX_AGE_SECONDS and a rotated password
-    is picked up on the next reconnect."""
-    return database_url_from(
-        settings.database_url, settings.database_secret_arn, settings.secret_max_age_seconds
+def build(
+    settings: Settings,
+    *,
+    sqs: Any = None,
+    sesv2: Any = None,
+    http: httpx.Client | None = None,
+    clock: Clock = utc_now,
+    secrets: SecretReader | None = None,
+    store: PostgresStore | None = None,
+    queue: DeliveryQueue | None = None,
+) -> Services:
+    """The services of one execution environment. Every argument but the settings replaces
+    the piece that would otherwise be built from them."""
+    return Services(
+        settings, sqs=sqs, sesv2=sesv2, http=http, clock=clock, secrets=secrets, store=store, queue=queue
     )
 
 
-def database_url_from(url: str | None, secret_arn: str | None, max_age: int = 300) -> str:
-    """database_url() for callers without the functions' other settings (the operator's
-    command line)."""
-    if url:
-        return url
-    if not secret_arn:
-        raise ConfigError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
-    raw = _get_secret(secret_arn, max_age)
-    try:
-        secret: dict[str, Any] = json.loads(raw)
-        user = quote(str(secret["username"]), safe="")
-        password = quote(str(secret["password"]), safe="")
-        host = secret["host"]
-        port = int(secret.get("port", 5432))
-        dbname = quote(str(secret.get("dbname", "postgres")), safe="")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            "DATABASE_SECRET_ARN must name a JSON secret with host, port, username, password, dbname"
-        ) from exc
-    return f"postgresql://{user}:{password}@{host}:{port}/{dbname}?sslmode=prefer"
+def _http_client(settings: Settings) -> httpx.Client:
+    import httpx
 
-
-def signing_secret(settings: Settings) -> str:
-    if settings.webhook_signing_secret:
-        return settings.webhook_signing_secret
-    assert settings.webhook_signing_secret_arn is not None
-    raw = _get_secret(settings.webhook_signing_secret_arn, settings.secret_max_age_seconds).strip()
-    if raw.startswith("{"):
-        raw = str(json.loads(raw).get("secret", ""))
-    if not raw.startswith("whsec_"):
-        raise ConfigError("WEBHOOK_SIGNING_SECRET_ARN must hold a Standard Webhooks secret (whsec_...)")
-    return raw
-
-
-@_once
-def get_database() -> Database:
-    settings = get_settings()
-    return Database(lambda: database_url(settings), platform_timezone=settings.platform_timezone)
-
-
-_sqs_client_override: Any = None
-
-
-def use_sqs_client(client: Any) -> None:
-    """Make every queue built from now on use `client` (tests inject faults this way;
-    None goes back to the real client)."""
-    global _sqs_client_override
-    _sqs_client_override = client
-    for factory in (get_evaluator, get_deliverer, get_queue, get_sqs_client):
-        factory.cache_clear()
-
-
-@_once
-def get_sqs_client() -> Any:
-    if _sqs_client_override is not None:
-        return _sqs_client_override
-    # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS).
-    return boto3.client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
-
-
-@_once
-def get_queue() -> SqsDeliveryQueue:
-    settings = get_settings()
-    return SqsDeliveryQueue(
-        get_sqs_client(), settings.delivery_queue_url, dead_letter_url=settings.dead_letter_queue_url
-    )
-
-
-@_once
-def get_http_client() -> httpx.Client:
-    settings = get_settings()
     timeout = httpx.Timeout(
         connect=settings.http_connect_timeout_seconds,
         read=settings.http_read_timeout_seconds,
@@ -187,158 +278,7 @@ def get_http_client() -> httpx.Client:
     return httpx.Client(timeout=timeout, limits=limits, follow_redirects=False)
 
 
-@_once
-def get_executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=get_settings().send_concurrency, thread_name_prefix="send")
-
-
-@_once
-def get_evaluator() -> Evaluator:
-    settings = get_settings()
-    return Evaluator(
-        PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
-        get_queue(),
-        page_size=settings.evaluate_page_size,
-        reconcile_after_seconds=settings.reconcile_after_seconds,
-        enqueue_concurrency=settings.enqueue_concurrency,
-        gate=QueueGate(
-            PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
-            settings.policy,
-            settings.available_channels,
-        ),
-    )
-
-
-def twilio_credentials(settings: Settings) -> tuple[str, str]:
-    """(account SID, auth token): from the environment locally, else from the secret (JSON
-    with account_sid and auth_token), cached by Powertools Parameters."""
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        return settings.twilio_account_sid, settings.twilio_auth_token
-    assert settings.twilio_secret_arn is not None
-    raw = _get_secret(settings.twilio_secret_arn, settings.secret_max_age_seconds)
-    try:
-        secret = json.loads(raw)
-        return str(secret["account_sid"]), str(secret["auth_token"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            "TWILIO_SECRET_ARN must name a JSON secret with account_sid and auth_token"
-        ) from exc
-
-
-@_once
-def get_sesv2_client() -> Any:
-    # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL_SESV2).
-    return boto3.client("sesv2", config=Config(retries={"mode": "standard", "max_attempts": 3}))
-
-
-def build_channels(settings: Settings) -> list[Channel]:
-    """One adapter per configured channel; a channel without its setting is not built."""
-    channels: list[Channel] = []
-    if settings.sms_provider == "twilio":
-        channels.append(
-            TwilioSmsChannel(
-                base_url=settings.twilio_api_base_url,
-                credentials=lambda: twilio_credentials(settings),
-                client=get_http_client(),
-                from_number=settings.twilio_from_number,
-                messaging_service_sid=settings.twilio_messaging_service_sid,
-            )
-        )
-    else:
-        sms_payload: Payload = (
-            GhlSmsPayload(from_name=settings.sms_from_name, tags=settings.sms_tags)
-            if settings.n8n_payload_format == "ghl"
-            else flat_sms_payload
-        )
-        channels.append(
-            SignedWebhookChannel(
-                name="sms",
-                url=settings.n8n_outbound_webhook_url,
-                client=get_http_client(),
-                signing_secret=signing_secret(settings),
-                payload=sms_payload,
-            )
-        )
-    if settings.email_from_address and settings.email_provider == "n8n":
-        assert settings.n8n_email_webhook_url is not None
-        channels.append(
-            SignedWebhookChannel(
-                name="email",
-                url=settings.n8n_email_webhook_url,
-                client=get_http_client(),
-                signing_secret=signing_secret(settings),
-                payload=N8nEmailPayload(
-                    from_email=settings.email_from_address, from_name=settings.email_from_name
-                ),
-                needs="email",
-            )
-        )
-    elif settings.email_from_address:
-        channels.append(
-            SesEmailChannel(
-                client=get_sesv2_client(),
-                from_address=settings.email_from_address,
-                from_name=settings.email_from_name,
-            )
-        )
-    if settings.web_chat_webhook_url:
-        channels.append(
-            SignedWebhookChannel(
-                name="web_chat",
-                url=settings.web_chat_webhook_url,
-                client=get_http_client(),
-                signing_secret=signing_secret(settings),
-                payload=web_chat_payload,
-                needs="contractor_id",
-            )
-        )
-    return channels
-
-
-@_once
-def get_deliverer() -> Deliverer:
-    settings = get_settings()
-    channels = build_channels(settings)
-    config = DeliverConfig(
-        lease_seconds=settings.lease_seconds,
-        retry=settings.retry_policy,
-        max_receive_count=settings.receive_budget,
-        send_budget_ms=int(settings.send_budget_seconds * 1000),
-    )
-    return Deliverer(
-        PostgresStore(get_database(), followup_sent_by=settings.followup_sent_by),
-        get_queue(),
-        channels,
-        get_executor(),
-        config,
-        policy=settings.policy,
-    )
-
-
-@_once
-def get_operations_store() -> OperationsStore:
-    return OperationsStore(get_database())
-
-
-def reset() -> None:
-    """Forget every cached object (tests, and the local runtime between stack changes)."""
-    with _LOCK:
-        for factory in (
-            get_evaluator,
-            get_deliverer,
-            get_queue,
-            get_sqs_client,
-            get_settings,
-            get_sesv2_client,
-        ):
-            factory.cache_clear()
-        get_operations_store.cache_clear()
-        if get_database.built:
-            get_database().close()
-        get_database.cache_clear()
-        if get_http_client.built:
-            get_http_client().close()
-        get_http_client.cache_clear()
-        if get_executor.built:
-            get_executor().shutdown(wait=True)
-        get_executor.cache_clear()
+def database_url(settings: Settings, secrets: SecretReader | None = None) -> str:
+    """The database URL the functions would use (for the operator's commands)."""
+    read = secrets or powertools_reader(settings.secret_max_age_seconds)
+    return database_url_from(settings.database_url, settings.database_secret_arn, read)

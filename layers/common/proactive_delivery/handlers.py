@@ -1,46 +1,79 @@
-"""What the Lambda handlers call: event validation, the use case, metrics.
-
-The functions in functions/*/app.py are only decorators around these, as in the
-Powertools examples, so the same code runs under Lambda, the local runtime and tests.
+"""What the Lambda functions run. functions/*/app.py are one line each:
+`lambda_handler = LambdaFunction(evaluate)`, as in the Powertools examples (decorators plus
+one call), so the same code runs under Lambda, the local runtime and tests. A function
+builds its services once per execution environment from the environment; the local
+runtime and tests hand it theirs with `lambda_handler.with_services(...)`.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from proactive_delivery import SERVICE, bootstrap, telemetry
-from proactive_delivery.errors import MalformedRecordError
-from proactive_delivery.evaluate import sources_from_event
-from proactive_delivery.redact import DeliveryLogFormatter
+from proactive_delivery import SERVICE
+from proactive_delivery.adapters import telemetry
+from proactive_delivery.adapters.redact import DeliveryLogFormatter
+from proactive_delivery.app.evaluate import sources_from_event
+from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.core.errors import MalformedRecordError
+from proactive_delivery.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 logger = Logger(service=SERVICE, logger_formatter=DeliveryLogFormatter())
 tracer = Tracer(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=telemetry.NAMESPACE)
 
-# Deliberate: a batch in which every message failed (the webhook is down) is a normal,
-# reported outcome, each failure with its own backoff already set on the message; it is
-# not a function error. Infrastructure failures (database unreachable) still raise from
-# the handler and show up as Lambda errors.
-#
-# One processor per thread: a BatchProcessor keeps the current batch in its attributes, and
-# the local runtime runs concurrent deliver invocations as threads of one process (Lambda
-# runs one invocation per environment at a time, where this is simply one processor).
-_processors = threading.local()
+UseCase = Callable[[Any, LambdaContext, Services], Any]
 
 
-def _processor() -> BatchProcessor:
-    if not hasattr(_processors, "processor"):
-        _processors.processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return _processors.processor  # type: ignore[no-any-return]
+class _FromEnvironment:
+    """The services of this execution environment, built from its environment on first use."""
+
+    def __init__(self) -> None:
+        self._services: Services | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Services:
+        with self._lock:
+            if self._services is None:
+                self._services = build(Settings.from_env())
+            return self._services
 
 
-def evaluate(event: Any, context: Any) -> dict[str, Any]:
+from_environment = _FromEnvironment()
+
+
+class LambdaFunction:
+    """A use case behind the Powertools decorators: logger context, tracing, metrics flushed
+    after every invocation (with the cold-start metric)."""
+
+    def __init__(self, use_case: UseCase, services: Callable[[], Services] = from_environment) -> None:
+        self._use_case = use_case
+        self._services = services
+
+        @logger.inject_lambda_context(clear_state=True)
+        @tracer.capture_lambda_handler
+        @metrics.log_metrics(capture_cold_start_metric=True)
+        def handler(event: Any, context: LambdaContext) -> Any:
+            return use_case(event, context, self._services())
+
+        self._handler = handler
+
+    def __call__(self, event: Any, context: LambdaContext) -> Any:
+        return self._handler(event, context)
+
+    def with_services(self, services: Services) -> LambdaFunction:
+        """The same function running on `services` (the local runtime's, a test's)."""
+        return LambdaFunction(self._use_case, lambda: services)
+
+
+def evaluate(event: Any, context: LambdaContext, services: Services) -> dict[str, Any]:
     try:
         sources = sources_from_event(event)
     except MalformedRecordError as exc:
@@ -48,26 +81,32 @@ def evaluate(event: Any, context: Any) -> dict[str, Any]:
         # error (the evaluate-errors alarm) rather than a run that quietly did something else.
         logger.error("invalid evaluate event; nothing done", reason=exc.reason, error=str(exc))
         raise
-    report = bootstrap.get_evaluator().run(sources, context.get_remaining_time_in_millis)
-    ops = bootstrap.get_operations_store()
+    report = services.evaluator.run(sources, context.get_remaining_time_in_millis)
+    store = services.store
     # Every run, also one that stopped early: the backlog gauge must not go quiet.
-    report.backlog = {s: ops.unsent_backlog(s) for s in sources if s not in report.missing_sources}
-    ops.record_evaluate_run(
+    report.backlog = {s: store.unsent_backlog(s) for s in sources if s not in report.missing_sources}
+    store.record_evaluate_run(
         sources, enqueued=report.enqueued, stopped_early=report.stopped_early, report=report.as_dict()
     )
     telemetry.emit_evaluate(metrics, report)
     return report.as_dict()
 
 
-def deliver(event: Any, context: Any) -> PartialItemFailureResponse:
+def deliver(event: Any, context: LambdaContext, services: Services) -> PartialItemFailureResponse:
+    # The batch utilities are the deliver function's alone: evaluate never imports them.
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    from proactive_delivery.adapters.batch import DeliveryBatch
+
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         raise MalformedRecordError("invalid_event", "deliver expects an SQS event with a Records list")
-    result = bootstrap.get_deliverer().process(event["Records"], context.get_remaining_time_in_millis)
-    telemetry.emit_deliver(metrics, result)
+    batch = DeliveryBatch(services.deliverer, context.get_remaining_time_in_millis)
+    # The record step of DeliveryBatch reports each record; there is nothing else to run.
+    response = process_partial_response(event=event, record_handler=_worked, processor=batch, context=context)
+    assert batch.result is not None
+    telemetry.emit_deliver(metrics, batch.result)
+    return response
 
-    def record_handler(record: SQSRecord) -> None:
-        result.raise_for(record.message_id)
 
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=_processor(), context=context
-    )
+def _worked(record: Any) -> None:
+    """Powertools' record handler: the batch was already worked by DeliveryBatch._prepare."""

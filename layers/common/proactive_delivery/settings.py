@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
-from proactive_delivery.content import is_region
-from proactive_delivery.errors import ConfigError
-from proactive_delivery.policy import (
+from proactive_delivery.core.content import is_region
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.policy import (
     PolicyDefaults,
     PolicyInputError,
     is_e164,
@@ -23,7 +23,7 @@ from proactive_delivery.policy import (
     parse_channels,
     parse_quiet_hours,
 )
-from proactive_delivery.retry import SVIX_SCHEDULE, RetryPolicy, parse_schedule
+from proactive_delivery.core.retry import SVIX_SCHEDULE, RetryPolicy, parse_schedule
 
 T = TypeVar("T")
 SMS_PROVIDERS: Final = ("n8n", "twilio")

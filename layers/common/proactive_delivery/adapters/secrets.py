@@ -1,0 +1,85 @@
+"""Secrets: the database connection, the webhook signing key and Twilio's credentials, from
+the environment locally or from Secrets Manager (through Powertools Parameters, cached for
+SECRET_MAX_AGE_SECONDS, so a rotated secret is picked up without a deploy)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from proactive_delivery.adapters.aws import error_code
+from proactive_delivery.core.errors import ConfigError
+
+# arn -> the secret's string; the default reads Secrets Manager through Powertools.
+SecretReader = Callable[[str], str]
+
+
+def powertools_reader(max_age: int) -> SecretReader:
+    def read(arn: str) -> str:
+        from aws_lambda_powertools.utilities import parameters
+
+        try:
+            value = parameters.get_secret(arn, max_age=max_age)
+        except parameters.exceptions.GetParameterError as exc:
+            cause = exc.__cause__
+            # The error code says which (ResourceNotFoundException, AccessDeniedException...).
+            raise ConfigError(
+                f"cannot read secret {arn.rsplit(':', 1)[-1]}: {error_code(cause, type(cause).__name__)}"
+            ) from exc
+        return str(value)
+
+    return read
+
+
+def database_url_from(url: str | None, secret_arn: str | None, read: SecretReader) -> str:
+    """DATABASE_URL as given, or built from the Secrets Manager secret (the RDS secret
+    format: JSON with host, port, username, password, dbname)."""
+    if url:
+        return url
+    if not secret_arn:
+        raise ConfigError("DATABASE_URL or DATABASE_SECRET_ARN must be set")
+    try:
+        secret: dict[str, Any] = json.loads(read(secret_arn))
+        user = quote(str(secret["username"]), safe="")
+        password = quote(str(secret["password"]), safe="")
+        host = secret["host"]
+        port = int(secret.get("port", 5432))
+        dbname = quote(str(secret.get("dbname", "postgres")), safe="")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "DATABASE_SECRET_ARN must name a JSON secret with host, port, username, password, dbname"
+        ) from exc
+    return f"postgresql://{user}:{password}@{host}:{port}/{dbname}?sslmode=prefer"
+
+
+def signing_secret_from(value: str | None, secret_arn: str | None, read: SecretReader) -> str:
+    """The Standard Webhooks key (whsec_...), as given or from its secret (plain, or JSON
+    with a `secret` key)."""
+    if value:
+        return value
+    assert secret_arn is not None  # Settings.validate requires one of the two
+    raw = read(secret_arn).strip()
+    if raw.startswith("{"):
+        raw = str(json.loads(raw).get("secret", ""))
+    if not raw.startswith("whsec_"):
+        raise ConfigError("WEBHOOK_SIGNING_SECRET_ARN must hold a Standard Webhooks secret (whsec_...)")
+    return raw
+
+
+def twilio_credentials_from(
+    account_sid: str | None, auth_token: str | None, secret_arn: str | None, read: SecretReader
+) -> tuple[str, str]:
+    """(account SID, auth token): as given locally, else from the secret (JSON with
+    account_sid and auth_token)."""
+    if account_sid and auth_token:
+        return account_sid, auth_token
+    assert secret_arn is not None  # Settings.validate requires the secret or both values
+    try:
+        secret = json.loads(read(secret_arn))
+        return str(secret["account_sid"]), str(secret["auth_token"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "TWILIO_SECRET_ARN must name a JSON secret with account_sid and auth_token"
+        ) from exc

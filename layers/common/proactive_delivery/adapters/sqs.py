@@ -1,0 +1,94 @@
+"""SQS adapter, and the small interface the use cases depend on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from proactive_delivery.adapters.tracing import subsegment
+from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT
+from proactive_delivery.core.errors import QueueError
+from proactive_delivery.core.models import MessageKey
+
+
+def entry_id(key: MessageKey) -> str:
+    # SendMessageBatch entry ids allow [A-Za-z0-9_-], up to 80 characters.
+    return key.idempotency_key
+
+
+class SqsDeliveryQueue:
+    def __init__(self, client: Any, queue_url: str, *, dead_letter_url: str | None = None) -> None:
+        self._client = client
+        self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        if self.dead_letter_url is None:
+            return list(range(len(letters)))
+        failed: list[int] = []
+        for start in range(0, len(letters), QUEUE_BATCH_LIMIT):
+            chunk = letters[start : start + QUEUE_BATCH_LIMIT]
+            entries = [
+                {
+                    "Id": str(start + i),
+                    "MessageBody": body,
+                    "MessageAttributes": {"reason": {"DataType": "String", "StringValue": reason}},
+                }
+                for i, (body, reason) in enumerate(chunk)
+            ]
+            try:
+                with subsegment("sqs.SendMessageBatch"):
+                    response = self._client.send_message_batch(QueueUrl=self.dead_letter_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(range(start, start + len(chunk)))
+                continue
+            failed.extend(int(f["Id"]) for f in response.get("Failed", []))
+        return failed
+
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        if not keys:
+            return []
+        if len(keys) > QUEUE_BATCH_LIMIT:
+            raise ValueError("SendMessageBatch takes at most 10 entries")
+        by_id = {entry_id(k): k for k in keys}
+        entries = [
+            {
+                "Id": eid,
+                "MessageBody": key.to_body(),
+                **({"DelaySeconds": delay_seconds} if delay_seconds else {}),
+            }
+            for eid, key in by_id.items()
+        ]
+        try:
+            with subsegment("sqs.SendMessageBatch"):
+                response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"SendMessageBatch failed: {_describe(exc)}") from exc
+        return [by_id[f["Id"]] for f in response.get("Failed", [])]
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        failed: list[str] = []
+        for start in range(0, len(receipts), QUEUE_BATCH_LIMIT):
+            chunk = receipts[start : start + QUEUE_BATCH_LIMIT]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
+                for i, (handle, seconds) in enumerate(chunk)
+            ]
+            try:
+                with subsegment("sqs.ChangeMessageVisibilityBatch"):
+                    response = self._client.change_message_visibility_batch(
+                        QueueUrl=self.queue_url, Entries=entries
+                    )
+            except (ClientError, BotoCoreError):
+                failed.extend(handle for handle, _ in chunk)
+                continue
+            failed.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []))
+        return failed
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__

@@ -1,0 +1,228 @@
+"""Every CloudWatch metric the package emits, in one registry, and the code that emits them.
+
+The handlers hand a BatchResult or an EvaluateReport to emit_deliver() / emit_evaluate();
+nothing else in the package calls Powertools Metrics. emit() refuses a name or a set of
+dimensions that is not registered here, and tests/unit/test_dashboard.py checks the
+dashboard in template.yaml against this registry both ways, so a widget can never show a
+metric the code stopped emitting, and a new metric cannot be added without a widget.
+
+EMF puts every metric of one blob under the same dimensions. The per-invocation totals
+share the handler's Metrics object (dimension: service); a metric with more dimensions
+(source, channel, reason) is printed as its own blob through single_metric.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
+
+from proactive_delivery import SERVICE
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
+
+    from proactive_delivery.app.deliver import BatchResult
+    from proactive_delivery.app.evaluate import EvaluateReport
+
+NAMESPACE: Final = "ProactiveDelivery"
+SERVICE_DIMENSION: Final = "service"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    unit: MetricUnit
+    # Dimensions besides `service`, which every metric carries.
+    dimensions: tuple[str, ...]
+    emitted_by: str
+    description: str
+
+    @property
+    def all_dimensions(self) -> tuple[str, ...]:
+        return (SERVICE_DIMENSION, *self.dimensions)
+
+
+def _spec(name: str, unit: MetricUnit, emitted_by: str, description: str, *dims: str) -> MetricSpec:
+    return MetricSpec(name, unit, tuple(dims), emitted_by, description)
+
+
+_C = MetricUnit.Count
+METRICS: Final[tuple[MetricSpec, ...]] = (
+    # evaluate, every run
+    _spec("MessagesEnqueued", _C, "evaluate", "ids put on the delivery queue (new + re-queued)"),
+    _spec("EnqueueFailures", _C, "evaluate", "SendMessageBatch entries SQS refused"),
+    _spec("MessagesEnqueued", _C, "evaluate", "ids put on the delivery queue, by source", "source"),
+    _spec("UnsentBacklog", _C, "evaluate", "due messages not yet sent, skipped or failed", "source"),
+    _spec(
+        "OldestUnsentAgeSeconds",
+        MetricUnit.Seconds,
+        "evaluate",
+        "age of the oldest due, unsent message (0 when none)",
+        "source",
+    ),
+    # deliver, every batch
+    _spec("MessagesDelivered", _C, "deliver", "messages sent (2xx from the channel)"),
+    _spec("MessagesRetried", _C, "deliver", "transient failures put back with a backoff"),
+    _spec("MessagesFailed", _C, "deliver, evaluate", "messages that ended failed"),
+    _spec("MessagesSkipped", _C, "deliver, evaluate", "messages that ended skipped"),
+    _spec("MessagesDeferred", _C, "deliver, evaluate", "messages held back by policy (quiet hours, cap)"),
+    _spec("DuplicatesSuppressed", _C, "deliver", "records acknowledged without a send"),
+    _spec("MalformedRecords", _C, "deliver", "records that can never be processed"),
+    _spec("MessagesReleased", _C, "deliver", "sends not started: the deadline was near"),
+    _spec("ClaimContention", _C, "deliver", "records held by a concurrent claim"),
+    _spec("MessagesFailed", _C, "deliver, evaluate", "failed messages by reason class", "reason_class"),
+    _spec("MessagesSkipped", _C, "deliver, evaluate", "skipped messages by reason", "reason"),
+    _spec("MessagesDelivered", _C, "deliver", "messages sent, by source and channel", "source", "channel"),
+    _spec(
+        "DeliveryLatency",
+        MetricUnit.Seconds,
+        "deliver",
+        "from the message's due time to the channel's 2xx",
+        "source",
+        "channel",
+    ),
+    # Powertools' own cold-start metric (capture_cold_start_metric=True in functions/*/app.py)
+    _spec("ColdStart", _C, "both", "cold starts of each function", "function_name"),
+)
+
+_REGISTERED: Final = frozenset((m.name, frozenset(m.all_dimensions)) for m in METRICS)
+_UNITS: Final = {m.name: m.unit for m in METRICS}
+
+# The counts in BatchResult.counts that become per-batch totals.
+DELIVER_COUNTS: Final = {
+    "delivered": "MessagesDelivered",
+    "retried": "MessagesRetried",
+    "failed": "MessagesFailed",
+    "skipped": "MessagesSkipped",
+    "deferred": "MessagesDeferred",
+    "duplicate": "DuplicatesSuppressed",
+    "malformed": "MalformedRecords",
+    "released": "MessagesReleased",
+    "busy": "ClaimContention",
+}
+
+# Why a message failed, coarsely enough for a dashboard line and an alarm: the provider
+# refused it for good, the retries ran out (an outage), or the platform's row is gone.
+_FAILURE_CLASSES: Final = {
+    "attempts_exhausted": "exhausted",
+    "source_row_missing": "missing_source",
+}
+
+
+def failure_class(reason: str | None) -> str:
+    return _FAILURE_CLASSES.get(reason or "", "permanent")
+
+
+class UnregisteredMetricError(ValueError):
+    pass
+
+
+def check_registered(name: str, dimensions: Iterable[str]) -> None:
+    if (name, frozenset((SERVICE_DIMENSION, *dimensions))) not in _REGISTERED:
+        raise UnregisteredMetricError(
+            f"metric {name} with dimensions {sorted(dimensions)} is not in telemetry.METRICS"
+        )
+
+
+def emit_total(metrics: Metrics, name: str, value: float) -> None:
+    """A per-invocation total on the handler's Metrics object (dimension: service)."""
+    check_registered(name, ())
+    metrics.add_metric(name=name, unit=_UNITS[name], value=value)
+
+
+def emit_dimensioned(name: str, value: float, **dimensions: str) -> None:
+    """A metric with its own dimensions, printed as its own EMF blob at once."""
+    check_registered(name, dimensions)
+    with single_metric(name=name, unit=_UNITS[name], value=value, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name=SERVICE_DIMENSION, value=SERVICE)
+        for key, dim_value in dimensions.items():
+            metric.add_dimension(name=key, value=dim_value or "unknown")
+
+
+def emit_dimensioned_values(name: str, values: list[float], **dimensions: str) -> None:
+    """Several values of one metric with its own dimensions, as ONE EMF blob (a list of
+    values): a batch's latencies cost one line, not one per message."""
+    check_registered(name, dimensions)
+    blob = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    for key, dim_value in dimensions.items():
+        blob.add_dimension(name=key, value=dim_value or "unknown")
+    for value in values:
+        blob.add_metric(name=name, unit=_UNITS[name], value=value)
+    blob.flush_metrics()
+
+
+def emit_deliver(metrics: Metrics, result: BatchResult, *, now: datetime | None = None) -> None:
+    for count_name, value in result.counts.items():
+        metric = DELIVER_COUNTS.get(count_name)
+        if metric:
+            emit_total(metrics, metric, value)
+    failed: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    delivered: Counter[tuple[str, str]] = Counter()
+    latencies: dict[tuple[str, str], list[float]] = {}
+    for key, outcome in result.outcomes:
+        if outcome.state == "failed":
+            failed[failure_class(outcome.reason)] += 1
+        elif outcome.state == "skipped":
+            skipped[outcome.reason or "unknown"] += 1
+        elif outcome.state == "sent":
+            channel = outcome.channel or "unknown"
+            delivered[(key.source, channel)] += 1
+            due_at = result.due_at.get(key)
+            sent_at = outcome.finished_at or now or datetime.now(UTC)
+            if due_at is not None:
+                latency = max(0.0, (sent_at - due_at).total_seconds())
+                latencies.setdefault((key.source, channel), []).append(latency)
+    for (source, channel), values in latencies.items():
+        emit_dimensioned_values("DeliveryLatency", values, source=source, channel=channel)
+    for reason_class, n in failed.items():
+        emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
+    for reason, n in skipped.items():
+        emit_dimensioned("MessagesSkipped", n, reason=reason)
+    for (source, channel), n in delivered.items():
+        emit_dimensioned("MessagesDelivered", n, source=source, channel=channel)
+
+
+def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
+    emit_total(metrics, "MessagesEnqueued", report.enqueued)
+    emit_total(metrics, "EnqueueFailures", sum(r.send_failed for r in report.sources.values()))
+    for source, source_report in report.sources.items():
+        enqueued = (
+            source_report.queued_new
+            + source_report.requeued
+            - source_report.send_failed
+            - source_report.returned_to_pending
+            - source_report.held
+        )
+        emit_dimensioned("MessagesEnqueued", enqueued, source=source)
+    # What the queue-time policy held back, under the same names deliver uses.
+    held: Counter[tuple[str, str]] = Counter()
+    for source_report in report.sources.values():
+        for key, n in source_report.held_reasons.items():
+            state, _, reason = key.partition(":")
+            held[(state, reason)] += n
+    totals: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for (state, reason), n in held.items():
+        totals[state] += n
+        if state == "skipped":
+            emit_dimensioned("MessagesSkipped", n, reason=reason)
+        elif state == "failed":
+            failed[failure_class(reason)] += n
+    for reason_class, n in failed.items():
+        emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
+    for state, metric in (
+        ("skipped", "MessagesSkipped"),
+        ("failed", "MessagesFailed"),
+        ("deferred", "MessagesDeferred"),
+    ):
+        if totals[state]:
+            emit_total(metrics, metric, totals[state])
+    for source, backlog in report.backlog.items():
+        emit_dimensioned("UnsentBacklog", backlog.count, source=source)
+        emit_dimensioned("OldestUnsentAgeSeconds", backlog.oldest_age_seconds, source=source)

@@ -1,0 +1,104 @@
+"""Every interface the use cases depend on. The adapters (adapters/) implement them; unit
+tests pass fakes. Nothing here imports an adapter, a driver or an SDK."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+from proactive_delivery.core.models import (
+    ClaimedRow,
+    EnqueuePage,
+    MessageFacts,
+    MessageKey,
+    OutboundMessage,
+    Outcome,
+    QueueDecision,
+    SendResult,
+    UnsentBacklog,
+)
+
+# SendMessageBatch (and SQS's other batch calls) take at most 10 entries.
+QUEUE_BATCH_LIMIT: Final = 10
+
+
+class EvaluateStore(Protocol):
+    """What evaluate needs of the database: pages of due rows recorded as queued, the
+    reconciliation sweep, and the two answers of the queue."""
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources whose platform table exists in this database."""
+        ...
+
+    def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage: ...
+
+    def requeue_stranded(
+        self,
+        source: str,
+        *,
+        after_id: int,
+        page_size: int,
+        reconcile_after_seconds: int,
+        run_lease_seconds: int,
+    ) -> list[tuple[int, int]]: ...
+
+    def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+    def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+
+class GateStore(Protocol):
+    """The queue-time verdict's inputs and outputs."""
+
+    def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]: ...
+
+    def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int: ...
+
+
+class DeliverStore(Protocol):
+    """One claim statement and one outcome statement per batch."""
+
+    def claim_batch(
+        self, keys: Sequence[MessageKey], *, claim_token: uuid.UUID, lease_seconds: int
+    ) -> list[ClaimedRow]: ...
+
+    def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
+        """The delivery ids whose outcome was recorded (all, unless the lease was lost)."""
+        ...
+
+
+class RunStore(Protocol):
+    """The evaluate run's bookkeeping: the backlog gauge and the run's record."""
+
+    def unsent_backlog(self, source: str) -> UnsentBacklog: ...
+
+    def record_evaluate_run(
+        self, sources: Sequence[str], *, enqueued: int, stopped_early: bool, report: dict[str, Any]
+    ) -> None: ...
+
+
+class DeliveryQueue(Protocol):
+    def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
+        """Send up to 10 message keys in one call; return the keys whose entries failed."""
+        ...
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        """Set (receipt handle, seconds) visibility timeouts; return the handles that failed."""
+        ...
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        """Put (body, reason) on the dead-letter queue; return the indexes that did not get
+        there (the caller then leaves those to the queue's redrive)."""
+        ...
+
+
+class Channel(Protocol):
+    """A way to reach a contractor, named after the policy's channel (sms, email, web_chat).
+    Implementations are thread-safe: the deliverer calls send() from several threads."""
+
+    name: str
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Deliver one message; raise TransientSendError / PermanentSendError when it cannot."""
+        ...

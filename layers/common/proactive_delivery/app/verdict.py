@@ -1,0 +1,130 @@
+"""One path from a message's facts to a verdict, taken at queue time (gate.py) and again
+just before the send (deliver.py): the platform's own rules for the row (gone, sent by
+someone else, cancelled, not scheduled, action item completed, not due yet), the rendered
+text, the contact details as a provider needs them, then the delivery policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+
+from proactive_delivery import SERVICE
+from proactive_delivery.core.content import e164, render_message
+from proactive_delivery.core.models import MessageFacts, OutboundMessage
+from proactive_delivery.core.policy import (
+    Contact,
+    Decision,
+    PolicyDefaults,
+    PolicyInputError,
+    decide,
+    resolve,
+)
+
+logger = Logger(service=SERVICE, child=True)
+
+# The platform's follow-up status that means "send this"; every other one is not due.
+SCHEDULED = "scheduled"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    # What to send, when the decision is to send.
+    message: OutboundMessage | None = None
+    error: str | None = None
+
+
+class _OncePerValue:
+    """Remembers which values were reported, so a bad value is logged once per execution
+    environment rather than once per message."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def first(self, value: str) -> bool:
+        with self._lock:
+            if value in self._seen:
+                return False
+            self._seen.add(value)
+            return True
+
+
+_unusable_zones = _OncePerValue()
+
+
+def judge(
+    facts: MessageFacts,
+    *,
+    now: datetime,
+    defaults: PolicyDefaults,
+    available: Iterable[str],
+    planned: int = 0,
+) -> Verdict:
+    """The verdict on one message. `planned` counts sends already let through for the same
+    contractor in this batch or page (they count toward the daily cap)."""
+    key = facts.key
+    if facts.contractor_id is None:
+        return Verdict(Decision("fail", reason="source_row_missing"))
+    if facts.platform_sent_at is not None or facts.platform_status == "sent":
+        return Verdict(Decision("skip", reason="sent_elsewhere"))
+    if key.source == "followup":
+        if facts.platform_status == "cancelled":
+            return Verdict(Decision("skip", reason="cancelled"))
+        if facts.platform_status != SCHEDULED:
+            return Verdict(Decision("skip", reason="not_scheduled"))
+        if facts.action_completed:
+            return Verdict(Decision("skip", reason="action_completed"))
+        if facts.due_at is not None and facts.due_at > now:
+            # Rescheduled to later after it was queued: held until then, not an attempt.
+            return Verdict(Decision("defer", reason="not_due", not_before=facts.due_at))
+    try:
+        text = render_message(facts.body, facts.names)
+        prefs = resolve(facts.preferences, defaults, facts.contractor_timezone)
+    except PolicyInputError as exc:
+        # Bad content is never sent (skipped); a bad preference row of ours is a failure to
+        # fix (failed), as it would hold every message of that contractor.
+        content = exc.reason in ("empty_message", "unrenderable_template")
+        return Verdict(Decision("skip" if content else "fail", reason=exc.reason), error=str(exc))
+    if prefs.unusable_platform_zone is not None and _unusable_zones.first(prefs.unusable_platform_zone):
+        logger.warning(
+            "contractor time zone is not an IANA zone; using DEFAULT_TIMEZONE",
+            contractor_id=facts.contractor_id,
+            timezone=prefs.unusable_platform_zone[:64],
+            default_timezone=defaults.timezone,
+        )
+    phone = e164(facts.phone, defaults.phone_region)
+    contact = Contact(
+        phone=phone,
+        email=facts.email,
+        contractor_id=facts.contractor_id,
+        sms_opt_in=facts.sms_opt_in,
+        phone_invalid=phone is None and bool(facts.phone and facts.phone.strip()),
+    )
+    decision = decide(
+        now=now,
+        due_at=facts.due_at,
+        prefs=prefs,
+        max_age=defaults.max_age,
+        contact=contact,
+        available=available,
+        sent_times=(*facts.sent_times, *[now] * planned),
+    )
+    if decision.action != "send":
+        return Verdict(decision)
+    message = OutboundMessage(
+        key=key,
+        contractor_id=facts.contractor_id,
+        message_type=facts.message_type or "",
+        text=text,
+        first_name=facts.names.first,
+        phone=phone,
+        email=facts.email,
+        display_name=facts.names.display_name,
+    )
+    return Verdict(decision, message=message)

@@ -1,0 +1,319 @@
+"""`proactive-delivery status | show | replay-dlq | resend | pause | resume`: argument parsing
+and output for the operators' commands; the logic is in operations.py and switch.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from proactive_delivery.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from proactive_delivery_tools.ops.switch import Stack
+
+DatabaseUrl = Callable[[argparse.Namespace], str]
+
+
+def _add_stack_options(parser: argparse.ArgumentParser, *, samconfig: bool) -> None:
+    where = (
+        "default: STACK_NAME, then stack_name in ./samconfig.toml"
+        if samconfig
+        else "default: STACK_NAME; shows the pause switch and finds the delivery queue"
+    )
+    parser.add_argument("--stack-name", help=f"the deployed stack ({where})")
+    if samconfig:
+        parser.add_argument(
+            "--config-env", default="default", help="samconfig.toml environment for the stack name (default)"
+        )
+
+
+def register(sub: Any, database_url: DatabaseUrl) -> None:
+    status = sub.add_parser(
+        "status", help="backlog, failures, queue depths, the last evaluate run and the pause switch"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_stack_options(status, samconfig=False)
+    status.set_defaults(func=lambda args: cmd_status(args, database_url))
+
+    show = sub.add_parser("show", help="one message's delivery state and attempt history")
+    show.add_argument("message", metavar="SOURCE:ID", help="e.g. proactive:42 or followup:7")
+    show.add_argument("--json", action="store_true", help="print JSON for scripts")
+    show.set_defaults(func=lambda args: cmd_show(args, database_url))
+
+    replay = sub.add_parser(
+        "replay-dlq", help="move dead-lettered messages back to the delivery queue (safe to repeat)"
+    )
+    replay.add_argument("--dlq-url", help="DLQ to replay (default: the delivery queue's redrive target)")
+    replay.add_argument("--dry-run", action="store_true", help="list what would move; change nothing")
+    replay.add_argument("--max", type=int, dest="max_messages", help="move at most N messages")
+    replay.add_argument("--source", help="only messages of this source (e.g. proactive)")
+    replay.add_argument("--rate", type=float, default=10.0, help="messages per second (default 10)")
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_stack_options(replay, samconfig=False)
+    replay.set_defaults(func=cmd_replay)
+
+    resend = sub.add_parser("resend", help="put messages that ended failed back through the pipeline")
+    resend.add_argument(
+        "--failed-since", required=True, help="ISO 8601 timestamp; naive means UTC (2026-05-01T12:00Z)"
+    )
+    resend.add_argument("--reason", help="only failures with this reason (e.g. attempts_exhausted)")
+    resend.add_argument("--dry-run", action="store_true", help="count what would be resent; change nothing")
+    resend.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_stack_options(resend, samconfig=False)
+    resend.set_defaults(func=lambda args: cmd_resend(args, database_url))
+
+    for name, enabled, text in (
+        ("pause", False, "stop all sends: disable the schedules and the deliver event source"),
+        ("resume", True, "undo pause: enable the deliver event source and the schedules"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        _add_stack_options(command, samconfig=True)
+        command.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="wait this long for the event source mapping to settle (default 60)",
+        )
+        command.add_argument("--json", action="store_true", help="print the switch as JSON")
+        command.set_defaults(func=cmd_switch, enabled=enabled)
+
+
+# --------------------------------------------------------------------------- #
+# AWS and the stack                                                           #
+# --------------------------------------------------------------------------- #
+
+
+def aws_client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE>).
+    return boto3.client(service, config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+
+def sqs_client() -> Any:
+    return aws_client("sqs")
+
+
+def _named_stack(args: argparse.Namespace) -> str | None:
+    name = str(getattr(args, "stack_name", None) or os.environ.get("STACK_NAME", "")).strip()
+    return name or None
+
+
+def stack_name(args: argparse.Namespace) -> str:
+    """--stack-name, STACK_NAME, then samconfig.toml's stack_name (as `sam deploy` uses it)."""
+    from proactive_delivery_tools.ops.switch import stack_name_from_samconfig
+
+    name = _named_stack(args)
+    if name:
+        return name
+    config_env = getattr(args, "config_env", "default")
+    name = stack_name_from_samconfig(Path("samconfig.toml"), config_env)
+    if name:
+        return name
+    raise ConfigError(
+        f"which stack? give --stack-name or STACK_NAME (no stack_name for [{config_env}] in ./samconfig.toml)"
+    )
+
+
+def load_stack(name: str) -> Stack:
+    from proactive_delivery_tools.ops.switch import load_stack as load
+
+    return load(aws_client("cloudformation"), aws_client("events"), aws_client("lambda"), name)
+
+
+def _queue_url(stack: Stack | None = None) -> str | None:
+    """DELIVERY_QUEUE_URL, else the named stack's delivery queue."""
+    url = os.environ.get("DELIVERY_QUEUE_URL", "").strip()
+    if url:
+        return url
+    if stack is not None:
+        return stack.queues.get("DeliveryQueue")
+    return None
+
+
+def _stack_for_queue(args: argparse.Namespace) -> Stack | None:
+    """The named stack, only to find the delivery queue when DELIVERY_QUEUE_URL is unset."""
+    name = _named_stack(args)
+    if name is None or os.environ.get("DELIVERY_QUEUE_URL", "").strip():
+        return None
+    return load_stack(name)
+
+
+@contextmanager
+def _database(url: str) -> Iterator[Any]:
+    from proactive_delivery.adapters.postgres.database import Database
+
+    # The functions' PLATFORM_TIMEZONE, so status and show read the platform's naive
+    # timestamps as the functions do.
+    zone = os.environ.get("PLATFORM_TIMEZONE", "").strip() or "UTC"
+    db = Database(lambda: url, platform_timezone=zone)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- #
+# Commands                                                                    #
+# --------------------------------------------------------------------------- #
+
+
+def cmd_status(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
+    from proactive_delivery.core.models import SOURCES
+    from proactive_delivery_tools.ops import collect_status, render_status
+    from proactive_delivery_tools.ops.store import OperationsStore
+    from proactive_delivery_tools.ops.switch import render_switch
+
+    name = _named_stack(args)
+    stack = load_stack(name) if name else None
+    queue_url = _queue_url(stack)
+    with _database(database_url(args)) as db:
+        status = collect_status(OperationsStore(db), sqs_client() if queue_url else None, queue_url, SOURCES)
+    status["switch"] = stack.as_dict() if stack is not None else None
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    lines = [render_status(status)]
+    if stack is not None:
+        lines += render_switch(stack)
+    else:
+        lines.append("Delivery switch: not shown (give --stack-name or STACK_NAME)")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
+    from proactive_delivery.core.models import SOURCES
+    from proactive_delivery_tools.ops import message_report, parse_message_ref, render_message
+    from proactive_delivery_tools.ops.store import OperationsStore
+
+    key = parse_message_ref(args.message, SOURCES)
+    with _database(database_url(args)) as db:
+        report = message_report(OperationsStore(db), key)
+    print(json.dumps(report, indent=2) if args.json else render_message(report))
+    return 0
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    from proactive_delivery_tools.ops.switch import (
+        PAUSED,
+        RUNNING,
+        SETTLED_STATES,
+        render_switch,
+        set_enabled,
+    )
+
+    if args.wait < 0:
+        raise ConfigError("--wait must be >= 0")
+    stack = load_stack(stack_name(args))
+    after = set_enabled(
+        aws_client("events"), aws_client("lambda"), stack, enabled=args.enabled, wait_seconds=args.wait
+    )
+    if args.json:
+        print(json.dumps(after.as_dict(), indent=2))
+        return 0
+    lines = render_switch(after)
+    wanted = RUNNING if args.enabled else PAUSED
+    unsettled = [t.logical_id for t in after.triggers if t.state not in SETTLED_STATES]
+    if after.state == wanted and not unsettled:
+        lines.append(
+            "Nothing is queued or sent until `proactive-delivery resume`; due messages wait in the database "
+            "and on the queue."
+            if not args.enabled
+            else "Deliveries and schedules run again; what waited is sent now."
+        )
+    else:
+        settling = unsettled or [t.logical_id for t in after.triggers if t.off == args.enabled]
+        lines.append(
+            f"not {wanted} yet after {args.wait:g} s: {', '.join(settling)}; "
+            f"check again with `proactive-delivery status --stack-name {after.name}`"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from proactive_delivery_tools.ops import ReplayOptions, find_queues, replay_dlq
+
+    sqs = sqs_client()
+    queues = find_queues(sqs, _queue_url(_stack_for_queue(args)), args.dlq_url)
+    options = ReplayOptions(
+        dry_run=args.dry_run, max_messages=args.max_messages, source=args.source, rate=args.rate
+    )
+    with _progress_bar(args.max_messages) as progress:
+        report = replay_dlq(sqs, queues, options, progress=progress)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif args.dry_run:
+        for item in report.listed:
+            identity = item["message_id"] or "(malformed)"
+            print(f"{item['sqs_message_id']}  {identity}  receives={item['receive_count']}")
+        print(f"would move {len(report.listed)} message(s) from {queues.dlq_url}")
+    else:
+        print(f"moved {report.moved} message(s) with {report.method}; {report.left} left in the DLQ")
+    return 0
+
+
+def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
+    from proactive_delivery.adapters.postgres.store import PostgresStore
+    from proactive_delivery.adapters.sqs import SqsDeliveryQueue
+    from proactive_delivery.app.evaluate import Enqueuer
+    from proactive_delivery_tools.ops import parse_timestamp, resend_failed
+    from proactive_delivery_tools.ops.store import OperationsStore
+
+    since = parse_timestamp(args.failed_since)
+    queue_url = _queue_url(_stack_for_queue(args))
+    if queue_url is None and not args.dry_run:
+        raise ConfigError("DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue")
+    with _database(database_url(args)) as db:
+        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4)
+        report = resend_failed(
+            OperationsStore(db),
+            enqueuer,
+            PostgresStore(db),
+            since=since,
+            reason=args.reason,
+            dry_run=args.dry_run,
+        )
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif args.dry_run:
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(report.by_reason.items())) or "none"
+        print(f"would resend {report.matched} failed message(s): {reasons}")
+    else:
+        print(
+            f"reset {report.matched} failed message(s) to queued; {report.queued} on the delivery queue"
+            + (
+                f", {report.returned_to_pending} left for the next evaluate run"
+                if report.returned_to_pending
+                else ""
+            )
+        )
+    return 0
+
+
+@contextmanager
+def _progress_bar(total: int | None) -> Iterator[Any]:
+    """A rich progress bar on stderr (rich is an optional dependency of the CLI only)."""
+    try:
+        from rich.console import Console
+        from rich.progress import Progress
+    except ImportError:  # pragma: no cover - rich is installed with the package
+        yield None
+        return
+    with Progress(console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("replaying", total=total)
+
+        class _Advance:
+            def advance(self, n: int) -> None:
+                bar.advance(task, n)
+
+        yield _Advance()

@@ -1,0 +1,531 @@
+"""`proactive-delivery local`: the deployed pipeline, as template.yaml declares it, on this
+machine.
+
+What comes from the template: the queues (visibility timeout, retention, redrive with
+maxReceiveCount), every function's handler, timeout and environment (Globals + its own
+Environment), its Schedule events (expression and Input) and its SQS events (BatchSize,
+MaximumBatchingWindowInSeconds, ScalingConfig.MaximumConcurrency, FunctionResponseTypes).
+What is local: SQS is moto's server on loopback, PostgreSQL is DATABASE_URL or a throwaway
+cluster, the webhook is a signature-verifying receiver with injectable faults.
+
+Environment: both functions run in this one process, each on services built for it
+(proactive_delivery.bootstrap.build) from its own environment (template + env file + the
+runtime's endpoints), with AWS clients pointed at the local server. Nothing here changes
+os.environ: each function's handler is its module's `lambda_handler.with_services(...)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+import httpx
+import psycopg
+
+from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.settings import Settings
+from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
+from proactive_delivery_tools.local.postgres import ThrowawayPostgres, url_from_params
+from proactive_delivery_tools.local.receiver import FaultPlan, Reply, WebhookReceiver
+from proactive_delivery_tools.local.schedule import (
+    ScheduleClock,
+    ScheduledTarget,
+    ScheduleExpression,
+    Scheduler,
+)
+from proactive_delivery_tools.local.sqs import LocalSqsServer, local_aws_environment, local_client
+from proactive_delivery_tools.local.template import LocalTemplate, load_env_file
+
+LOCAL_DATABASE = "proactive_delivery_local"
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    template: Path = Path("template.yaml")
+    env_vars: Path | None = Path("events/env.local.json")
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    once: bool = False
+    speed: float = 1.0
+    count: int = 100
+    fail_rate: float = 0.0
+    latency: float = 0.0
+    status: int = 503
+    live: bool = True
+    database_url: str | None = None
+    run_for: float | None = None  # real seconds; None: until drained (--once) or Ctrl-C
+    max_wait: float = 300.0
+    keep_data: bool = False
+    fault_seed: int | None = 11
+    run_dir: Path = Path(".local-run")
+
+
+# The sender the local SES accepts unless the env file names another.
+LOCAL_EMAIL_SENDER = "coach@example.com"
+
+
+def new_signing_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def fault_plan(fail_rate: float, status: int, latency: float, seed: int | None) -> FaultPlan:
+    """Answer `status` to a share `fail_rate` of requests, every one after `latency` s. A 429
+    carries Retry-After, as a rate-limiting provider's does."""
+    import random
+
+    if not 0.0 <= fail_rate <= 1.0:
+        raise ConfigError("--fail-rate must be between 0 and 1")
+    if not 100 <= status <= 599:
+        raise ConfigError("--status must be an HTTP status code (100-599)")
+    if latency < 0:
+        raise ConfigError("--latency must be >= 0")
+    rng = random.Random(seed)  # noqa: S311 - fault injection, not security  # nosec B311
+    lock = threading.Lock()
+    headers = {"Retry-After": "1"} if status == 429 else {}
+
+    def plan(_webhook_id: str, _n: int) -> Reply:
+        with lock:
+            failing = rng.random() < fail_rate
+        return Reply(status, delay=latency, headers=headers) if failing else Reply(200, delay=latency)
+
+    return plan
+
+
+def load_handler(module_file: Path, function_name: str, logical_id: str) -> Handler:
+    """Import the function's module from its CodeUri, as Lambda does, under a unique name."""
+    module_name = f"_local_{logical_id}_{module_file.stem}"
+    module: ModuleType | None = sys.modules.get(module_name)
+    if module is None or getattr(module, "__file__", None) != str(module_file):
+        if not module_file.exists():
+            raise ConfigError(f"{logical_id}: handler module {module_file} does not exist")
+        spec = importlib.util.spec_from_file_location(module_name, module_file)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[module_name] = module
+    handler = getattr(module, function_name, None)
+    if not callable(handler):
+        raise ConfigError(f"{logical_id}: {module_file.name} has no function {function_name}")
+    return handler  # type: ignore[no-any-return]
+
+
+@dataclass
+class LocalFunction:
+    """One function of the template: its handler, bound to services built from its own
+    environment, and its counters."""
+
+    logical_id: str
+    handler: Handler
+    timeout: int
+    memory_mb: int
+    environment: dict[str, str]
+    services: Services
+    invocations: int = 0
+    errors: int = 0
+    last_result: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        with self._lock:
+            self.invocations += 1
+        try:
+            self.last_result = self.handler(event, context)
+        except Exception:
+            with self._lock:
+                self.errors += 1
+            raise
+        return self.last_result
+
+    def context(self) -> LambdaContext:
+        return LambdaContext(self.logical_id, self.timeout, self.memory_mb)
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    exit_code: int
+
+
+def _admin_url(url: str, dbname: str) -> str:
+    info: dict[str, Any] = dict(psycopg.conninfo.conninfo_to_dict(url))
+    info["dbname"] = dbname
+    return url_from_params(info)
+
+
+def redacted_url(url: str) -> str:
+    return url_from_params(dict(psycopg.conninfo.conninfo_to_dict(url)), mask=True)
+
+
+def prepare_database(server_url: str, count: int, *, contractors: int | None = None) -> str:
+    """With a sample to seed: a fresh database of our own on that server (never the one
+    DATABASE_URL names, whose tables may matter to someone). Without: DATABASE_URL as is."""
+    from proactive_delivery_tools.local.seed import seed
+    from proactive_delivery_tools.schema.migrate import apply_migrations
+
+    if count <= 0:
+        apply_migrations(server_url, reference_schema=True)
+        return server_url
+    try:
+        with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{LOCAL_DATABASE}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{LOCAL_DATABASE}"')
+    except psycopg.Error as exc:
+        raise ConfigError(
+            f"cannot create the sample database {LOCAL_DATABASE} on {redacted_url(server_url)}: "
+            f"{str(exc).strip()} (run with --count 0 to use that database as it is)"
+        ) from None
+    url = _admin_url(server_url, LOCAL_DATABASE)
+    apply_migrations(url, reference_schema=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed(conn, count=count, contractors=contractors or max(12, min(200, count // 5)))
+    return url
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions, out: TextIO | None = None) -> None:
+        self.options = options
+        self.out = out or sys.stdout
+        overrides = dict(options.parameter_overrides)
+        self.template = LocalTemplate(options.template, overrides)
+        self.env_file = load_env_file(options.env_vars)
+        unknown = sorted(set(self.env_file) - {"Parameters", *self.template.functions})
+        if unknown:
+            raise ConfigError(f"env file names function(s) not in the template: {', '.join(unknown)}")
+        self.warnings: list[str] = []
+        self.functions: dict[str, LocalFunction] = {}
+        self.mappings: list[SqsEventSourceMapping] = []
+        self._empty_reads = 0
+        self.queue_urls: dict[str, str] = {}
+        self.scheduler: Scheduler | None = None
+        self.schedule_fires: list[tuple[str, str]] = []
+        self.receiver: WebhookReceiver | None = None
+        self.database_url = ""
+        self.sqs_client: Any = None
+        self.log_path: Path | None = None
+
+    # Environment ----------------------------------------------------------------------------
+    def function_environment(self, logical_id: str, runtime_env: dict[str, str]) -> dict[str, str]:
+        """Template (Globals + Environment) < env file ("Parameters", then the function's own
+        section; like `sam local invoke --env-vars`, only variables the template declares)
+        < the runtime's own endpoints."""
+        env = self.template.function_environment(logical_id)
+        for section in ("Parameters", logical_id):
+            for key, value in self.env_file.get(section, {}).items():
+                if key in env:
+                    env[key] = value
+                else:
+                    warning = f"env file: {key} is not declared for {logical_id} in the template; ignored"
+                    if warning not in self.warnings:
+                        self.warnings.append(warning)
+        env.update(runtime_env)
+        return env
+
+    def env_file_value(self, name: str) -> str:
+        for section in ("Parameters", *self.template.functions):
+            value = self.env_file.get(section, {}).get(name, "")
+            if value:
+                return value
+        return ""
+
+    # Set-up -----------------------------------------------------------------------------------
+    def _create_queues(self) -> None:
+        client = self.sqs_client
+        pending = dict(self.template.queues)
+        # Dead-letter queues first: a redrive policy names its target's ARN.
+        while pending:
+            ready = [
+                s
+                for s in pending.values()
+                if not s.dead_letter_target or s.dead_letter_target in self.queue_urls
+            ]
+            if not ready:
+                raise ConfigError("the template's redrive policies form a cycle")
+            for spec in ready:
+                attributes = {
+                    "VisibilityTimeout": str(spec.visibility_timeout),
+                    "MessageRetentionPeriod": str(spec.retention_seconds),
+                }
+                if spec.dead_letter_target:
+                    target_arn = self.template.attributes[(spec.dead_letter_target, "Arn")]
+                    attributes["RedrivePolicy"] = json.dumps(
+                        {
+                            "deadLetterTargetArn": target_arn,
+                            "maxReceiveCount": str(spec.max_receive_count or 10),
+                        }
+                    )
+                url = client.create_queue(QueueName=spec.name, Attributes=attributes)["QueueUrl"]
+                arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                    "QueueArn"
+                ]
+                self.template.bind_queue(spec.logical_id, url, arn)
+                self.queue_urls[spec.logical_id] = url
+                del pending[spec.logical_id]
+
+    def _build_functions(self, runtime_env: dict[str, str], endpoint: str) -> None:
+        for logical_id, spec in self.template.functions.items():
+            environment = self.function_environment(logical_id, runtime_env)
+            try:
+                settings = Settings.from_env(environment)
+            except ConfigError as exc:
+                raise ConfigError(f"{logical_id}: {exc}") from None
+            services = build(
+                settings,
+                sqs=local_client("sqs", endpoint),
+                sesv2=local_client("sesv2", endpoint),
+            )
+            handler = load_handler(spec.module_file, spec.function_name, logical_id)
+            bound = handler.with_services(services) if hasattr(handler, "with_services") else handler
+            self.functions[logical_id] = LocalFunction(
+                logical_id, bound, spec.timeout, spec.memory_mb, environment, services
+            )
+
+    def _build_mappings(self, on_invoke: Callable[[list[dict[str, Any]], Any], None] | None) -> None:
+        for logical_id, spec in self.template.functions.items():
+            function = self.functions[logical_id]
+            for event in spec.sqs_events:
+                if not event.enabled:
+                    continue
+                mapping = SqsEventSourceMapping(
+                    self.sqs_client,
+                    self.queue_urls[event.queue],
+                    self.template.attributes[(event.queue, "Arn")],
+                    function,
+                    function_name=logical_id,
+                    function_timeout=spec.timeout,
+                    batch_size=event.batch_size,
+                    batching_window=event.batching_window,
+                    # Without ScalingConfig Lambda scales out freely; locally, 5 pollers.
+                    maximum_concurrency=event.maximum_concurrency or 5,
+                    report_batch_item_failures=event.report_batch_item_failures,
+                    context_factory=_context_factory(function),
+                    on_invoke=on_invoke,
+                )
+                self.mappings.append(mapping)
+
+    def _build_scheduler(self) -> Scheduler:
+        clock = ScheduleClock(self.options.speed)
+        targets = [
+            ScheduledTarget(
+                logical_id,
+                schedule.name,
+                ScheduleExpression.parse(schedule.expression),
+                schedule.input,
+                clock.now(),
+            )
+            for logical_id, spec in self.template.functions.items()
+            for schedule in spec.schedules
+            if schedule.enabled
+        ]
+        return Scheduler(targets, clock)
+
+    def fire(self, target: ScheduledTarget) -> Any:
+        """What EventBridge does when a schedule fires: invoke with the rule's Input."""
+        function = self.functions[target.function]
+        self.schedule_fires.append((target.function, target.name))
+        return function(dict(target.input), function.context())
+
+    # Queries for the display -------------------------------------------------------------------
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        depths: dict[str, tuple[int, int]] = {}
+        for logical_id, url in self.queue_urls.items():
+            attrs = self.sqs_client.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            depths[logical_id] = (
+                int(attrs["ApproximateNumberOfMessages"]),
+                int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+            )
+        return depths
+
+    def drained(self) -> bool:
+        """Nothing in flight and the source queues read empty twice in a row (a message whose
+        visibility timeout ends between GetQueueAttributes' two counts is in neither; see
+        SqsEventSourceMapping.drain)."""
+        if any(m.stats.in_flight for m in self.mappings):
+            self._empty_reads = 0
+            return False
+        depths = self.queue_depths()
+        sources = {url for url in (m.queue_url for m in self.mappings)}
+        empty = all(
+            depths[logical_id] == (0, 0) for logical_id, url in self.queue_urls.items() if url in sources
+        )
+        self._empty_reads = self._empty_reads + 1 if empty else 0
+        return self._empty_reads >= 2
+
+    # The run ------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        from proactive_delivery_tools.local.display import Display, ledger_summary
+
+        options = self.options
+        started = time.monotonic()
+        with ExitStack() as stack:
+            display = Display(self, live=options.live, out=self.out)
+            server_url = (
+                options.database_url or os.environ.get("DATABASE_URL") or self.env_file_value("DATABASE_URL")
+            )
+            pg = None
+            if not server_url:
+                display.say("DATABASE_URL is not set: starting a throwaway PostgreSQL cluster")
+                pg = ThrowawayPostgres(keep_data=options.keep_data).start()
+                stack.callback(pg.stop)
+                server_url = pg.url
+            self.database_url = prepare_database(server_url, options.count)
+            if options.count > 0:
+                display.say(f"seeded {options.count} sample messages into {redacted_url(self.database_url)}")
+
+            sqs = LocalSqsServer().start()
+            stack.callback(sqs.stop)
+            # moto's state lives in this process, not in the server: start from nothing, as
+            # a fresh stack does (a second run in one process would find the first's queues).
+            httpx.post(f"{sqs.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+            self.sqs_client = sqs.client()
+            self._create_queues()
+            # Email goes to moto's SES v2 on the same local server; it only accepts a
+            # sender it knows, as SES only sends from a verified identity.
+            email_sender = self.env_file_value("EMAIL_FROM_ADDRESS") or LOCAL_EMAIL_SENDER
+            local_client("sesv2", sqs.endpoint).create_email_identity(EmailIdentity=email_sender)
+
+            signing_secret = self.env_file_value("WEBHOOK_SIGNING_SECRET") or new_signing_secret()
+            plan = fault_plan(options.fail_rate, options.status, options.latency, options.fault_seed)
+            self.receiver = stack.enter_context(WebhookReceiver(signing_secret, plan=plan))
+            runtime_env = {
+                **local_aws_environment(sqs.endpoint),
+                "DATABASE_URL": self.database_url,
+                "N8N_OUTBOUND_WEBHOOK_URL": self.receiver.url,
+                "WEBHOOK_SIGNING_SECRET": signing_secret,
+                # Every channel is local: web chat to the receiver's /chat path, email to SES.
+                "WEB_CHAT_WEBHOOK_URL": self.receiver.url.replace("/webhook", "/chat"),
+                "EMAIL_FROM_ADDRESS": email_sender,
+                "AWS_ENDPOINT_URL_SESV2": sqs.endpoint,
+            }
+
+            # The functions' stdout (Powertools' JSON logs and EMF metrics) goes to a file,
+            # as it would go to CloudWatch; the terminal belongs to the display.
+            options.run_dir.mkdir(parents=True, exist_ok=True)
+            self.log_path = (options.run_dir / "functions.log").resolve()
+            log_file = stack.enter_context(self.log_path.open("w"))
+            stack.enter_context(contextlib.redirect_stdout(log_file))
+
+            self._build_functions(runtime_env, sqs.endpoint)
+            for function in self.functions.values():
+                stack.callback(function.services.close)
+            self._build_mappings(display.on_invoke)
+            self.scheduler = self._build_scheduler()
+            for warning in self.warnings:
+                display.say(f"warning: {warning}")
+
+            stop = threading.Event()
+            threads: list[threading.Thread] = []
+            stack.callback(_join_all, threads)
+            stack.callback(stop.set)
+            stack.enter_context(display)
+            exit_code = self._loop(stop, threads, display)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=120)
+            summary = ledger_summary(self.database_url)
+            summary.update(self._run_facts(time.monotonic() - started, pg))
+        display.final(summary)
+        if options.once and summary["unbalanced"]:
+            exit_code = 1
+        return RunResult(summary, exit_code)
+
+    def _loop(self, stop: threading.Event, threads: list[threading.Thread], display: Any) -> int:
+        options = self.options
+        assert self.scheduler is not None
+        if options.once:
+            # One pass: every schedule fires once, now; then the queue is drained.
+            for target in self.scheduler.targets:
+                target.fired += 1
+                self.fire(target)
+        else:
+            threads.append(threading.Thread(target=self._schedule_loop, args=(stop,), daemon=True))
+            threads[-1].start()
+        for mapping in self.mappings:
+            threads.extend(mapping.run(stop, idle_sleep=0.1))
+        deadline = time.monotonic() + (options.run_for if options.run_for is not None else options.max_wait)
+        try:
+            while True:
+                display.refresh()
+                if stop.wait(0.25):
+                    return 0
+                if options.once and self.drained():
+                    return 0
+                if (options.once or options.run_for is not None) and time.monotonic() >= deadline:
+                    if options.once:
+                        display.say(f"the queue was not drained within {options.max_wait:.0f} s")
+                        return 1
+                    return 0
+        except KeyboardInterrupt:
+            display.say("interrupted: stopping")
+            return 130
+
+    def _schedule_loop(self, stop: threading.Event) -> None:
+        assert self.scheduler is not None
+        while not stop.is_set():
+            for target in self.scheduler.due():
+                try:
+                    self.fire(target)
+                except Exception as exc:
+                    self.schedule_fires.append(
+                        (target.function, f"{target.name} failed: {type(exc).__name__}")
+                    )
+            upcoming = self.scheduler.next_fire()
+            wait = self.scheduler.clock.real_seconds_until(upcoming) if upcoming else 1.0
+            stop.wait(min(max(wait, 0.01), 1.0))
+
+    def _run_facts(self, elapsed: float, pg: Any) -> dict[str, Any]:
+        receiver = self.receiver
+        assert receiver is not None
+        depths = self.queue_depths()
+        dlq_depth = sum(sum(depths[q]) for q in self.template.queues if self._is_dlq(q))
+        return {
+            "elapsed_seconds": round(elapsed, 2),
+            "webhook_posts": len(receiver.requests),
+            "webhook_accepted": len(receiver.accepted()),
+            "signature_rejections": receiver.rejected_signatures,
+            "invocations": {name: f.invocations for name, f in self.functions.items()},
+            "function_errors": {name: f.errors for name, f in self.functions.items()},
+            "batch_sizes": [size for m in self.mappings for size in m.stats.batch_sizes],
+            "peak_concurrency": max((m.stats.peak_concurrency for m in self.mappings), default=0),
+            "schedule_fires": len(self.schedule_fires),
+            "dlq_messages": dlq_depth,
+            "database": redacted_url(self.database_url),
+            "database_kept": pg is None or self.options.keep_data,
+            "pg_data_dir": str(pg.data_dir) if pg is not None and self.options.keep_data else None,
+            "functions_log": str(self.log_path),
+        }
+
+    def _is_dlq(self, logical_id: str) -> bool:
+        return any(s.dead_letter_target == logical_id for s in self.template.queues.values())
+
+
+def _context_factory(function: LocalFunction) -> Callable[[str, float], LambdaContext]:
+    def factory(_name: str, _timeout: float) -> LambdaContext:
+        return function.context()
+
+    return factory
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(timeout=120)
+
+
+def run_local(options: RuntimeOptions, out: TextIO | None = None) -> RunResult:
+    return LocalRuntime(options, out).run()

@@ -1,0 +1,103 @@
+-- Named queries of the operators' commands (status, show, resend), loaded through
+-- proactive_delivery.adapters.postgres.Database like the runtime's own (same placeholders
+-- for the platform's tables). Same rules: every state change is one conditional statement.
+
+-- name: sent_by_others_proactive
+-- Platform rows whose sent_at was set in the last 24 hours by someone other than this
+-- pipeline (we were not the one to send them): another sender is still running, and the
+-- two together send twice. The (sent_at) index keeps it a range scan.
+SELECT count(*) AS messages, max({{utc(m.sent_at)}}) AS last_sent_at
+FROM ai_proactive_messages m
+WHERE m.sent_at >= {{now(m.sent_at)}} - interval '24 hours'
+  AND NOT EXISTS (
+      SELECT 1 FROM delivery.message_state s
+      WHERE s.source = 'proactive' AND s.source_id = m.id AND s.state = 'sent'
+  );
+
+-- name: sent_by_others_followup
+SELECT count(*) AS messages, max({{utc(f.sent_at)}}) AS last_sent_at
+FROM contractor_followup_schedules f
+WHERE f.sent_at >= {{now(f.sent_at)}} - interval '24 hours'
+  AND NOT EXISTS (
+      SELECT 1 FROM delivery.message_state s
+      WHERE s.source = 'followup' AND s.source_id = f.id AND s.state = 'sent'
+  );
+
+-- name: last_evaluate_run
+SELECT id, finished_at, sources, enqueued, stopped_early, report,
+       extract(epoch FROM now() - finished_at)::float8 AS age_seconds
+FROM delivery.evaluate_run
+ORDER BY finished_at DESC
+LIMIT 1;
+
+-- name: state_counts
+-- Open messages (any age) and final ones of the last 24 hours, by source and state.
+SELECT source, state, count(*) AS messages
+FROM delivery.message_state
+WHERE state IN ('pending', 'queued', 'sending', 'deferred')
+   OR updated_at >= now() - interval '24 hours'
+GROUP BY source, state
+ORDER BY source, state;
+
+-- name: recent_failures
+SELECT source, coalesce(reason, 'unknown') AS reason, count(*) AS messages
+FROM delivery.message_state
+WHERE state = 'failed'
+  AND updated_at >= now() - interval '24 hours'
+GROUP BY source, coalesce(reason, 'unknown')
+ORDER BY messages DESC, source, reason;
+
+-- name: failed_since
+-- What `resend --dry-run` lists: the rows reset_failed would take.
+SELECT source, source_id, reason, updated_at AS failed_at
+FROM delivery.message_state
+WHERE state = 'failed'
+  AND updated_at >= %(since)s
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+ORDER BY updated_at, id;
+
+-- name: reset_failed
+-- `resend`: failed messages go back to queued in one conditional statement, with a fresh
+-- retry window (attempt_log keeps every earlier attempt; its attempt numbers start at 1
+-- again after a resend). The ids are then put on the delivery queue and pass through the
+-- same claim as any other message, so a message cannot be sent twice by a resend.
+UPDATE delivery.message_state
+SET state = 'queued', attempts = 0, reason = NULL, queued_at = now(),
+    enqueued_at = NULL, next_attempt_at = now(), lease_expires_at = NULL, claim_token = NULL,
+    updated_at = now()
+WHERE state = 'failed'
+  AND updated_at >= %(since)s
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s::text)
+RETURNING source, source_id;
+
+-- name: message_detail
+-- `show SOURCE:ID`: one message's delivery state (never its content or the contractor's
+-- contact details). NULL columns when evaluate has not seen the message yet.
+SELECT s.id AS delivery_id, s.state, s.reason, s.attempts, s.channel, s.provider_ref,
+       s.last_error, s.contractor_id, s.created_at, s.queued_at, s.sent_at, s.next_attempt_at,
+       s.lease_expires_at, s.updated_at
+FROM delivery.message_state s
+WHERE s.source = %(source)s AND s.source_id = %(source_id)s;
+
+-- name: platform_row_proactive
+-- Whether the platform has the message, and when it was due, for a message evaluate has
+-- not seen yet.
+SELECT m.id, m.contractor_id, {{utc(m.created_at)}} AS due_at, {{utc(m.sent_at)}} AS sent_at,
+       NULL::text AS platform_status
+FROM ai_proactive_messages m
+WHERE m.id = %(source_id)s;
+
+-- name: platform_row_followup
+SELECT f.id, f.contractor_id, {{utc(f.scheduled_time)}} AS due_at, {{utc(f.sent_at)}} AS sent_at,
+       f.status::text AS platform_status
+FROM contractor_followup_schedules f
+WHERE f.id = %(source_id)s;
+
+-- name: attempt_history
+-- Every send attempt of one message, oldest first (attempt numbers restart at 1 after a
+-- resend, so the id orders them).
+SELECT a.attempt, a.channel, a.outcome, a.http_status, a.latency_ms, a.error, a.started_at,
+       a.finished_at
+FROM delivery.attempt_log a
+WHERE a.delivery_id = %(delivery_id)s
+ORDER BY a.id;

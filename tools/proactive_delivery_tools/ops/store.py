@@ -1,0 +1,64 @@
+"""The operators' view of the database: backlog, recent failures, evaluate runs, one
+message's history, and the one state change the operators make (resend). SQL in
+sql/operations.sql of this package."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, LiteralString
+
+from proactive_delivery.adapters.postgres import Database, PostgresStore
+from proactive_delivery.core.models import MessageKey, UnsentBacklog
+
+SQL_PACKAGE = "proactive_delivery_tools.ops.sql"
+
+
+class OperationsStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._delivery = PostgresStore(db)
+
+    def _sql(self, name: str) -> LiteralString:
+        return self.db.sql(name, "operations.sql", package=SQL_PACKAGE)
+
+    def sources(self) -> tuple[str, ...]:
+        """The sources whose platform table exists in this database."""
+        return self.db.platform_schema().sources
+
+    def sent_by_others(self, source: str) -> dict[str, Any]:
+        """Platform rows of `source` marked sent in the last 24 h that this pipeline did not send."""
+        row = self.db.fetch_all(self._sql(f"sent_by_others_{source}"), {})[0]
+        return {"messages": int(row["messages"]), "last_sent_at": row["last_sent_at"]}
+
+    def unsent_backlog(self, source: str) -> UnsentBacklog:
+        return self._delivery.unsent_backlog(source)
+
+    def last_evaluate_run(self) -> dict[str, Any] | None:
+        rows = self.db.fetch_all(self._sql("last_evaluate_run"), {})
+        return rows[0] if rows else None
+
+    def state_counts(self) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("state_counts"), {})
+
+    def recent_failures(self) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("recent_failures"), {})
+
+    def failed_since(self, since: datetime, reason: str | None) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("failed_since"), {"since": since, "reason": reason})
+
+    def reset_failed(self, since: datetime, reason: str | None) -> list[MessageKey]:
+        rows = self.db.fetch_all(self._sql("reset_failed"), {"since": since, "reason": reason}, retry=False)
+        return sorted(MessageKey(r["source"], r["source_id"]) for r in rows)
+
+    def message_detail(self, key: MessageKey) -> dict[str, Any] | None:
+        rows = self.db.fetch_all(
+            self._sql("message_detail"), {"source": key.source, "source_id": key.source_id}
+        )
+        return rows[0] if rows else None
+
+    def platform_row(self, key: MessageKey) -> dict[str, Any] | None:
+        rows = self.db.fetch_all(self._sql(f"platform_row_{key.source}"), {"source_id": key.source_id})
+        return rows[0] if rows else None
+
+    def attempt_history(self, delivery_id: int) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("attempt_history"), {"delivery_id": delivery_id})
