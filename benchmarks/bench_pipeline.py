@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -64,11 +63,11 @@ import httpx
 import psycopg
 from standardwebhooks.webhooks import Webhook
 
-from proactive_delivery import bootstrap, handlers
+from proactive_delivery import handlers
 from proactive_delivery.adapters.channels.webhook import sign_headers
 from proactive_delivery.adapters.postgres.database import Database
-from proactive_delivery.adapters.postgres.store import PostgresStore
-from proactive_delivery.app.evaluate import Evaluator
+from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.settings import Settings
 from proactive_delivery_tools.fakes import InMemoryQueue
 from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.postgres import url_from_environment
@@ -165,17 +164,33 @@ def seed(url: str, n: int, *, per_contractor: int = 1) -> None:
         conn.execute("ANALYZE ai_proactive_messages")
 
 
-def queue_all(url: str) -> list[Any]:
-    """Record every due row as queued (the real Evaluator) and return the keys it sent."""
+def bench_settings(database_url: str, receiver_url: str = "http://127.0.0.1:9/never-called") -> Settings:
+    """The functions' settings for the benchmark (what the template's environment gives)."""
+    return Settings.from_env(
+        {
+            "STAGE": "local",
+            "DATABASE_URL": database_url,
+            "DELIVERY_QUEUE_URL": "http://127.0.0.1:9/000000000000/bench-delivery",  # never contacted
+            "N8N_OUTBOUND_WEBHOOK_URL": receiver_url,
+            "WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+            # Throughput must not depend on the hour the benchmark runs at.
+            "QUIET_HOURS": "none",
+            "MAX_MESSAGES_PER_DAY": "1000",
+        }
+    )
 
-    db = Database(lambda: url)
+
+def queue_all(url: str) -> list[Any]:
+    """Record every due row as queued (the real Evaluator, as bootstrap builds it) and return
+    the keys it sent."""
     queue = InMemoryQueue()
+    services = build(bench_settings(url), queue=queue)
     try:
-        report = Evaluator(PostgresStore(db), queue).run(
+        report = services.evaluator.run(
             ["proactive"], LambdaContext("bench", 600).get_remaining_time_in_millis
         )
     finally:
-        db.close()
+        services.close()
     if report.stopped_early:
         raise RuntimeError("evaluate stopped early while queuing the benchmark rows")
     return list(queue.sent)
@@ -301,79 +316,51 @@ def sqs_event(keys: Sequence[Any]) -> dict[str, Any]:
 
 
 class DeliverHarness:
-    """handlers.deliver with bootstrap building the real Deliverer from the environment.
-    Only bootstrap.get_queue is swapped for an InMemoryQueue; its log lines are written
-    (the formatting cost is real) to /dev/null instead of the terminal."""
+    """handlers.deliver on the services bootstrap builds from the settings, with an
+    InMemoryQueue as the delivery queue; its log lines are written (the formatting cost is
+    real) to /dev/null instead of the terminal."""
 
     def __init__(self, receiver_url: str) -> None:
-
-        self.bootstrap = bootstrap
-        self.handlers = handlers
+        self.receiver_url = receiver_url
         self.queue = InMemoryQueue()
-        self._original_get_queue = bootstrap.get_queue
+        self.services: Services | None = None
         self._devnull = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
         self._streams: list[tuple[Any, Any]] = []
         for handler in handlers.logger._logger.handlers:  # the one StreamHandler to stdout
             if hasattr(handler, "setStream"):
                 self._streams.append((handler, handler.setStream(self._devnull)))
-        self._env_before = {k: os.environ.get(k) for k in self._env(receiver_url, "")}
-        self.receiver_url = receiver_url
-
-    @staticmethod
-    def _env(receiver_url: str, database_url: str) -> dict[str, str]:
-        return {
-            "STAGE": "local",
-            "DATABASE_URL": database_url,
-            "DELIVERY_QUEUE_URL": "http://127.0.0.1:9/000000000000/bench-delivery",  # never contacted
-            "N8N_OUTBOUND_WEBHOOK_URL": receiver_url,
-            "WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
-            # Throughput must not depend on the hour the benchmark runs at.
-            "QUIET_HOURS": "none",
-            "MAX_MESSAGES_PER_DAY": "1000",
-        }
 
     def use_database(self, url: str) -> None:
-        self.bootstrap.get_queue = self._original_get_queue
-        self.bootstrap.reset()
-        os.environ.update(self._env(self.receiver_url, url))
-        queue = self.queue
-
-        @functools.cache
-        def in_memory_queue() -> Any:
-            return queue
-
-        self.bootstrap.get_queue = in_memory_queue  # type: ignore[assignment]
+        if self.services is not None:
+            self.services.close()
+        self.services = build(bench_settings(url, self.receiver_url), queue=self.queue)
 
     def invoke(self, keys: Sequence[Any]) -> dict[str, Any]:
-
+        assert self.services is not None
         event = sqs_event(keys)
         try:
             # The per-dimension metrics are EMF lines printed as they are emitted (in Lambda
             # they go to CloudWatch): printed, so their cost is measured, but to /dev/null,
             # so the terminal shows the table only.
             with contextlib.redirect_stdout(self._devnull):
-                return dict(self.handlers.deliver(event, LambdaContext("DeliverFunction", 60)))
+                return dict(handlers.deliver(event, LambdaContext("DeliverFunction", 60), self.services))
         finally:
             # What @metrics.log_metrics does after each invocation (without printing EMF).
-            self.handlers.metrics.clear_metrics()
+            handlers.metrics.clear_metrics()
 
     @property
     def database(self) -> Any:
-        return self.bootstrap.get_database()
+        assert self.services is not None
+        return self.services.database
 
     def close(self) -> None:
         try:
-            self.bootstrap.get_queue = self._original_get_queue
-            self.bootstrap.reset()
+            if self.services is not None:
+                self.services.close()
         finally:
             for handler, stream in self._streams:
                 handler.setStream(stream)
             self._devnull.close()
-            for name, value in self._env_before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def batches(keys: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -580,15 +567,17 @@ def run_statements(
 # 4. evaluate, in a child process per backlog size
 # --------------------------------------------------------------------------------------
 def evaluate_child(url: str, n: int) -> None:
-    db = Database(lambda: url)
-    store = PostgresStore(db)
+    queue = InMemoryQueue(keep=False)
+    services = build(bench_settings(url), queue=queue)
+    db = services.database
     # Connection open, platform schema read and the page query rendered before the baseline.
     db.sql("enqueue_new_proactive")
+    evaluator = services.evaluator
 
     def run() -> tuple[Any, InMemoryQueue, float]:
-        queue = InMemoryQueue(keep=False)
+        queue.count = 0
         started = time.perf_counter()
-        report = Evaluator(store, queue).run(
+        report = evaluator.run(
             ["proactive"], LambdaContext("EvaluateFunction", 600).get_remaining_time_in_millis
         )
         return report, queue, time.perf_counter() - started
@@ -604,7 +593,7 @@ def evaluate_child(url: str, n: int) -> None:
     traced_report, traced_queue, _ = run()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    db.close()
+    services.close()
     print(
         json.dumps(
             {
