@@ -34,6 +34,7 @@ from proactive_delivery.settings import Settings
 from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
 from proactive_delivery_tools.local.receiver import WebhookReceiver
 from proactive_delivery_tools.local.sqs import QueuePair, create_queues
+from proactive_delivery_tools.queues import queue_depth
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +96,7 @@ PROCESS_ENV = {
 
 class DiesBeforeItsFirstCommit(PostgresStore):
     """A delivery store whose first outcome statement never commits: the environment is
-    killed between the provider's 2xx and the commit (FAULTS row 4)."""
+    killed between the provider's 2xx and the commit (docs/faults.md row 4)."""
 
     crashed = False
 
@@ -218,11 +219,7 @@ class Pipeline:
         return bodies
 
     def queue_depth(self) -> tuple[int, int]:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=self.queues.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return queue_depth(self.sqs, self.queues.queue_url).pair
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""FAULTS.md rows, each a test named faultNN_... (`pytest -k fault07`), on a real
+"""docs/faults.md rows, each a test named faultNN_... (`pytest -k fault07`), on a real
 PostgreSQL, SQS faked by moto, and a real local webhook receiver."""
 
 from __future__ import annotations

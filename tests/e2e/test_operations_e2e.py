@@ -1,4 +1,4 @@
-"""Operations end to end: DLQ replay (FAULTS.md row 15), resend, metrics, logs, traces."""
+"""Operations end to end: DLQ replay (docs/faults.md row 15), resend, metrics, logs, traces."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from proactive_delivery.adapters import telemetry, tracing
 from proactive_delivery_tools.local.receiver import Reply
-from proactive_delivery_tools.ops import ReplayOptions, find_queues, replay_dlq
+from proactive_delivery_tools.ops.queues import find_queues
+from proactive_delivery_tools.ops.replay import ReplayOptions, replay_dlq
 from tests.conftest import state_row
 from tests.pipeline import captured_log_lines, emf_blobs
 

@@ -1,6 +1,6 @@
 """Each channel adapter against the real thing's stand-in: Twilio against a local HTTP server
 speaking the Messages API, email against moto's SES v2, web chat against the signature-
-verifying webhook receiver. Success, transient and permanent paths (FAULTS row 16)."""
+verifying webhook receiver. Success, transient and permanent paths (docs/faults.md row 16)."""
 
 from __future__ import annotations
 

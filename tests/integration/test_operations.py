@@ -15,13 +15,9 @@ from moto import mock_aws
 from proactive_delivery_tools import cli
 from proactive_delivery_tools.cli import ops as ops_cli
 from proactive_delivery_tools.local.sqs import QueuePair, create_queues
-from proactive_delivery_tools.ops import (
-    OperationsError,
-    Queues,
-    ReplayOptions,
-    find_queues,
-    replay_dlq,
-)
+from proactive_delivery_tools.ops.errors import OperationsError
+from proactive_delivery_tools.ops.queues import Queues, find_queues
+from proactive_delivery_tools.ops.replay import ReplayOptions, replay_dlq
 
 DLQ_ARN = "arn:aws:sqs:us-east-1:123456789012:delivery-dlq"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:delivery"

@@ -617,3 +617,17 @@ def test_time_running_out_mid_batch_releases_only_the_unstarted() -> None:
     assert len(channel.sent) == 1
     assert result.counts == {"delivered": 1, "released": 2}
     assert len(result.failures) == 2
+
+
+def test_a_refused_visibility_change_is_logged_and_counted(
+    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a queue that refuses ChangeMessageVisibility, and a send that fails transiently
+    h = make_harness(claimed_row(1), errors={1: TransientSendError("server_error", http_status=503)})
+    h.queue.change_visibility = lambda receipts: [handle for handle, _ in receipts]  # type: ignore[method-assign]
+    # WHEN the batch is processed
+    result = h.process([record(1)])
+    # THEN the record is still reported for a retry, and the refusal is counted and logged
+    assert isinstance(result.failures["m-1"], RetryLaterError)
+    assert result.counts["visibility_failed"] == 1
+    assert any("ChangeMessageVisibility refused" in r.getMessage() for r in caplog.records)

@@ -69,7 +69,7 @@ def decision_at(
     return judge(message, now=now, defaults=DEFAULTS, available=available).decision
 
 
-# --- FAULTS row 17: boundaries of the quiet window -----------------------------------------
+# --- docs/faults.md row 17: boundaries of the quiet window -----------------------------------------
 def test_fault17_one_second_before_quiet_hours_end_is_deferred_to_the_exact_end() -> None:
     # GIVEN 07:59:59 in New York on a winter day (12:59:59 UTC)
     now = utc(2025, 1, 15, 12, 59, 59)

@@ -797,28 +797,37 @@ def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, 
     assert sorted(n for n in names if f"`{n}`" not in table) == []
 
 
-@pytest.mark.parametrize(
-    ("variable", "parameter"),
-    [
-        ("PLATFORM_TIMEZONE", "PlatformTimezone"),
-        ("DEFAULT_PHONE_REGION", "DefaultPhoneRegion"),
-        ("N8N_PAYLOAD_FORMAT", "N8nPayloadFormat"),
-        ("SMS_FROM_NAME", "SmsFromName"),
-        ("SMS_TAGS", "SmsTags"),
-        ("FOLLOWUP_SENT_BY", "FollowupSentBy"),
-        ("EMAIL_PROVIDER", "EmailProvider"),
-        ("N8N_EMAIL_WEBHOOK_URL", "N8nEmailWebhookUrl"),
-        ("EMAIL_FROM_NAME", "EmailFromName"),
-    ],
-)
-def test_platform_settings_are_template_parameters_with_the_codes_defaults(
-    template: dict[str, Any], variable: str, parameter: str
-) -> None:
+# Every tunable the template exposes as a parameter, with the code's value without it.
+PARAMETER_DEFAULTS: dict[str, tuple[str, Any]] = {
+    "PLATFORM_TIMEZONE": ("PlatformTimezone", lambda s: s.platform_timezone),
+    "DEFAULT_PHONE_REGION": ("DefaultPhoneRegion", lambda s: s.policy.phone_region),
+    "N8N_PAYLOAD_FORMAT": ("N8nPayloadFormat", lambda s: s.n8n_payload_format),
+    "SMS_FROM_NAME": ("SmsFromName", lambda s: s.sms_from_name),
+    "SMS_TAGS": ("SmsTags", lambda s: ",".join(s.sms_tags)),
+    "FOLLOWUP_SENT_BY": ("FollowupSentBy", lambda s: s.followup_sent_by),
+    "EMAIL_PROVIDER": ("EmailProvider", lambda s: s.email_provider),
+    "N8N_EMAIL_WEBHOOK_URL": ("N8nEmailWebhookUrl", lambda s: s.n8n_email_webhook_url or ""),
+    "EMAIL_FROM_NAME": ("EmailFromName", lambda s: s.email_from_name),
+    "RETRY_WINDOW_HOURS": ("RetryWindowHours", lambda s: f"{s.retry_window_hours:g}"),
+    "RECONCILE_AFTER_SECONDS": ("ReconcileAfterSeconds", lambda s: str(s.reconcile_after_seconds)),
+    "SMS_PROVIDER": ("SmsProvider", lambda s: s.sms_provider),
+    "DEFAULT_CHANNELS": ("DefaultChannels", lambda s: ",".join(s.policy.channels)),
+    "DEFAULT_TIMEZONE": ("DefaultTimezone", lambda s: s.policy.timezone),
+    "QUIET_HOURS": ("QuietHours", lambda s: str(s.policy.quiet_hours)),
+    "MAX_MESSAGES_PER_DAY": ("MaxMessagesPerDay", lambda s: str(s.policy.max_per_day)),
+    "MESSAGE_MAX_AGE_HOURS": ("MessageMaxAgeHours", lambda s: f"{s.policy.max_age.total_seconds() / 3600:g}"),
+}
+
+
+@pytest.mark.parametrize("variable", sorted(PARAMETER_DEFAULTS))
+def test_template_parameters_default_to_what_the_code_does(template: dict[str, Any], variable: str) -> None:
     from proactive_delivery.settings import Settings
 
+    parameter, code_value = PARAMETER_DEFAULTS[variable]
+    # GIVEN the variable the template passes the functions
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env[variable] == {"Ref": parameter}
-    # The parameter's default is what the code does without the variable.
+    # WHEN the code reads an environment without it
     defaults = Settings.from_env(
         {
             "DATABASE_URL": "postgresql://127.0.0.1/x",
@@ -827,18 +836,8 @@ def test_platform_settings_are_template_parameters_with_the_codes_defaults(
             "WEBHOOK_SIGNING_SECRET": "whsec_dGVzdA==",
         }
     )
-    from_code = {
-        "PLATFORM_TIMEZONE": defaults.platform_timezone,
-        "DEFAULT_PHONE_REGION": defaults.policy.phone_region,
-        "N8N_PAYLOAD_FORMAT": defaults.n8n_payload_format,
-        "SMS_FROM_NAME": defaults.sms_from_name,
-        "SMS_TAGS": ",".join(defaults.sms_tags),
-        "FOLLOWUP_SENT_BY": defaults.followup_sent_by,
-        "EMAIL_PROVIDER": defaults.email_provider,
-        "N8N_EMAIL_WEBHOOK_URL": defaults.n8n_email_webhook_url or "",
-        "EMAIL_FROM_NAME": defaults.email_from_name,
-    }
-    assert str(template["Parameters"][parameter]["Default"]) == from_code[variable]
+    # THEN the parameter's default is the same value: the two cannot drift apart
+    assert str(template["Parameters"][parameter]["Default"]) == code_value(defaults)
 
 
 def test_env_file_for_sam_local_reaches_the_host_from_inside_docker() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from proactive_delivery.core.content import is_region
@@ -108,6 +108,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
+        # The defaults are the fields' own (one place: the dataclass above).
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         stage = reader.text("STAGE", default="local")
         settings = cls(
             stage=stage,
@@ -118,21 +120,33 @@ class Settings:
             database_secret_arn=reader.optional("DATABASE_SECRET_ARN"),
             webhook_signing_secret=reader.optional("WEBHOOK_SIGNING_SECRET"),
             webhook_signing_secret_arn=reader.optional("WEBHOOK_SIGNING_SECRET_ARN"),
-            retry_window_hours=reader.number("RETRY_WINDOW_HOURS", 24.0, maximum=336.0),
+            retry_window_hours=reader.number("RETRY_WINDOW_HOURS", d["retry_window_hours"], maximum=336.0),
             retry_schedule_seconds=reader.parsed(
-                "RETRY_SCHEDULE_SECONDS", ",".join(map(str, SVIX_SCHEDULE)), parse_schedule
+                "RETRY_SCHEDULE_SECONDS", ",".join(map(str, d["retry_schedule_seconds"])), parse_schedule
             ),
             max_receive_count=reader.optional_integer("MAX_RECEIVE_COUNT", minimum=1, maximum=1000),
-            lease_seconds=reader.integer("LEASE_SECONDS", 120, minimum=1),
-            reconcile_after_seconds=reader.integer("RECONCILE_AFTER_SECONDS", 1800, minimum=0),
-            send_concurrency=reader.integer("SEND_CONCURRENCY", 10, minimum=1, maximum=64),
-            http_connect_timeout_seconds=reader.number("HTTP_CONNECT_TIMEOUT_SECONDS", 3.0),
-            http_read_timeout_seconds=reader.number("HTTP_READ_TIMEOUT_SECONDS", 10.0),
-            evaluate_page_size=reader.integer("EVALUATE_PAGE_SIZE", 500, minimum=1, maximum=10000),
-            enqueue_concurrency=reader.integer("ENQUEUE_CONCURRENCY", 8, minimum=1, maximum=64),
-            secret_max_age_seconds=reader.integer("SECRET_MAX_AGE_SECONDS", 300, minimum=0),
-            sms_provider=reader.text("SMS_PROVIDER", default="n8n").lower(),
-            twilio_api_base_url=reader.text("TWILIO_API_BASE_URL", default="https://api.twilio.com"),
+            lease_seconds=reader.integer("LEASE_SECONDS", d["lease_seconds"], minimum=1),
+            reconcile_after_seconds=reader.integer(
+                "RECONCILE_AFTER_SECONDS", d["reconcile_after_seconds"], minimum=0
+            ),
+            send_concurrency=reader.integer("SEND_CONCURRENCY", d["send_concurrency"], minimum=1, maximum=64),
+            http_connect_timeout_seconds=reader.number(
+                "HTTP_CONNECT_TIMEOUT_SECONDS", d["http_connect_timeout_seconds"]
+            ),
+            http_read_timeout_seconds=reader.number(
+                "HTTP_READ_TIMEOUT_SECONDS", d["http_read_timeout_seconds"]
+            ),
+            evaluate_page_size=reader.integer(
+                "EVALUATE_PAGE_SIZE", d["evaluate_page_size"], minimum=1, maximum=10000
+            ),
+            enqueue_concurrency=reader.integer(
+                "ENQUEUE_CONCURRENCY", d["enqueue_concurrency"], minimum=1, maximum=64
+            ),
+            secret_max_age_seconds=reader.integer(
+                "SECRET_MAX_AGE_SECONDS", d["secret_max_age_seconds"], minimum=0
+            ),
+            sms_provider=reader.text("SMS_PROVIDER", default=d["sms_provider"]).lower(),
+            twilio_api_base_url=reader.text("TWILIO_API_BASE_URL", default=d["twilio_api_base_url"]),
             twilio_account_sid=reader.optional("TWILIO_ACCOUNT_SID"),
             twilio_auth_token=reader.optional("TWILIO_AUTH_TOKEN"),
             twilio_secret_arn=reader.optional("TWILIO_SECRET_ARN"),
@@ -140,14 +154,14 @@ class Settings:
             twilio_messaging_service_sid=reader.optional("TWILIO_MESSAGING_SERVICE_SID"),
             email_from_address=reader.optional("EMAIL_FROM_ADDRESS"),
             web_chat_webhook_url=reader.optional("WEB_CHAT_WEBHOOK_URL"),
-            platform_timezone=reader.text("PLATFORM_TIMEZONE", default="UTC"),
-            followup_sent_by=reader.text("FOLLOWUP_SENT_BY", default="scheduler"),
-            n8n_payload_format=reader.text("N8N_PAYLOAD_FORMAT", default="ghl").lower(),
-            sms_from_name=reader.text("SMS_FROM_NAME", default="Power100 Concierge"),
+            platform_timezone=reader.text("PLATFORM_TIMEZONE", default=d["platform_timezone"]),
+            followup_sent_by=reader.text("FOLLOWUP_SENT_BY", default=d["followup_sent_by"]),
+            n8n_payload_format=reader.text("N8N_PAYLOAD_FORMAT", default=d["n8n_payload_format"]).lower(),
+            sms_from_name=reader.text("SMS_FROM_NAME", default=d["sms_from_name"]),
             sms_tags=tuple(t.strip() for t in reader.text("SMS_TAGS", default="").split(",") if t.strip()),
-            email_provider=reader.text("EMAIL_PROVIDER", default="ses").lower(),
+            email_provider=reader.text("EMAIL_PROVIDER", default=d["email_provider"]).lower(),
             n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
-            email_from_name=reader.text("EMAIL_FROM_NAME", default="Power100 Concierge"),
+            email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
             policy=_policy_defaults(reader),
         )
         settings.validate()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proactive_delivery.adapters import aws
 from proactive_delivery.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,11 +92,8 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
 
 
 def aws_client(service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
     # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE>).
-    return boto3.client(service, config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    return aws.client(service)
 
 
 def sqs_client() -> Any:
@@ -168,7 +166,7 @@ def _database(url: str) -> Iterator[Any]:
 
 def cmd_status(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.core.models import SOURCES
-    from proactive_delivery_tools.ops import collect_status, render_status
+    from proactive_delivery_tools.ops.status import collect_status
     from proactive_delivery_tools.ops.store import OperationsStore
     from proactive_delivery_tools.ops.switch import render_switch
 
@@ -192,7 +190,7 @@ def cmd_status(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
 
 def cmd_show(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.core.models import SOURCES
-    from proactive_delivery_tools.ops import message_report, parse_message_ref, render_message
+    from proactive_delivery_tools.ops.show import message_report, parse_message_ref
     from proactive_delivery_tools.ops.store import OperationsStore
 
     key = parse_message_ref(args.message, SOURCES)
@@ -241,7 +239,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from proactive_delivery_tools.ops import ReplayOptions, find_queues, replay_dlq
+    from proactive_delivery_tools.ops.queues import find_queues
+    from proactive_delivery_tools.ops.replay import ReplayOptions, replay_dlq
 
     sqs = sqs_client()
     queues = find_queues(sqs, _queue_url(_stack_for_queue(args)), args.dlq_url)
@@ -266,7 +265,7 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.adapters.postgres.store import PostgresStore
     from proactive_delivery.adapters.sqs import SqsDeliveryQueue
     from proactive_delivery.app.evaluate import Enqueuer
-    from proactive_delivery_tools.ops import parse_timestamp, resend_failed
+    from proactive_delivery_tools.ops.resend import parse_timestamp, resend_failed
     from proactive_delivery_tools.ops.store import OperationsStore
 
     since = parse_timestamp(args.failed_since)
@@ -317,3 +316,97 @@ def _progress_bar(total: int | None) -> Iterator[Any]:
                 bar.advance(task, n)
 
         yield _Advance()
+
+
+# --------------------------------------------------------------------------- #
+# Rendering                                                                   #
+# --------------------------------------------------------------------------- #
+
+
+def render_status(status: dict[str, Any]) -> str:
+    lines: list[str] = []
+    others = {s: o for s, o in status.get("sent_by_others_24h", {}).items() if o["messages"]}
+    if others:
+        what = ", ".join(f"{n['messages']} {s} (last {n['last_sent_at']})" for s, n in others.items())
+        lines.append(
+            f"WARNING: another sender is still running: the platform shows {what} sent in the"
+            " last 24 h that this pipeline did not send (docs/cutover.md)"
+        )
+    lines.append("Unsent backlog (due and waiting: not sent, skipped, failed or deferred to later)")
+    for source, b in status["backlog"].items():
+        lines.append(f"  {source:<12} {b['unsent']:>8}   oldest {_age(b['oldest_unsent_age_seconds'])}")
+    lines.append("Messages by state (open: all; final: last 24 h)")
+    if not status["states"]:
+        lines.append("  (none)")
+    for source, counts in status["states"].items():
+        lines.append(f"  {source:<12} " + "  ".join(f"{s}={n}" for s, n in sorted(counts.items())))
+    lines.append("Failures in the last 24 h by reason")
+    if not status["failures_24h"]:
+        lines.append("  (none)")
+    for f in status["failures_24h"]:
+        lines.append(f"  {f['source']:<12} {f['reason']:<28} {f['messages']:>6}")
+    lines.append("Queues (visible / in flight / delayed)")
+    if status["queues"] is None:
+        lines.append("  DELIVERY_QUEUE_URL is not set")
+    else:
+        for name, q in status["queues"].items():
+            lines.append(f"  {name:<12} {q['visible']:>6} / {q['in_flight']:>6} / {q['delayed']:>6}")
+    run = status["last_evaluate_run"]
+    lines.append("Last evaluate run")
+    if run is None:
+        lines.append("  never")
+    else:
+        lines.append(
+            f"  {run['finished_at']} ({_age(run['age_seconds'])} ago): {','.join(run['sources'])}, "
+            f"enqueued {run['enqueued']}{', stopped early' if run['stopped_early'] else ''}"
+        )
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def render_message(report: dict[str, Any]) -> str:
+    lines = [f"{report['source']}:{report['source_id']} (message id {report['message_id']})"]
+    platform = report["platform"]
+    if platform is None:
+        lines.append("  platform row     gone (the platform deleted it)")
+    else:
+        status = f", status {platform['status']}" if platform["status"] else ""
+        lines.append(f"  contractor       {platform['contractor_id']}")
+        lines.append(f"  due at           {platform['due_at']}{status}")
+    state = report["state"]
+    if state is None:
+        lines.append("  state            not seen by evaluate yet (the next run of its schedule queues it)")
+        return "\n".join(lines)
+    rows = [
+        ("state", state["state"] + (f" ({state['reason']})" if state["reason"] else "")),
+        ("attempts", str(state["attempts"])),
+        ("channel", state["channel"]),
+        ("provider ref", state["provider_ref"]),
+        ("queued at", state["queued_at"]),
+        ("sent at", state["sent_at"]),
+        (
+            "next attempt",
+            state["next_attempt_at"] if state["state"] not in ("sent", "skipped", "failed") else None,
+        ),
+        ("lease until", state["lease_expires_at"] if state["state"] == "sending" else None),
+        ("last error", state["last_error"]),
+        ("updated at", state["updated_at"]),
+    ]
+    lines += [f"  {label:<16} {value}" for label, value in rows if value not in (None, "")]
+    lines.append("Attempts" if report["attempts"] else "Attempts: none")
+    for a in report["attempts"]:
+        status = a["http_status"] if a["http_status"] is not None else "-"
+        latency = f"{a['latency_ms']} ms" if a["latency_ms"] is not None else "-"
+        lines.append(
+            f"  #{a['attempt']:<3} {a['outcome']:<10} {a['channel'] or '-':<9} http {status:<4} {latency:>9}"
+            f"  {a['started_at']} .. {a['finished_at']}" + (f"  {a['error']}" if a["error"] else "")
+        )
+    return "\n".join(lines)

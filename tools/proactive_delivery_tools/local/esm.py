@@ -16,6 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from proactive_delivery_tools.local.sqs import LOCAL_REGION
+from proactive_delivery_tools.queues import queue_depth
+
 Handler = Callable[[dict[str, Any], Any], Any]
 
 
@@ -25,7 +28,7 @@ class LambdaContext:
     def __init__(self, function_name: str, timeout_seconds: float, memory_mb: int = 512) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        self.invoked_function_arn = f"arn:aws:lambda:{LOCAL_REGION}:123456789012:function:{function_name}"
         self.memory_limit_in_mb = memory_mb
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
@@ -117,7 +120,7 @@ class SqsEventSourceMapping:
                     "md5OfBody": m.get("MD5OfBody", ""),
                     "eventSource": "aws:sqs",
                     "eventSourceARN": self.queue_arn,
-                    "awsRegion": "us-east-1",
+                    "awsRegion": LOCAL_REGION,
                 }
                 for m in messages
             ]
@@ -180,11 +183,7 @@ class SqsEventSourceMapping:
         return sum(len(b) for b in batches)
 
     def depth(self) -> tuple[int, int]:
-        attrs = self._client.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return queue_depth(self._client, self.queue_url).pair
 
     def drain(
         self, *, timeout: float = 120, idle_sleep: float = 0.05, until: Callable[[], bool] | None = None

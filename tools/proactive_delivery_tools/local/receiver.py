@@ -5,7 +5,6 @@ can make it fail, slow down or rate-limit on purpose."""
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -38,29 +37,6 @@ FaultPlan = Callable[[str, int], Reply]
 
 def always_ok(_webhook_id: str, _n: int) -> Reply:
     return Reply()
-
-
-def fail_first(k: int, status: int = 500, *, retry_after: str | None = None, delay: float = 0.0) -> FaultPlan:
-    def plan(_webhook_id: str, n: int) -> Reply:
-        if n <= k:
-            return Reply(status, headers={"Retry-After": retry_after} if retry_after else {})
-        return Reply(200, delay=delay)
-
-    return plan
-
-
-def random_faults(
-    fail_rate: float, status: int = 500, latency: float = 0.0, seed: int | None = None
-) -> FaultPlan:
-    rng = random.Random(seed)  # noqa: S311 - fault injection, not security  # nosec B311
-    lock = threading.Lock()
-
-    def plan(_webhook_id: str, _n: int) -> Reply:
-        with lock:
-            failing = rng.random() < fail_rate
-        return Reply(status if failing else 200, delay=latency)
-
-    return plan
 
 
 class WebhookReceiver:

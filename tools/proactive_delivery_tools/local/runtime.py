@@ -49,6 +49,7 @@ from proactive_delivery_tools.local.schedule import (
 )
 from proactive_delivery_tools.local.sqs import LocalSqsServer, local_aws_environment, local_client
 from proactive_delivery_tools.local.template import LocalTemplate, load_env_file
+from proactive_delivery_tools.queues import queue_depth
 
 LOCAL_DATABASE = "proactive_delivery_local"
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -340,17 +341,9 @@ class LocalRuntime:
 
     # Queries for the display -------------------------------------------------------------------
     def queue_depths(self) -> dict[str, tuple[int, int]]:
-        depths: dict[str, tuple[int, int]] = {}
-        for logical_id, url in self.queue_urls.items():
-            attrs = self.sqs_client.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            depths[logical_id] = (
-                int(attrs["ApproximateNumberOfMessages"]),
-                int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-            )
-        return depths
+        return {
+            logical_id: queue_depth(self.sqs_client, url).pair for logical_id, url in self.queue_urls.items()
+        }
 
     def drained(self) -> bool:
         """Nothing in flight and the source queues read empty twice in a row (a message whose

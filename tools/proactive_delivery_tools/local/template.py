@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from proactive_delivery.core.errors import ConfigError
+from proactive_delivery_tools.local.sqs import LOCAL_REGION
 
 LOCAL_ACCOUNT = "123456789012"
-LOCAL_REGION = "us-east-1"
 LOCAL_STACK_NAME = "local"
 
 _SCALAR_TAGS = {

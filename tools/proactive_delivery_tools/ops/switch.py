@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from proactive_delivery_tools.ops import OperationsError, describe_aws_error
+from proactive_delivery_tools.ops.errors import OperationsError, describe_aws_error
 
 RULE: Final = "AWS::Events::Rule"
 MAPPING: Final = "AWS::Lambda::EventSourceMapping"
@@ -104,7 +104,7 @@ def stack_name_from_samconfig(path: Path, config_env: str = "default") -> str | 
     return None
 
 
-def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+def call_aws(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
     except (ClientError, BotoCoreError) as exc:
@@ -124,7 +124,7 @@ def _aws_error(exc: Exception, what: str) -> OperationsError:
 def load_stack(cfn: Any, events: Any, lam: Any, name: str) -> Stack:
     """The stack's triggers with their current state, its queues and DeliveryEnabled."""
     what = f"stack {name}"
-    described = _call(what, cfn.describe_stacks, StackName=name)["Stacks"][0]
+    described = call_aws(what, cfn.describe_stacks, StackName=name)["Stacks"][0]
     parameters = {p["ParameterKey"]: p.get("ParameterValue") for p in described.get("Parameters", [])}
     triggers: list[Trigger] = []
     queues: dict[str, str] = {}
@@ -162,9 +162,9 @@ def load_stack(cfn: Any, events: Any, lam: Any, name: str) -> Stack:
 
 def read_state(events: Any, lam: Any, trigger: Trigger) -> Trigger:
     if trigger.kind == "schedule":
-        rule = _call(f"rule {trigger.physical_id}", events.describe_rule, Name=trigger.physical_id)
+        rule = call_aws(f"rule {trigger.physical_id}", events.describe_rule, Name=trigger.physical_id)
         return replace(trigger, state=str(rule.get("State", "unknown")))
-    mapping = _call(
+    mapping = call_aws(
         f"event source mapping {trigger.physical_id}", lam.get_event_source_mapping, UUID=trigger.physical_id
     )
     return replace(trigger, state=str(mapping.get("State", "unknown")))
@@ -187,11 +187,11 @@ def set_enabled(
     for trigger in stack.triggers:
         what = f"{trigger.kind} {trigger.logical_id} ({trigger.physical_id})"
         if trigger.kind == "event source":
-            _call(what, lam.update_event_source_mapping, UUID=trigger.physical_id, Enabled=enabled)
+            call_aws(what, lam.update_event_source_mapping, UUID=trigger.physical_id, Enabled=enabled)
         elif enabled:
-            _call(what, events.enable_rule, Name=trigger.physical_id)
+            call_aws(what, events.enable_rule, Name=trigger.physical_id)
         else:
-            _call(what, events.disable_rule, Name=trigger.physical_id)
+            call_aws(what, events.disable_rule, Name=trigger.physical_id)
     deadline = clock() + wait_seconds
     while True:
         current = tuple(read_state(events, lam, t) for t in stack.triggers)

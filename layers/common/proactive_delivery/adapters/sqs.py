@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from proactive_delivery.adapters.aws import error_code
 from proactive_delivery.adapters.tracing import subsegment
 from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT
 from proactive_delivery.core.errors import QueueError
@@ -65,7 +66,7 @@ class SqsDeliveryQueue:
             with subsegment("sqs.SendMessageBatch"):
                 response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as exc:
-            raise QueueError(f"SendMessageBatch failed: {_describe(exc)}") from exc
+            raise QueueError(f"SendMessageBatch failed: {error_code(exc, type(exc).__name__)}") from exc
         return [by_id[f["Id"]] for f in response.get("Failed", [])]
 
     def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
@@ -86,9 +87,3 @@ class SqsDeliveryQueue:
                 continue
             failed.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []))
         return failed
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__

@@ -75,6 +75,13 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _spec("MalformedRecords", _C, "deliver", "records that can never be processed"),
     _spec("MessagesReleased", _C, "deliver", "sends not started: the deadline was near"),
     _spec("ClaimContention", _C, "deliver", "records held by a concurrent claim"),
+    _spec("MessagesDeadLettered", _C, "deliver", "messages put on the DLQ when their retry window was spent"),
+    _spec(
+        "VisibilityChangeFailures",
+        _C,
+        "deliver",
+        "ChangeMessageVisibility entries SQS refused (the message comes back after the queue's timeout)",
+    ),
     _spec("MessagesFailed", _C, "deliver, evaluate", "failed messages by reason class", "reason_class"),
     _spec("MessagesSkipped", _C, "deliver, evaluate", "skipped messages by reason", "reason"),
     _spec("MessagesDelivered", _C, "deliver", "messages sent, by source and channel", "source", "channel"),
@@ -104,6 +111,8 @@ DELIVER_COUNTS: Final = {
     "malformed": "MalformedRecords",
     "released": "MessagesReleased",
     "busy": "ClaimContention",
+    "dead_lettered": "MessagesDeadLettered",
+    "visibility_failed": "VisibilityChangeFailures",
 }
 
 # Why a message failed, coarsely enough for a dashboard line and an alarm: the provider

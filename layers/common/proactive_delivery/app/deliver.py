@@ -31,6 +31,7 @@ from proactive_delivery.core.errors import (
 )
 from proactive_delivery.core.models import (
     FINAL_STATES,
+    AttemptOutcome,
     ClaimedRow,
     MessageKey,
     OutboundMessage,
@@ -39,11 +40,20 @@ from proactive_delivery.core.models import (
 )
 from proactive_delivery.core.policy import PolicyDefaults
 from proactive_delivery.core.retry import RetryPolicy
+from proactive_delivery.core.states import State
 
 logger = Logger(service=SERVICE, child=True)
 
 # A queued message locked by a concurrent claim that has not committed yet: look again soon.
 BUSY_RETRY_SECONDS = 5
+
+
+# The attempt_log outcome of a message settled without a send.
+_SETTLED: dict[State, AttemptOutcome] = {
+    State.SKIPPED: "skipped",
+    State.FAILED: "failed",
+    State.DEFERRED: "deferred",
+}
 
 
 class AttemptsExhaustedError(RetryLaterError):
@@ -182,7 +192,14 @@ class Deliverer:
                 result.count("lease_lost", len(outcomes) - len(recorded))
         self._dead_letter([s for s in exhausted if s.row.delivery_id in recorded], result, retries)
         if retries:
-            self._queue.change_visibility(retries)
+            refused = self._queue.change_visibility(retries)
+            if refused:
+                # The message comes back after the queue's own visibility timeout instead (its
+                # state and next attempt are recorded): later than planned, not lost.
+                logger.warning(
+                    "ChangeMessageVisibility refused; those records return later", refused=len(refused)
+                )
+                result.count("visibility_failed", len(refused))
         self._log_outcomes(result)
         return result
 
@@ -210,7 +227,7 @@ class Deliverer:
             result.count("malformed")
             return None
         if not row.claimed:
-            if row.previous_state in FINAL_STATES or row.previous_state in ("sending", "deferred"):
+            if row.previous_state in FINAL_STATES or row.previous_state in (State.SENDING, State.DEFERRED):
                 # Already done, or owned by a live lease elsewhere (whose holder records it, and
                 # whose crash the reconciliation sweep repairs): acknowledge without a send.
                 logger.info(
@@ -240,10 +257,10 @@ class Deliverer:
         )
         decision = verdict.decision
         if decision.action == "skip":
-            self._settle(row, "skipped", decision.reason, result, outcomes, error=verdict.error)
+            self._settle(row, State.SKIPPED, decision.reason, result, outcomes, error=verdict.error)
             return None
         if decision.action == "fail":
-            self._settle(row, "failed", decision.reason, result, outcomes, error=verdict.error)
+            self._settle(row, State.FAILED, decision.reason, result, outcomes, error=verdict.error)
             return None
         if decision.action == "defer":
             delay = decision.queue_delay(now)
@@ -251,7 +268,12 @@ class Deliverer:
             if delay is None:
                 # Too long for SQS to hold: stored as deferred, the next evaluate run re-queues it.
                 self._settle(
-                    row, "deferred", decision.reason, result, outcomes, next_attempt_at=decision.not_before
+                    row,
+                    State.DEFERRED,
+                    decision.reason,
+                    result,
+                    outcomes,
+                    next_attempt_at=decision.not_before,
                 )
                 return None
             # Short enough for the queue: stays queued and comes back when the window opens.
@@ -259,7 +281,7 @@ class Deliverer:
             outcomes.append(
                 Outcome(
                     row.delivery_id,
-                    "queued",
+                    State.QUEUED,
                     "deferred",
                     attempted=False,
                     reason=decision.reason,
@@ -279,7 +301,7 @@ class Deliverer:
     def _settle(
         self,
         row: ClaimedRow,
-        state: str,
+        state: State,
         reason: str | None,
         result: BatchResult,
         outcomes: list[Outcome],
@@ -293,7 +315,7 @@ class Deliverer:
             Outcome(
                 row.delivery_id,
                 state,
-                state,
+                _SETTLED[state],
                 attempted=False,
                 reason=reason,
                 error=error,
@@ -301,7 +323,7 @@ class Deliverer:
             )
         )
         result.outcomes.append((row.key, outcomes[-1]))
-        if state != "deferred":
+        if state != State.DEFERRED:
             result.count(state)
 
     def _send_all(self, sends: Sequence[_Send], remaining_ms: Callable[[], int]) -> None:
@@ -363,13 +385,13 @@ class Deliverer:
             result.failures[message_id] = RetryLaterError("deadline", 0)
             retries.append((receipt, 0))
             result.count("released")
-            outcome = Outcome(delivery_id, "queued", "released", attempted=False, reason="deadline")
+            outcome = Outcome(delivery_id, State.QUEUED, "released", attempted=False, reason="deadline")
         elif send.error is None:
             assert send.result is not None
             result.count("delivered")
             outcome = Outcome(
                 delivery_id,
-                "sent",
+                State.SENT,
                 "delivered",
                 attempted=True,
                 provider_ref=send.result.provider_ref,
@@ -402,7 +424,7 @@ class Deliverer:
                 exhausted.append(send)
                 outcome = Outcome(
                     delivery_id,
-                    "failed",
+                    State.FAILED,
                     "failed",
                     attempted=True,
                     reason="attempts_exhausted",
@@ -416,7 +438,7 @@ class Deliverer:
                 retries.append((receipt, delay))
                 outcome = Outcome(
                     delivery_id,
-                    "queued",
+                    State.QUEUED,
                     "retry",
                     attempted=True,
                     reason=error.reason,

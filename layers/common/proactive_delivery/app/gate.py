@@ -16,6 +16,7 @@ from proactive_delivery.app.ports import GateStore
 from proactive_delivery.app.verdict import judge
 from proactive_delivery.core.models import QueueDecision
 from proactive_delivery.core.policy import PolicyDefaults
+from proactive_delivery.core.states import State
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -87,12 +88,16 @@ class QueueGate:
                 result.note("deferred", decision.reason)
                 delay = decision.queue_delay(now)
                 if delay is not None:
-                    decisions.append(QueueDecision(source_id, "queued", decision.reason, decision.not_before))
+                    decisions.append(
+                        QueueDecision(source_id, State.QUEUED, decision.reason, decision.not_before)
+                    )
                     result.delayed.setdefault(delay, []).append(source_id)
                     continue
-                decisions.append(QueueDecision(source_id, "deferred", decision.reason, decision.not_before))
+                decisions.append(
+                    QueueDecision(source_id, State.DEFERRED, decision.reason, decision.not_before)
+                )
             else:
-                state = "skipped" if decision.action == "skip" else "failed"
+                state = State.SKIPPED if decision.action == "skip" else State.FAILED
                 result.note(state, decision.reason)
                 decisions.append(QueueDecision(source_id, state, decision.reason))
             result.held += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from proactive_delivery.core.models import (
     ClaimedRow,
@@ -16,7 +16,6 @@ from proactive_delivery.core.models import (
     Outcome,
     QueueDecision,
     SendResult,
-    UnsentBacklog,
 )
 
 # SendMessageBatch (and SQS's other batch calls) take at most 10 entries.
@@ -66,16 +65,6 @@ class DeliverStore(Protocol):
     def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
         """The delivery ids whose outcome was recorded (all, unless the lease was lost)."""
         ...
-
-
-class RunStore(Protocol):
-    """The evaluate run's bookkeeping: the backlog gauge and the run's record."""
-
-    def unsent_backlog(self, source: str) -> UnsentBacklog: ...
-
-    def record_evaluate_run(
-        self, sources: Sequence[str], *, enqueued: int, stopped_early: bool, report: dict[str, Any]
-    ) -> None: ...
 
 
 class DeliveryQueue(Protocol):

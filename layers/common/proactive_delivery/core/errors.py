@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from proactive_delivery.core.states import State
+
 
 class DeliveryError(Exception):
     """Base class for every error this package raises on purpose."""
@@ -60,7 +62,7 @@ class PermanentSendError(SendError):
         *,
         http_status: int | None = None,
         detail: str = "",
-        final_state: str = "failed",
+        final_state: State = State.FAILED,
     ) -> None:
         super().__init__(reason, http_status=http_status, detail=detail)
         # "failed" for a refusal, "skipped" when the recipient cannot or must not be messaged.

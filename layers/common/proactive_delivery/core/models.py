@@ -6,16 +6,21 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from proactive_delivery.core.content import Names
 from proactive_delivery.core.errors import MalformedRecordError
 from proactive_delivery.core.policy import StoredPreferences
+from proactive_delivery.core.states import State
 
 # Where a message comes from. Each source has its own id space, so identity is the pair.
 SOURCES: Final = ("proactive", "followup")
 
-FINAL_STATES: Final = frozenset({"sent", "skipped", "failed"})
+
+FINAL_STATES: Final = frozenset({State.SENT, State.SKIPPED, State.FAILED})
+# What happened on an attempt, or why a claimed message was not attempted
+# (delivery.attempt_log.outcome for the attempts).
+AttemptOutcome = Literal["delivered", "rejected", "retry", "failed", "released", "deferred", "skipped"]
 
 
 @dataclass(frozen=True, order=True)
@@ -166,8 +171,8 @@ class Outcome:
     attempted, what happened on the wire."""
 
     delivery_id: int
-    state: str
-    outcome: str
+    state: State
+    outcome: AttemptOutcome
     attempted: bool
     channel: str | None = None
     provider_ref: str | None = None
@@ -207,6 +212,6 @@ class QueueDecision:
     """The queue-time verdict on one freshly queued message."""
 
     source_id: int
-    state: str
+    state: State
     reason: str | None
     next_attempt_at: datetime | None = None

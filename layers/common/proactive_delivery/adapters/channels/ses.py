@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
+from proactive_delivery.adapters.aws import error_code, http_status
 from proactive_delivery.adapters.channels.base import TracedChannel
 from proactive_delivery.adapters.channels.webhook import subject_for
 from proactive_delivery.core.errors import PermanentSendError, TransientSendError
@@ -52,9 +53,8 @@ class SesEmailChannel(TracedChannel):
         try:
             response = self._client.send_email(**request)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
+            code, status = error_code(exc, "ClientError"), http_status(exc)
+            if code in TRANSIENT_CODES or (status is not None and status >= 500):
                 raise TransientSendError("ses_unavailable", http_status=status, detail=code) from exc
             raise PermanentSendError("rejected", http_status=status, detail=f"ses {code}") from exc
         except (ConnectTimeoutError, ReadTimeoutError) as exc:

@@ -21,6 +21,7 @@ from proactive_delivery.adapters.channels.http import (
 )
 from proactive_delivery.core.errors import PermanentSendError, TransientSendError
 from proactive_delivery.core.models import OutboundMessage, SendResult
+from proactive_delivery.core.states import State
 
 OPTED_OUT: Final = 21610
 INVALID_NUMBER: Final = frozenset({21211, 21614})
@@ -85,7 +86,7 @@ def _raise_for_twilio_error(response: httpx.Response) -> None:
     code = _json(response).get("code")
     if code == OPTED_OUT:
         raise PermanentSendError(
-            "opted_out", http_status=status, detail="twilio 21610", final_state="skipped"
+            "opted_out", http_status=status, detail="twilio 21610", final_state=State.SKIPPED
         )
     if code in INVALID_NUMBER:
         raise PermanentSendError("invalid_number", http_status=status, detail=f"twilio {code}")
