@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import boto3
 import pytest
@@ -13,7 +15,6 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from proactive_delivery_tools import cli
-from proactive_delivery_tools.cli import ops as ops_cli
 from proactive_delivery_tools.local.sqs import QueuePair, create_queues
 from proactive_delivery_tools.ops.errors import OperationsError
 from proactive_delivery_tools.ops.queues import Queues, find_queues
@@ -144,23 +145,64 @@ def test_a_failed_move_task_is_one_clear_error() -> None:
         replay_dlq(client, STUB_QUEUES, ReplayOptions(), sleep=lambda _s: None)
 
 
+class _RefusingSqs(BaseHTTPRequestHandler):
+    """An SQS endpoint that refuses every call the way AWS refuses bad credentials, and
+    remembers which operations were asked for."""
+
+    code = "ExpiredToken"
+    calls: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.calls.append(self.headers.get("X-Amz-Target", "").rsplit(".", 1)[-1])
+        body = json.dumps({"__type": f"com.amazon.coral.service#{self.code}", "message": "refused"}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("x-amzn-query-error", f"{self.code};Sender")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_RefusingSqs]]:
+    handler = type("Handler", (_RefusingSqs,), {"calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    for key, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{server.server_address[1]}",
+        "DELIVERY_QUEUE_URL": STUB_QUEUES.queue_url or "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.mark.parametrize("code", ["ExpiredToken", "InvalidClientTokenId", "AccessDenied"])
 def test_expired_or_wrong_credentials_are_one_line_and_nothing_moves(
-    code: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    code: str, refusing_sqs: type[_RefusingSqs], capsys: Any
 ) -> None:
-    client, stub = _stubbed()
-    # GIVEN credentials that AWS refuses
-    stub.add_client_error("get_queue_attributes", service_error_code=code, http_status_code=403)
-    monkeypatch.setattr(ops_cli, "sqs_client", lambda: client)
-    monkeypatch.setenv("DELIVERY_QUEUE_URL", STUB_QUEUES.queue_url or "")
+    # GIVEN an SQS endpoint that refuses the credentials
+    refusing_sqs.code = code
     # WHEN replay-dlq runs
-    with stub:
-        rc = cli.main(["replay-dlq"])
+    rc = cli.main(["replay-dlq"])
     # THEN one line on stderr naming the problem, a non-zero exit, and no other call made
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1
     assert f"AWS refused the credentials ({code})" in err[0]
+    assert refusing_sqs.calls == ["GetQueueAttributes"]
 
 
 # --------------------------------------------------------------------------- #

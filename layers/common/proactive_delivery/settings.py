@@ -208,6 +208,10 @@ class Settings:
                 )
             if self.twilio_from_number and not is_e164(self.twilio_from_number):
                 raise ConfigError("TWILIO_FROM_NUMBER must be an E.164 number (+15550100000)")
+        self._validate_email()
+        self._validate_platform()
+
+    def _validate_email(self) -> None:
         if self.email_from_address and "@" not in self.email_from_address:
             raise ConfigError("EMAIL_FROM_ADDRESS must be an email address")
         if self.email_provider not in EMAIL_PROVIDERS:
@@ -218,6 +222,8 @@ class Settings:
             if not self.n8n_email_webhook_url:
                 raise ConfigError("EMAIL_PROVIDER=n8n needs N8N_EMAIL_WEBHOOK_URL")
             check_webhook_url("N8N_EMAIL_WEBHOOK_URL", self.n8n_email_webhook_url, deployed=self.is_deployed)
+
+    def _validate_platform(self) -> None:
         if self.n8n_payload_format not in N8N_PAYLOAD_FORMATS:
             raise ConfigError(
                 f"N8N_PAYLOAD_FORMAT must be one of {', '.join(N8N_PAYLOAD_FORMATS)},"

@@ -154,13 +154,7 @@ def error_line(exc: BaseException) -> str | None:
     """The one line to print for an error an operator can fix, or None for a bug (which
     keeps its traceback). Looks through the chain, so a region missing deep inside the
     Secrets Manager read is reported as what it is."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        NoRegionError,
-    )
+    from botocore.exceptions import NoCredentialsError, NoRegionError
 
     chain: list[BaseException] = []
     cause: BaseException | None = exc
@@ -174,6 +168,12 @@ def error_line(exc: BaseException) -> str | None:
             return "no AWS credentials found: set AWS_PROFILE or log in (aws sso login)"
     if isinstance(exc, DeliveryError):
         return str(exc)
+    return _aws_error_line(exc)
+
+
+def _aws_error_line(exc: BaseException) -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
     if isinstance(exc, EndpointConnectionError):
         return f"cannot reach the AWS endpoint {exc.kwargs.get('endpoint_url', '')}".rstrip()
     if isinstance(exc, ClientError):

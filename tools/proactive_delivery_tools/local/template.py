@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,37 +185,41 @@ class LocalTemplate:
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
-            if key == "Ref":
-                return self._ref(str(arg))
-            if key == "Fn::GetAtt":
-                return self._get_att(arg)
-            if key == "Fn::Sub":
-                return self._sub(arg)
-            if key == "Fn::If":
-                name, when_true, when_false = arg
-                return self.resolve(when_true if self.condition(name) else when_false)
-            if key == "Fn::Join":
-                sep, items = arg
-                parts = self.resolve(items)
-                return str(sep).join(str(p) for p in (parts if isinstance(parts, list) else [parts]))
-            if key == "Fn::Select":
-                index, items = arg
-                return self.resolve(items)[int(self.resolve(index))]
-            if key == "Fn::Split":
-                sep, text = arg
-                return str(self.resolve(text)).split(str(sep))
-            if key == "Fn::FindInMap":
-                mapping, first, second = (str(self.resolve(a)) for a in arg)
-                try:
-                    return (self.data.get("Mappings") or {})[mapping][first][second]
-                except KeyError:
-                    raise ConfigError(
-                        f"Fn::FindInMap: no {mapping}.{first}.{second} in the template"
-                    ) from None
             if key in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Condition"):
                 return self._evaluate_condition(value)
+            intrinsic = self._intrinsics().get(key)
+            if intrinsic is not None:
+                return intrinsic(arg)
         resolved = {k: self.resolve(v) for k, v in value.items()}
         return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+
+    def _intrinsics(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            "Ref": lambda arg: self._ref(str(arg)),
+            "Fn::GetAtt": self._get_att,
+            "Fn::Sub": self._sub,
+            "Fn::If": self._if,
+            "Fn::Join": self._join,
+            "Fn::Select": lambda arg: self.resolve(arg[1])[int(self.resolve(arg[0]))],
+            "Fn::Split": lambda arg: str(self.resolve(arg[1])).split(str(arg[0])),
+            "Fn::FindInMap": self._find_in_map,
+        }
+
+    def _if(self, arg: Any) -> Any:
+        name, when_true, when_false = arg
+        return self.resolve(when_true if self.condition(name) else when_false)
+
+    def _join(self, arg: Any) -> str:
+        sep, items = arg
+        parts = self.resolve(items)
+        return str(sep).join(str(p) for p in (parts if isinstance(parts, list) else [parts]))
+
+    def _find_in_map(self, arg: Any) -> Any:
+        mapping, first, second = (str(self.resolve(a)) for a in arg)
+        try:
+            return (self.data.get("Mappings") or {})[mapping][first][second]
+        except KeyError:
+            raise ConfigError(f"Fn::FindInMap: no {mapping}.{first}.{second} in the template") from None
 
     def _ref(self, name: str) -> Any:
         pseudo = {

@@ -2,9 +2,8 @@
 channel, and record every outcome, so that each message is sent once.
 
 The batch is worked as a whole (one claim statement, concurrent sends, one outcome
-statement) before the Powertools batch processor walks the records: the record handler
-then only raises the stored failure of its record, and the processor turns those into
-batchItemFailures.
+statement); the batch processor (adapters/batch.py) calls `process` once and reports each
+record's stored failure as a batchItemFailure.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
 from proactive_delivery.app.ports import Channel, DeliverStore, DeliveryQueue
-from proactive_delivery.app.verdict import judge
+from proactive_delivery.app.verdict import Verdict, judge
 from proactive_delivery.core.errors import (
     MalformedRecordError,
     PermanentSendError,
@@ -214,35 +213,11 @@ class Deliverer:
         *,
         planned: dict[int, int] | None = None,
     ) -> _Send | None:
-        message_id = str(record.get("messageId", ""))
-        key = row.key
-        if row.delivery_id is None:
-            exc = MalformedRecordError("unknown_message", key.idempotency_key)
-            logger.error(
-                "queue record names an unknown message",
-                sqs_message_id=message_id,
-                message_id=key.idempotency_key,
-            )
-            result.failures[message_id] = exc
-            result.count("malformed")
+        """The send a claimed row needs, or None when it is settled, held or not ours."""
+        if row.delivery_id is None or not row.claimed:
+            self._not_claimed(row, record, result, retries)
             return None
-        if not row.claimed:
-            if row.previous_state in FINAL_STATES or row.previous_state in (State.SENDING, State.DEFERRED):
-                # Already done, or owned by a live lease elsewhere (whose holder records it, and
-                # whose crash the reconciliation sweep repairs): acknowledge without a send.
-                logger.info(
-                    "message not claimable; acknowledged",
-                    message_id=key.idempotency_key,
-                    state=row.previous_state,
-                )
-                result.count("duplicate")
-                return None
-            # queued but locked by a concurrent claim that has not committed: look again soon.
-            result.failures[message_id] = RetryLaterError("claimed_concurrently", BUSY_RETRY_SECONDS)
-            retries.append((str(record.get("receiptHandle", "")), BUSY_RETRY_SECONDS))
-            result.count("busy")
-            return None
-        assert row.delivery_id is not None and row.facts is not None
+        assert row.facts is not None
         planned = {} if planned is None else planned
         contractor = row.facts.contractor_id
         # The verdict again, just before the send: the platform's row, preferences,
@@ -256,47 +231,95 @@ class Deliverer:
             planned=planned.get(contractor, 0) if contractor is not None else 0,
         )
         decision = verdict.decision
-        if decision.action == "skip":
-            self._settle(row, State.SKIPPED, decision.reason, result, outcomes, error=verdict.error)
-            return None
-        if decision.action == "fail":
-            self._settle(row, State.FAILED, decision.reason, result, outcomes, error=verdict.error)
-            return None
-        if decision.action == "defer":
-            delay = decision.queue_delay(now)
-            result.count("deferred")
-            if delay is None:
-                # Too long for SQS to hold: stored as deferred, the next evaluate run re-queues it.
-                self._settle(
-                    row,
-                    State.DEFERRED,
-                    decision.reason,
-                    result,
-                    outcomes,
-                    next_attempt_at=decision.not_before,
-                )
-                return None
-            # Short enough for the queue: stays queued and comes back when the window opens.
-            # Not an attempt (nothing is logged) and not a failure (no backoff, no budget).
-            outcomes.append(
-                Outcome(
-                    row.delivery_id,
-                    State.QUEUED,
-                    "deferred",
-                    attempted=False,
-                    reason=decision.reason,
-                    next_attempt_at=decision.not_before,
-                )
-            )
-            result.outcomes.append((key, outcomes[-1]))
-            result.failures[message_id] = RetryLaterError(decision.reason or "deferred", delay)
-            retries.append((str(record.get("receiptHandle", "")), delay))
+        if decision.action != "send":
+            self._hold(row, record, verdict, now=now, result=result, outcomes=outcomes, retries=retries)
             return None
         assert decision.channel is not None and verdict.message is not None and contractor is not None
         planned[contractor] = planned.get(contractor, 0) + 1
         return _Send(
-            key=key, row=row, record=record, channel=self._by_name[decision.channel], message=verdict.message
+            key=row.key,
+            row=row,
+            record=record,
+            channel=self._by_name[decision.channel],
+            message=verdict.message,
         )
+
+    def _not_claimed(
+        self,
+        row: ClaimedRow,
+        record: Mapping[str, Any],
+        result: BatchResult,
+        retries: list[tuple[str, int]],
+    ) -> None:
+        """A record whose message is unknown, already done, owned elsewhere or locked."""
+        message_id = str(record.get("messageId", ""))
+        key = row.key
+        if row.delivery_id is None:
+            logger.error(
+                "queue record names an unknown message",
+                sqs_message_id=message_id,
+                message_id=key.idempotency_key,
+            )
+            result.failures[message_id] = MalformedRecordError("unknown_message", key.idempotency_key)
+            result.count("malformed")
+        elif row.previous_state in FINAL_STATES or row.previous_state in (State.SENDING, State.DEFERRED):
+            # Already done, or owned by a live lease elsewhere (whose holder records it, and
+            # whose crash the reconciliation sweep repairs): acknowledge without a send.
+            logger.info(
+                "message not claimable; acknowledged",
+                message_id=key.idempotency_key,
+                state=row.previous_state,
+            )
+            result.count("duplicate")
+        else:
+            # queued but locked by a concurrent claim that has not committed: look again soon.
+            result.failures[message_id] = RetryLaterError("claimed_concurrently", BUSY_RETRY_SECONDS)
+            retries.append((str(record.get("receiptHandle", "")), BUSY_RETRY_SECONDS))
+            result.count("busy")
+
+    def _hold(
+        self,
+        row: ClaimedRow,
+        record: Mapping[str, Any],
+        verdict: Verdict,
+        *,
+        now: datetime,
+        result: BatchResult,
+        outcomes: list[Outcome],
+        retries: list[tuple[str, int]],
+    ) -> None:
+        """A claimed message the verdict does not send: skipped, failed or deferred."""
+        assert row.delivery_id is not None
+        decision = verdict.decision
+        if decision.action in ("skip", "fail"):
+            state = State.SKIPPED if decision.action == "skip" else State.FAILED
+            self._settle(row, state, decision.reason, result, outcomes, error=verdict.error)
+            return
+        delay = decision.queue_delay(now)
+        result.count("deferred")
+        if delay is None:
+            # Too long for SQS to hold: stored as deferred, the next evaluate run re-queues it.
+            self._settle(
+                row, State.DEFERRED, decision.reason, result, outcomes, next_attempt_at=decision.not_before
+            )
+            return
+        # Short enough for the queue: stays queued and comes back when the window opens.
+        # Not an attempt (nothing is logged) and not a failure (no backoff, no budget).
+        outcomes.append(
+            Outcome(
+                row.delivery_id,
+                State.QUEUED,
+                "deferred",
+                attempted=False,
+                reason=decision.reason,
+                next_attempt_at=decision.not_before,
+            )
+        )
+        result.outcomes.append((row.key, outcomes[-1]))
+        result.failures[str(record.get("messageId", ""))] = RetryLaterError(
+            decision.reason or "deferred", delay
+        )
+        retries.append((str(record.get("receiptHandle", "")), delay))
 
     def _settle(
         self,

@@ -58,6 +58,31 @@ class _OncePerValue:
 _unusable_zones = _OncePerValue()
 
 
+def platform_rule(facts: MessageFacts, now: datetime) -> Decision | None:
+    """What the platform's own row says against sending now, or None when it says nothing."""
+    if facts.contractor_id is None:
+        return Decision("fail", reason="source_row_missing")
+    if facts.platform_sent_at is not None or facts.platform_status == "sent":
+        return Decision("skip", reason="sent_elsewhere")
+    return _followup_rule(facts, now) if facts.key.source == "followup" else None
+
+
+def _followup_rule(facts: MessageFacts, now: datetime) -> Decision | None:
+    """A follow-up is sent only while it is scheduled and its action item is open."""
+    if facts.platform_status == "cancelled":
+        skipped: str | None = "cancelled"
+    elif facts.platform_status != SCHEDULED:
+        skipped = "not_scheduled"
+    else:
+        skipped = "action_completed" if facts.action_completed else None
+    if skipped is not None:
+        return Decision("skip", reason=skipped)
+    if facts.due_at is not None and facts.due_at > now:
+        # Rescheduled to later after it was queued: held until then, not an attempt.
+        return Decision("defer", reason="not_due", not_before=facts.due_at)
+    return None
+
+
 def judge(
     facts: MessageFacts,
     *,
@@ -69,20 +94,10 @@ def judge(
     """The verdict on one message. `planned` counts sends already let through for the same
     contractor in this batch or page (they count toward the daily cap)."""
     key = facts.key
-    if facts.contractor_id is None:
-        return Verdict(Decision("fail", reason="source_row_missing"))
-    if facts.platform_sent_at is not None or facts.platform_status == "sent":
-        return Verdict(Decision("skip", reason="sent_elsewhere"))
-    if key.source == "followup":
-        if facts.platform_status == "cancelled":
-            return Verdict(Decision("skip", reason="cancelled"))
-        if facts.platform_status != SCHEDULED:
-            return Verdict(Decision("skip", reason="not_scheduled"))
-        if facts.action_completed:
-            return Verdict(Decision("skip", reason="action_completed"))
-        if facts.due_at is not None and facts.due_at > now:
-            # Rescheduled to later after it was queued: held until then, not an attempt.
-            return Verdict(Decision("defer", reason="not_due", not_before=facts.due_at))
+    refused = platform_rule(facts, now)
+    if refused is not None:
+        return Verdict(refused)
+    assert facts.contractor_id is not None  # platform_rule fails a message without one
     try:
         text = render_message(facts.body, facts.names)
         prefs = resolve(facts.preferences, defaults, facts.contractor_timezone)
