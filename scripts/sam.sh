@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the SAM CLI of .tools/ (scripts/tools-venv.sh) with a `python3.12` first on PATH that
 # is the real interpreter scripts/python312.sh finds, so `sam build` works without a
-# container on a machine whose python3.12 is a pyenv shim, or missing from PATH.
+# container on a machine whose python3.12 is a pyenv shim, or missing from PATH. After a
+# successful `build`, the build's modules are precompiled for the runtime
+# (scripts/precompile.py): Lambda cannot write bytecode next to them.
 #
 #   scripts/sam.sh build --parameter-overrides Architecture=x86_64
 #
@@ -31,3 +33,15 @@ chmod +x "$shim_dir/python3.12"
 export SAM_CLI_TELEMETRY="${SAM_CLI_TELEMETRY:-0}"
 cd "$ROOT"
 PATH="$shim_dir:$PATH" "$sam" "$@"
+
+if [[ "${1:-}" == "build" ]]; then
+    build_dir=".aws-sam/build"
+    args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[i]}" in
+            --build-dir | -b) build_dir="${args[i + 1]:-$build_dir}" ;;
+            --build-dir=*) build_dir="${args[i]#--build-dir=}" ;;
+        esac
+    done
+    "$py312" "$ROOT/scripts/precompile.py" "$build_dir"
+fi

@@ -22,8 +22,17 @@ def test_import_benchmark_runs_and_prints_its_table() -> None:
     )
     # THEN it exits 0 with a row per handler and mode, and no handler loaded local tooling
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split()[:2] for line in proc.stdout.splitlines() if line.startswith(("evaluate", "deliver"))]
-    assert sorted(map(tuple, rows)) == sorted(
-        (handler, mode) for handler in ("evaluate", "deliver") for mode in ("lambda", "eager", "local")
+    rows = [
+        line.split()
+        for line in proc.stdout.splitlines()
+        if line.startswith(("evaluate", "deliver")) and len(line.split()) == 6
+    ]
+    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted(
+        (handler, "today", mode)
+        for handler in ("evaluate", "deliver")
+        for mode in ("lambda", "eager", "local")
     )
+    # AND every figure is a positive time
+    assert all(float(v) > 0 for r in rows for v in r[3:])
+    assert "precompiled" in proc.stdout
     assert "FAIL" not in proc.stderr

@@ -211,7 +211,7 @@ def test_e2e_traces_cover_database_queue_and_channel(
     class _Tracer:
         provider = _Recorder()
 
-    monkeypatch.setattr(tracing, "_tracer", _Tracer())
+    monkeypatch.setattr(tracing, "tracer", _Tracer())
     # GIVEN a message WHEN it goes through the pipeline
     make_messages(1)
     pipeline.evaluate()

@@ -159,13 +159,19 @@ def test_make_targets_run_the_script_with_the_variables() -> None:
     assert out.count("A=1") == 2
 
 
-def test_sam_wrapper_puts_a_real_python312_first_on_path(tmp_path: Path) -> None:
-    # GIVEN a stand-in SAM CLI that reports which python3.12 it would run pip with
+def test_sam_wrapper_puts_a_real_python312_first_on_path_and_precompiles_the_build(tmp_path: Path) -> None:
+    # GIVEN a stand-in SAM CLI that builds one function into --build-dir and reports which
+    # python3.12 it would run pip with
     fake_sam = tmp_path / "sam"
-    fake_sam.write_text("#!/bin/sh\nexec python3.12 -c 'import sys; print(sys.version_info[:2])'\n")
+    fake_sam.write_text(
+        "#!/bin/sh\n"
+        'mkdir -p "$3/EvaluateFunction" && echo "x = 1" > "$3/EvaluateFunction/app.py"\n'
+        "exec python3.12 -c 'import sys; print(sys.version_info[:2])'\n"
+    )
     fake_sam.chmod(0o755)
+    build = tmp_path / "build"
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "sam.sh"), "build"],
+        [str(ROOT / "scripts" / "sam.sh"), "build", "--build-dir", str(build)],
         env={**os.environ, "SAM": str(fake_sam)},
         capture_output=True,
         text=True,
@@ -176,4 +182,8 @@ def test_sam_wrapper_puts_a_real_python312_first_on_path(tmp_path: Path) -> None
         pytest.skip("no Python 3.12 on this machine")
     # THEN that python3.12 answers, and is 3.12 (not a pyenv shim that refuses)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "(3, 12)"
+    first, second = proc.stdout.strip().splitlines()
+    assert first == "(3, 12)"
+    # AND the build it made was precompiled for the runtime, in the build dir it was given
+    assert second == f"precompiled 1 modules in {build} for python3.12"
+    assert list((build / "EvaluateFunction" / "__pycache__").glob("app.cpython-312.pyc"))

@@ -271,13 +271,17 @@ def test_functions_and_layer_use_the_same_supported_python(template: dict[str, A
     # THEN every function runs python3.12, the runtime the layer is built for
     assert set(runtimes) == {"EvaluateFunction", "DeliverFunction"}
     assert set(runtimes.values()) == {RUNTIME}, runtimes
-    layer = layers["CommonLayer"]
-    assert layer["Properties"]["CompatibleRuntimes"] == [RUNTIME]
-    assert layer["Metadata"]["BuildMethod"] == RUNTIME
-    # AND the layer is built for the same architecture the functions run on
+    assert set(layers) == {"CommonLayer", "TracingLayer"}
+    # AND the common layer is built by SAM's pip builder for that runtime, the tracing
+    # layer by its Makefile (pip --no-deps, so without the runtime's botocore)
+    assert layers["CommonLayer"]["Metadata"]["BuildMethod"] == RUNTIME
+    assert layers["TracingLayer"]["Metadata"]["BuildMethod"] == "makefile"
     architectures = function_properties(template, "EvaluateFunction")["Architectures"]
-    assert layer["Properties"]["CompatibleArchitectures"] == architectures
-    assert as_list(layer["Metadata"]["BuildArchitecture"]) == architectures
+    for layer in layers.values():
+        assert layer["Properties"]["CompatibleRuntimes"] == [RUNTIME]
+        # AND each layer is built for the same architecture the functions run on
+        assert layer["Properties"]["CompatibleArchitectures"] == architectures
+        assert as_list(layer["Metadata"]["BuildArchitecture"]) == architectures
 
 
 def test_every_function_uses_the_layer_and_a_handler_that_exists(template: dict[str, Any]) -> None:
@@ -292,7 +296,7 @@ def test_every_function_uses_the_layer_and_a_handler_that_exists(template: dict[
         assert re.search(
             rf"^(def {attribute}\(|{attribute} = )", module_file.read_text(encoding="utf-8"), re.M
         ), name
-        assert {"Ref": "CommonLayer"} in props["Layers"], name
+        assert props["Layers"] == [{"Ref": "CommonLayer"}, {"Ref": "TracingLayer"}], name
 
 
 def test_every_function_has_the_shared_environment(template: dict[str, Any]) -> None:

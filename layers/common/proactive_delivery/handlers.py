@@ -11,12 +11,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from proactive_delivery import SERVICE
 from proactive_delivery.adapters import telemetry
 from proactive_delivery.adapters.redact import DeliveryLogFormatter
+from proactive_delivery.adapters.tracing import tracer
 from proactive_delivery.app.evaluate import sources_from_event
 from proactive_delivery.bootstrap import Services, build
 from proactive_delivery.core.errors import MalformedRecordError
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 logger = Logger(service=SERVICE, logger_formatter=DeliveryLogFormatter())
-tracer = Tracer(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=telemetry.NAMESPACE)
 
 UseCase = Callable[[Any, LambdaContext, Services], Any]
