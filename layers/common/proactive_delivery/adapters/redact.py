@@ -21,6 +21,10 @@ _PHONE = re.compile(
 # Inside a single string value (not the whole JSON line) a bare run of 10-15 digits is
 # treated as a phone number too.
 _BARE_PHONE = re.compile(r"(?<![\w.:-])\d{10,15}(?![\w.:-])")
+# What every match of the three patterns above contains: an @, or seven digits with at most
+# two other characters between neighbours. A value without either is left as it is,
+# without running them (most values of a log line: states, reasons, ids, counts).
+_MAYBE_CONTACT = re.compile(r"@|\d(?:\D{0,2}\d){6}")
 
 
 def mask_phone(phone: str | None) -> str | None:
@@ -46,6 +50,8 @@ def redact_value(value: Any) -> Any:
     """Mask contact details in every string inside a log record, before it becomes JSON
     (after, a phone at the start of a line would follow an escaped "\\n")."""
     if isinstance(value, str):
+        if not _MAYBE_CONTACT.search(value):
+            return value
         return _BARE_PHONE.sub(lambda m: mask_phone(m.group(0)) or "", redact_text(value))
     if isinstance(value, dict):
         return {k: redact_value(v) for k, v in value.items()}
@@ -54,10 +60,19 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+# Keys whose values the formatter itself fills in (never from a message or a contractor):
+# left out of the value pass; the pass over the finished line still covers them.
+_FORMATTER_KEYS = frozenset(
+    {"level", "location", "timestamp", "service", "sampling_rate", "xray_trace_id", "cold_start"}
+    | {"function_name", "function_memory_size", "function_arn", "function_request_id"}
+)
+
+
 class RedactingFormatter(LambdaPowertoolsFormatter):
     def serialize(self, log: Any) -> str:
         # Values first, then the finished line as a second line of defence.
-        return redact_text(super().serialize(redact_value(log)))
+        values = {k: v if k in _FORMATTER_KEYS else redact_value(v) for k, v in log.items()}
+        return redact_text(super().serialize(values))
 
 
 class DeliveryLogFormatter(RedactingFormatter):
