@@ -37,12 +37,15 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import tracemalloc
@@ -50,6 +53,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 # As in template.yaml; must be set before the package's loggers and metrics are created.
@@ -67,12 +71,19 @@ from proactive_delivery import handlers
 from proactive_delivery.adapters.channels.webhook import sign_headers
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.core.content import e164
 from proactive_delivery.settings import Settings
 from proactive_delivery_tools.fakes import InMemoryQueue
 from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.postgres import url_from_environment
 from proactive_delivery_tools.local.receiver import Reply, WebhookReceiver
+from proactive_delivery_tools.local.template import load_yaml
 from proactive_delivery_tools.schema.migrate import apply_migrations
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cost_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"bench-signing-secret-32-bytes!!!").decode()
 RECEIVER_DELAY = 0.05
@@ -83,6 +94,9 @@ DB_TIMEOUT = 10
 # targets
 DELIVER_MIN_RATE = 160.0
 DELIVER_MIN_SPEEDUP = 8.0
+DELIVER_MIN_OF_FLOOR = 0.9
+ENQUEUE_MIN_SPEEDUP = 8.0
+ENQUEUE_MIN_RATE = 5000.0
 MAX_STATEMENTS_PER_BATCH = 3.0
 MAX_MEMORY_RATIO = 1.5
 
@@ -141,12 +155,13 @@ class Databases:
 
 def seed(url: str, n: int, *, per_contractor: int = 1) -> None:
     """n due, unsent proactive messages (created a minute ago, naive UTC as the platform
-    stores it), each contractor with a phone stored as people type it ("(312) 555-0142")."""
+    stores it), each contractor with a phone of its own (up to 8M), stored as people type it
+    ("(312) 555-0142")."""
     contractors = max(1, -(-n // per_contractor))
     with psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn:
         conn.execute(
             "INSERT INTO contractors (first_name, phone, email) "
-            "SELECT 'Ana', '(312) 555-' || lpad((g %% 10000)::text, 4, '0'),"
+            "SELECT 'Ana', '(312) ' || (200 + (g / 10000) %% 800) || '-' || lpad((g %% 10000)::text, 4, '0'),"
             " 'contractor' || g || '@example.com' "
             "FROM generate_series(1, %s) g",
             (contractors,),
@@ -315,38 +330,50 @@ def sqs_event(keys: Sequence[Any]) -> dict[str, Any]:
     return {"Records": records}
 
 
+class ByteCount(io.TextIOBase):
+    """A text sink that keeps only the number of characters written (log lines are ASCII
+    JSON: characters = bytes)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        return len(text)
+
+
 class DeliverHarness:
-    """handlers.deliver on the services bootstrap builds from the settings, with an
-    InMemoryQueue as the delivery queue; its log lines are written (the formatting cost is
-    real) to /dev/null instead of the terminal."""
+    """The deliver function as Lambda runs it (handlers.LambdaFunction: logger context,
+    tracing, metrics flushed after each invocation) on the services bootstrap builds from the
+    settings, with an InMemoryQueue as the delivery queue. Its log and EMF lines are written
+    (the formatting cost is real) to a sink that counts their bytes instead of the terminal."""
 
     def __init__(self, receiver_url: str) -> None:
         self.receiver_url = receiver_url
         self.queue = InMemoryQueue()
         self.services: Services | None = None
-        self._devnull = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+        self.function: handlers.LambdaFunction | None = None
+        self.log = ByteCount()
         self._streams: list[tuple[Any, Any]] = []
         for handler in handlers.logger._logger.handlers:  # the one StreamHandler to stdout
             if hasattr(handler, "setStream"):
-                self._streams.append((handler, handler.setStream(self._devnull)))
+                self._streams.append((handler, handler.setStream(self.log)))
 
     def use_database(self, url: str) -> None:
         if self.services is not None:
             self.services.close()
         self.services = build(bench_settings(url, self.receiver_url), queue=self.queue)
+        self.function = handlers.LambdaFunction(handlers.deliver).with_services(self.services)
 
     def invoke(self, keys: Sequence[Any]) -> dict[str, Any]:
-        assert self.services is not None
+        assert self.function is not None
         event = sqs_event(keys)
-        try:
-            # The per-dimension metrics are EMF lines printed as they are emitted (in Lambda
-            # they go to CloudWatch): printed, so their cost is measured, but to /dev/null,
-            # so the terminal shows the table only.
-            with contextlib.redirect_stdout(self._devnull):
-                return dict(handlers.deliver(event, LambdaContext("DeliverFunction", 60), self.services))
-        finally:
-            # What @metrics.log_metrics does after each invocation (without printing EMF).
-            handlers.metrics.clear_metrics()
+        # The metrics are EMF lines printed to stdout (in Lambda they go to CloudWatch).
+        with contextlib.redirect_stdout(self.log):
+            return dict(self.function(event, LambdaContext("DeliverFunction", 60)))
 
     @property
     def database(self) -> Any:
@@ -360,7 +387,6 @@ class DeliverHarness:
         finally:
             for handler, stream in self._streams:
                 handler.setStream(stream)
-            self._devnull.close()
 
 
 def batches(keys: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -368,7 +394,7 @@ def batches(keys: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield keys[start : start + size]
 
 
-def run_httpx_floor(receiver_url: str, batches: int) -> float:
+def run_httpx_floor(receiver_url: str, batches: int) -> tuple[float, float]:
     """The ceiling for any handler here: 10 signed POSTs at a time through one httpx.Client
     and 10 threads, exactly as the deliver handler sends, with no database, no claim and no
     bookkeeping. Measured in the same run against the same receiver."""
@@ -386,12 +412,14 @@ def run_httpx_floor(receiver_url: str, batches: int) -> float:
     with httpx.Client(limits=limits, timeout=10) as client, ThreadPoolExecutor(10) as pool:
         list(pool.map(post, range(10)))  # open the connections, not timed
         started = time.perf_counter()
+        cpu = time.process_time()
         for batch in range(batches):
             statuses = list(pool.map(post, range(batch * 10, batch * 10 + 10)))
             if any(status != 200 for status in statuses):
                 raise RuntimeError(f"floor run got {statuses}")
+        cpu = time.process_time() - cpu
         elapsed = time.perf_counter() - started
-    return batches * 10 / elapsed
+    return batches * 10 / elapsed, cpu * 1000 / (batches * 10)
 
 
 class RemoteReceiver:
@@ -430,23 +458,50 @@ class RemoteReceiver:
             self._proc.wait(timeout=10)
 
 
-def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tuple[float, int, list[str]]:
-    seed(url, n + 10)
+@dataclasses.dataclass
+class DeliverRun:
+    rate: float  # messages/s
+    timed: int  # messages in the timed batches
+    problems: list[str]
+    cpu_ms_per_message: float  # process CPU (every thread) / messages
+    ms_per_batch: float  # wall time of one invocation
+    log_bytes_per_message: float  # log and EMF lines written
+    visibility_calls_per_message: float
+
+
+def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int, size: int = 10) -> DeliverRun:
+    """n messages (plus one untimed cold-start batch) in sequential batches of `size`."""
+    seed(url, n + size)
     keys = queue_all(url)
+    with psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn:
+        # What autovacuum does after evaluate's inserts (more than 10 % of the table changed):
+        # without it the planner takes the just-filled table for empty.
+        conn.execute("ANALYZE delivery.message_state")
+    # queue_all parsed every phone in this process: the deliverer starts without them, as a
+    # Lambda instance apart from evaluate's does.
+    e164.cache_clear()
     problems: list[str] = []
-    if len(keys) != n + 10:
-        problems.append(f"queued {len(keys)} of {n + 10}")
+    if len(keys) != n + size:
+        problems.append(f"queued {len(keys)} of {n + size}")
     harness.use_database(url)
-    warmup, timed = keys[:10], keys[10:]
+    warmup, timed = keys[:size], keys[size:]
     remote = isinstance(receiver, RemoteReceiver)
     before: dict[str, int] = receiver.stats()["by_id"] if remote else {}
     first_request = 0 if remote else len(receiver.requests)
     failures = 0
     failures += len(harness.invoke(warmup).get("batchItemFailures", []))  # cold start, not timed
+    visibility_before = len(harness.queue.visibility)
+    log_before = harness.log.chars
+    invocations = 0
     started = time.perf_counter()
-    for batch in batches(timed, 10):
+    cpu = time.process_time()
+    for batch in batches(timed, size):
         failures += len(harness.invoke(batch).get("batchItemFailures", []))
+        invocations += 1
+    cpu = time.process_time() - cpu
     elapsed = time.perf_counter() - started
+    log_chars = harness.log.chars - log_before
+    visibility_calls = len(harness.queue.visibility) - visibility_before
 
     harness.database.close()
     with psycopg.connect(url, autocommit=True, connect_timeout=DB_TIMEOUT) as conn:
@@ -471,9 +526,18 @@ def run_deliver(harness: DeliverHarness, receiver: Any, url: str, n: int) -> tup
         problems.append(f"platform sent_at set on {platform_sent and platform_sent[0]}")
     if len(ids) != len(keys) or len(set(ids)) != len(ids):
         problems.append(f"receiver: {len(ids)} accepted, {len(set(ids))} distinct of {len(keys)}")
-    if harness.queue.visibility:
-        problems.append(f"{len(harness.queue.visibility)} visibility changes")
-    return (len(timed) / elapsed if elapsed else 0.0), len(timed), problems
+    if visibility_calls:
+        problems.append(f"{visibility_calls} visibility changes")
+    messages = max(1, len(timed))
+    return DeliverRun(
+        rate=len(timed) / elapsed if elapsed else 0.0,
+        timed=len(timed),
+        problems=problems,
+        cpu_ms_per_message=cpu * 1000 / messages,
+        ms_per_batch=elapsed * 1000 / max(1, invocations),
+        log_bytes_per_message=log_chars / messages,
+        visibility_calls_per_message=visibility_calls / messages,
+    )
 
 
 class StatementCounter:
@@ -611,6 +675,289 @@ def evaluate_child(url: str, n: int) -> None:
     )
 
 
+class LatencyQueue:
+    """The delivery queue as evaluate meets it in production: every SendMessageBatch call
+    answers after `latency` seconds (real SQS: 10-30 ms), wherever it is sent from. It counts
+    how often each id was sent (a byte per id up to `capacity`), the calls, and the most calls
+    that were ever in flight at once."""
+
+    def __init__(self, latency: float, capacity: int) -> None:
+        self.latency = latency
+        self.times_sent = bytearray(capacity + 1)
+        self.out_of_range = 0
+        self.count = 0
+        self.calls = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+
+    def send_keys(self, keys: Sequence[Any], *, delay_seconds: int = 0) -> list[Any]:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        time.sleep(self.latency)
+        with self._lock:
+            self.in_flight -= 1
+            self.calls += 1
+            self.count += len(keys)
+            for key in keys:
+                if 0 < key.source_id < len(self.times_sent):
+                    self.times_sent[key.source_id] = min(255, self.times_sent[key.source_id] + 1)
+                else:
+                    self.out_of_range += 1
+        return []
+
+    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
+        raise AssertionError("evaluate never changes a message's visibility")
+
+    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
+        raise AssertionError("evaluate never dead-letters")
+
+    def sent_once(self, n: int) -> tuple[int, int, int]:
+        """(ids 1..n sent exactly once, never sent, sent more than once)."""
+        counts = self.times_sent[1 : n + 1]
+        never = counts.count(0)
+        once = counts.count(1)
+        return once, never, n - once - never
+
+
+def evaluate_runs(settings: Settings, n: int, latency: float, timeout: float) -> dict[str, Any]:
+    """Evaluate (as bootstrap builds it) into a LatencyQueue: one invocation of `timeout`
+    seconds and, if it stopped early, the next one. Ids 1..n are the due rows."""
+    queue = LatencyQueue(latency, n)
+    services = build(settings, queue=queue)
+    services.database.sql("enqueue_new_proactive")
+    runs = []
+    for _ in range(2):
+        started = time.perf_counter()
+        cpu = time.process_time()
+        report = services.evaluator.run(
+            ["proactive"], LambdaContext("EvaluateFunction", timeout).get_remaining_time_in_millis
+        )
+        runs.append(
+            {
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu,
+                "enqueued": report.enqueued,
+                "stopped_early": report.stopped_early,
+            }
+        )
+        if not report.stopped_early:
+            break
+    services.close()
+    once, never, twice = queue.sent_once(n)
+    return {
+        "rows": n,
+        "concurrency": settings.enqueue_concurrency,
+        "runs": runs,
+        "calls": queue.calls,
+        "peak_in_flight": queue.peak_in_flight,
+        "once": once,
+        "never": never,
+        "more_than_once": twice + queue.out_of_range,
+        "rows_per_s": runs[0]["enqueued"] / runs[0]["seconds"],
+    }
+
+
+def enqueue_child(url: str, n: int, concurrency: int, latency: float, timeout: float) -> None:
+    settings = dataclasses.replace(bench_settings(url), enqueue_concurrency=concurrency)
+    print(json.dumps(evaluate_runs(settings, n, latency, timeout)))
+
+
+def run_child(*args: Any) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run_enqueue(
+    dbs: Databases, n: int, concurrency: int, latency: float, timeout: float = 300.0
+) -> dict[str, Any]:
+    url = dbs.new(f"enq_{n}_{concurrency}")
+    try:
+        seed(url, n, per_contractor=5)
+        return run_child("--enqueue-child", url, n, concurrency, latency, timeout)
+    finally:
+        dbs.drop(url)
+
+
+def due_row_plans(url: str, sql: str, page_size: int, after_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """EXPLAIN ANALYZE of evaluate's page statement, in a transaction rolled back: how the
+    due rows of ai_proactive_messages are found."""
+    plans = []
+    with psycopg.connect(url, connect_timeout=DB_TIMEOUT) as conn:
+        for after_id in after_ids:
+            row = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, {"after_id": after_id, "page_size": page_size}
+            ).fetchone()
+            conn.rollback()
+            assert row is not None
+            plan = row[0][0]
+            scans = [
+                node
+                for node in _plan_nodes(plan["Plan"])
+                if node.get("Relation Name") == "ai_proactive_messages"
+            ]
+            plans.append(
+                {
+                    "after_id": after_id,
+                    "scan": scans[0]["Node Type"] if scans else "none",
+                    "index": scans[0].get("Index Name") if scans else None,
+                    "ms": float(plan["Execution Time"]),
+                }
+            )
+    return plans
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def backlog_child(url: str, n: int, concurrency: int, latency: float, timeout: float) -> None:
+    """The due-row plans at this size, then evaluate as in enqueue_child (one invocation of
+    the template's timeout; a second one if the first stopped early)."""
+    settings = dataclasses.replace(bench_settings(url), enqueue_concurrency=concurrency)
+    probe = build(settings, queue=InMemoryQueue(keep=False))
+    sql = probe.database.sql("enqueue_new_proactive")
+    probe.close()
+    plans = due_row_plans(url, sql, settings.evaluate_page_size, (0, n // 2))
+    result = evaluate_runs(settings, n, latency, timeout)
+    result["plans"] = plans
+    result["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result))
+
+
+def run_backlog(dbs: Databases, n: int, concurrency: int, latency: float, timeout: float) -> dict[str, Any]:
+    url = dbs.new(f"backlog_{n}")
+    try:
+        seed(url, n, per_contractor=5)
+        return run_child("--backlog-child", url, n, concurrency, latency, timeout)
+    finally:
+        dbs.drop(url)
+
+
+def run_idle_evaluate(dbs: Databases, runs: int = 15) -> float:
+    """Median ms of one scheduled evaluate invocation (the Lambda-wrapped handler, every
+    source, the backlog gauge and the run record included) with nothing due."""
+    url = dbs.new("idle")
+    services = build(bench_settings(url), queue=InMemoryQueue())
+    function = handlers.LambdaFunction(handlers.evaluate).with_services(services)
+    timings = []
+    try:
+        with contextlib.redirect_stdout(ByteCount()):
+            for i in range(runs + 1):
+                started = time.perf_counter()
+                report = function({}, LambdaContext("EvaluateFunction", 300))
+                if i:  # the first run opens the connection and reads the schema
+                    timings.append((time.perf_counter() - started) * 1000)
+                if report["enqueued"]:
+                    raise RuntimeError(f"idle evaluate queued {report['enqueued']}")
+    finally:
+        services.close()
+        dbs.drop(url)
+    return sorted(timings)[len(timings) // 2]
+
+
+def run_cold_evaluate(dbs: Databases, runs: int = 5) -> float:
+    """Median wall ms of benchmarks/cold_evaluate.py: a new process that imports the evaluate
+    function and runs it once with nothing due (the interpreter's own start and exit
+    included; its log lines are captured, not printed)."""
+    url = dbs.new("cold")
+    env = {
+        **os.environ,
+        "STAGE": "local",
+        "DATABASE_URL": url,
+        "DELIVERY_QUEUE_URL": "http://127.0.0.1:9/000000000000/bench-delivery",  # never contacted
+        "N8N_OUTBOUND_WEBHOOK_URL": "http://127.0.0.1:9/never-called",
+        "WEBHOOK_SIGNING_SECRET": SIGNING_SECRET,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",  # nosec B105 - never used: nothing is sent
+    }
+    timings = []
+    try:
+        for _ in range(runs):
+            started = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, str(ROOT / "benchmarks" / "cold_evaluate.py")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT,
+                check=False,
+            )
+            timings.append((time.perf_counter() - started) * 1000)
+            if proc.returncode != 0:
+                raise RuntimeError(f"cold child exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    finally:
+        dbs.drop(url)
+    return sorted(timings)[len(timings) // 2]
+
+
+def cost_rows(
+    table: Table,
+    notes: list[str],
+    by_size: dict[int, DeliverRun],
+    inputs: dict[str, float],
+    idle_ms: float,
+    cold_ms: float,
+) -> None:
+    """Cost of a million deliveries from this run's figures (benchmarks/cost_model.py)."""
+    template = cost_model.read_template(ROOT / "template.yaml")
+    for size, run in sorted(by_size.items()):
+        measured = cost_model.Measured(
+            deliver_ms_per_batch=run.ms_per_batch,
+            deliver_cpu_ms_per_message=run.cpu_ms_per_message,
+            evaluate_ms_per_message=inputs["evaluate_ms_per_message"],
+            evaluate_idle_run_ms=idle_ms,
+            send_calls_per_message=inputs["send_calls_per_message"],
+            visibility_calls_per_message=run.visibility_calls_per_message,
+            log_bytes_per_message=run.log_bytes_per_message,
+        )
+        cost = cost_model.per_million(measured, template, batch_size=size)
+        table.add(
+            f"cost per 1M deliveries, batches of {size}"
+            + (" (template)" if size == template.batch_size else ""),
+            f"${cost.total_usd:.2f}",
+        )
+        table.add(
+            f"  Lambda {cost.deliver_gb_s + cost.evaluate_gb_s:,.0f} GB-s + {cost.lambda_requests:,.0f} "
+            f"requests; SQS {cost.sqs_requests / cost_model.MILLION:.2f} requests/msg; "
+            f"logs {cost.log_gb:.2f} GB",
+            f"${cost.lambda_duration_usd:.2f} + ${cost.lambda_requests_usd:.2f} + "
+            f"${cost.sqs_usd:.2f} + ${cost.logs_usd:.2f}",
+        )
+    sequential_gb_s = (
+        cost_model.MILLION * inputs["sequential_evaluate_ms_per_message"] / 1000 * template.memory_gb
+    )
+    concurrent_gb_s = cost_model.MILLION * inputs["evaluate_ms_per_message"] / 1000 * template.memory_gb
+    table.add(
+        "evaluate GB-s per 1M queued: 1 call in flight / default",
+        f"{sequential_gb_s:,.0f} / {concurrent_gb_s:,.0f}",
+    )
+    runs = sum(cost_model.runs_per_month(e) for e in template.schedules.values())
+    for label, ms in (("all warm", idle_ms), ("all cold", cold_ms)):
+        idle = cost_model.idle_month(cost_model.Measured(0, 0, 0, ms, 0, 0, 0), template)
+        table.add(
+            f"idle month: {runs:,.0f} evaluate runs at {template.memory_mb} MB, {label}",
+            f"${idle.total_usd:.4f}",
+        )
+    table.add("always-on worker (t4g.nano, a month)", f"${cost_model.always_on_month():.2f}")
+    notes.append(
+        f"cost: arm64 at {template.memory_mb} MB, prices in benchmarks/cost_model.py; "
+        "SQS receive + delete are one call each per batch (the event source mapping), "
+        "not measured here; docs/cost.md"
+    )
+
+
 def run_evaluate(dbs: Databases, n: int) -> dict[str, Any]:
     url = dbs.new(f"eval_{n}")
     try:
@@ -672,14 +1019,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--receiver-as-shipped", action="store_true", help="do not set TCP_NODELAY on the local receiver"
     )
     parser.add_argument("--evaluate-child", nargs=2, metavar=("URL", "ROWS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--queue-latency",
+        type=float,
+        default=0.02,
+        metavar="S",
+        help="seconds each SendMessageBatch call of the evaluate rows takes (default 0.02)",
+    )
+    parser.add_argument(
+        "--backlog-rows",
+        type=int,
+        metavar="N",
+        help="rows of the one-evaluate-run backlog (default 1,000,000; --quick 20,000; 0 skips it)",
+    )
+    parser.add_argument("--enqueue-child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--backlog-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag, child in (("enqueue_child", enqueue_child), ("backlog_child", backlog_child)):
+        if getattr(args, flag):
+            url, rows, concurrency, latency, timeout = getattr(args, flag)
+            child(url, int(rows), int(concurrency), float(latency), float(timeout))
+            return 0
     if args.evaluate_child:
         evaluate_child(args.evaluate_child[0], int(args.evaluate_child[1]))
         return 0
 
     baseline_n, deliver_n, stmt_runs = (100, 300, 5) if args.quick else (300, 1000, 20)
     eval_sizes = (2_000, 20_000) if args.quick else (10_000, 100_000)
+    enqueue_n = 2_000 if args.quick else 10_000
+    backlog_n = args.backlog_rows if args.backlog_rows is not None else (20_000 if args.quick else 1_000_000)
+    template = load_yaml(ROOT / "template.yaml")
+    evaluate_timeout = int(template["Resources"]["EvaluateFunction"]["Properties"]["Timeout"])
+    concurrency = bench_settings("postgresql://unused").enqueue_concurrency
     sizes = (1, 5, 10)
+    by_size: dict[int, DeliverRun] = {}
+    cost_inputs: dict[str, float] = {}
 
     table = Table()
     baseline_rate: float | None = None
@@ -729,16 +1103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert remote is not None
             remote_harness = DeliverHarness(remote.url)
             try:
-                rate, timed, problems = run_deliver(remote_harness, remote, url, deliver_n)
+                run = run_deliver(remote_harness, remote, url, deliver_n)
+                for size in (1, 5):
+                    url = dbs.new(f"deliver_{size}")
+                    by_size[size] = run_deliver(remote_harness, remote, url, deliver_n // (10 // size), size)
             finally:
                 remote_harness.close()
+            by_size[10] = run
             notes.append(
                 "deliver: the receiver runs in its own process (as n8n does on its own machine); "
                 "the in-process row shares this process's GIL with the handler under test"
             )
             table.check(
-                f"deliver msg/s ({timed} msgs, batches of 10)",
-                rate,
+                f"deliver msg/s ({run.timed} msgs, batches of 10)",
+                run.rate,
                 "{:.1f}",
                 DELIVER_MIN_RATE,
                 at_least=True,
@@ -746,30 +1124,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             if baseline_rate:
                 table.check(
                     "deliver / baseline",
-                    rate / baseline_rate,
+                    run.rate / baseline_rate,
                     "{:.1f}",
                     DELIVER_MIN_SPEEDUP,
                     at_least=True,
                     unit="x",
                 )
-            floor = run_httpx_floor(remote.url, deliver_n // 10)
-            table.add("httpx floor: 10 concurrent signed POSTs, no handler (msg/s)", f"{floor:.1f}")
-            table.add("deliver / httpx floor", f"{rate / floor:.2f}")
+            floor_rate, floor_cpu = run_httpx_floor(remote.url, deliver_n // 10)
+            table.add("httpx floor: 10 concurrent signed POSTs, no handler (msg/s)", f"{floor_rate:.1f}")
+            table.check(
+                "deliver / httpx floor (msg/s)",
+                run.rate / floor_rate,
+                "{:.2f}",
+                DELIVER_MIN_OF_FLOOR,
+                at_least=True,
+            )
+            table.add(
+                "deliver CPU ms per delivered message (process CPU / msgs)", f"{run.cpu_ms_per_message:.2f}"
+            )
+            table.add("httpx floor CPU ms per message", f"{floor_cpu:.2f}")
+            table.add("deliver log + EMF bytes per message", f"{run.log_bytes_per_message:.0f}")
+            for size in (1, 5):
+                table.add(
+                    f"deliver ms per invocation, batches of {size}",
+                    f"{by_size[size].ms_per_batch:.1f}",
+                    "-",
+                    "ok" if not by_size[size].problems else "; ".join(by_size[size].problems),
+                    not by_size[size].problems,
+                )
+            table.add("deliver ms per invocation, batches of 10", f"{run.ms_per_batch:.1f}")
             table.add(
                 "deliver correctness (all sent once)",
-                "ok" if not problems else "; ".join(problems),
+                "ok" if not run.problems else "; ".join(run.problems),
                 "no problem",
-                "ok" if not problems else "MISS",
-                not problems,
+                "ok" if not run.problems else "MISS",
+                not run.problems,
             )
             url = dbs.new("deliver_inproc")
-            inproc_rate, inproc_timed, inproc_problems = run_deliver(harness, receiver, url, deliver_n)
+            inproc = run_deliver(harness, receiver, url, deliver_n)
             table.add(
-                f"deliver msg/s, receiver in-process ({inproc_timed} msgs)",
-                f"{inproc_rate:.1f}",
+                f"deliver msg/s, receiver in-process ({inproc.timed} msgs)",
+                f"{inproc.rate:.1f}",
                 "-",
-                "ok" if not inproc_problems else "; ".join(inproc_problems),
-                not inproc_problems,
+                "ok" if not inproc.problems else "; ".join(inproc.problems),
+                not inproc.problems,
             )
 
         with section(table, "SQL statements per batch"):
@@ -834,6 +1232,85 @@ def main(argv: Sequence[str] | None = None) -> int:
                 MAX_MEMORY_RATIO,
                 at_least=False,
             )
+        with section(table, "enqueue"):
+            seq = run_enqueue(dbs, enqueue_n, 1, args.queue_latency)
+            conc = run_enqueue(dbs, enqueue_n, concurrency, args.queue_latency)
+            ms = f"{args.queue_latency * 1000:.0f} ms a call"
+            for label, result in ((f"1 call in flight, {ms}", seq), (f"{concurrency} in flight, {ms}", conc)):
+                ok = result["once"] == enqueue_n
+                table.add(
+                    f"enqueue msg/s, {label} ({enqueue_n} rows)",
+                    f"{result['rows_per_s']:.0f}",
+                    "-",
+                    "ok" if ok else f"MISS once {result['once']}, never {result['never']}",
+                    ok,
+                )
+            table.check(
+                f"enqueue, {concurrency} in flight / 1",
+                conc["rows_per_s"] / seq["rows_per_s"],
+                "{:.1f}",
+                ENQUEUE_MIN_SPEEDUP,
+                at_least=True,
+                unit="x",
+            )
+            table.check(
+                f"enqueue msg/s, {concurrency} in flight",
+                conc["rows_per_s"],
+                "{:.0f}",
+                ENQUEUE_MIN_RATE,
+                at_least=True,
+            )
+            cost_inputs["evaluate_ms_per_message"] = conc["runs"][0]["seconds"] * 1000 / enqueue_n
+            cost_inputs["sequential_evaluate_ms_per_message"] = seq["runs"][0]["seconds"] * 1000 / enqueue_n
+            cost_inputs["send_calls_per_message"] = conc["calls"] / enqueue_n
+
+        if backlog_n:
+            with section(table, "backlog"):
+                result = run_backlog(dbs, backlog_n, concurrency, args.queue_latency, evaluate_timeout)
+                first, *rest = result["runs"]
+                once = result["once"] == backlog_n
+                table.add(
+                    f"backlog {backlog_n:,} rows: run 1 queued (of {evaluate_timeout} s timeout)",
+                    f"{first['enqueued']:,} in {first['seconds']:.0f} s",
+                    "all, or stopped cleanly",
+                    "ok" if first["enqueued"] == backlog_n or (first["stopped_early"] and rest) else "MISS",
+                    first["enqueued"] == backlog_n or bool(first["stopped_early"] and rest),
+                )
+                if rest:
+                    table.add("backlog: run 2 queued the rest", f"{rest[0]['enqueued']:,}")
+                table.add(
+                    "backlog: every id sent exactly once",
+                    "ok"
+                    if once
+                    else f"once {result['once']:,}, never {result['never']:,}, "
+                    f"more {result['more_than_once']:,}",
+                    "all once",
+                    "ok" if once else "MISS",
+                    once,
+                )
+                table.add(
+                    "backlog: evaluate CPU s / wall s (run 1)",
+                    f"{first['cpu_seconds']:.0f} / {first['seconds']:.0f}",
+                )
+                table.add(
+                    "backlog: peak RSS of the evaluate process (ru_maxrss)", kib(result["maxrss_kb"] * 1024)
+                )
+                for plan in result["plans"]:
+                    ok = plan["scan"] != "Seq Scan"
+                    table.add(
+                        f"EXPLAIN due-row page after id {plan['after_id']:,}",
+                        f"{plan['scan']} on {plan['index'] or 'the table'}, {plan['ms']:.1f} ms",
+                        "index scan",
+                        "ok" if ok else "MISS",
+                        ok,
+                    )
+
+        with section(table, "cost"):
+            idle_ms = run_idle_evaluate(dbs)
+            cold_ms = run_cold_evaluate(dbs)
+            table.add("evaluate ms, one scheduled run with nothing due, warm (median)", f"{idle_ms:.1f}")
+            table.add("evaluate ms, the same run cold: new interpreter, import, first run", f"{cold_ms:.0f}")
+            cost_rows(table, notes, by_size, cost_inputs, idle_ms, cold_ms)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         table.error("setup", exc)

@@ -348,13 +348,13 @@ def test_defaults() -> None:
     assert settings.retry_window_hours == 24.0
     assert settings.retry_schedule_seconds == (5, 300, 1800, 7200, 18000, 36000)
     assert settings.receive_budget == 18
-    assert settings.enqueue_concurrency == 8
+    assert settings.enqueue_concurrency == 32
     assert settings.lease_seconds == 120
     assert settings.reconcile_after_seconds == 1800
     assert settings.send_concurrency == 10
     assert settings.http_connect_timeout_seconds == 3.0
     assert settings.http_read_timeout_seconds == 10.0
-    assert settings.evaluate_page_size == 500
+    assert settings.evaluate_page_size == 2000
     assert settings.secret_max_age_seconds == 300
     assert settings.database_secret_arn is None
     assert settings.webhook_signing_secret_arn is None

@@ -101,7 +101,9 @@ class Services:
     @property
     def sqs(self) -> Any:
         # Endpoint overrides come from boto3 itself (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS).
-        return self._once("sqs", lambda: aws.client("sqs"))
+        # Evaluate's calls in flight each hold a connection (botocore keeps 10 by default).
+        pool = max(10, self.settings.enqueue_concurrency)
+        return self._once("sqs", lambda: aws.client("sqs", max_pool_connections=pool))
 
     @property
     def queue(self) -> DeliveryQueue:

@@ -11,7 +11,11 @@ from typing import Any
 from proactive_delivery.adapters import aws
 
 LOCAL_REGION = "us-east-1"
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto placeholder  # nosec B105
+# moto's placeholder credentials.
+LOCAL_CREDENTIALS: dict[str, Any] = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",  # nosec B105
+}
 
 
 def free_port() -> int:

@@ -13,9 +13,20 @@ from botocore.exceptions import ClientError
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 3})
 
 
-def client(service: str, *, region: str | None = None, endpoint_url: str | None = None, **extra: Any) -> Any:
-    """A boto3 client for `service` with the package's retry policy."""
-    options: dict[str, Any] = {"config": _RETRIES, **extra}
+def client(
+    service: str,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    max_pool_connections: int | None = None,
+    **extra: Any,
+) -> Any:
+    """A boto3 client for `service` with the package's retry policy; `max_pool_connections`
+    for a client shared by more threads than botocore's 10 connections serve."""
+    config = _RETRIES
+    if max_pool_connections:
+        config = config.merge(Config(max_pool_connections=max_pool_connections))
+    options: dict[str, Any] = {"config": config, **extra}
     if region:
         options["region_name"] = region
     if endpoint_url:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -164,6 +164,7 @@ class Deliverer:
             list(primary), claim_token=claim_token, lease_seconds=self._config.lease_seconds
         )
         sends: list[_Send] = []
+        started: list[Future[None]] = []
         outcomes: list[Outcome] = []
         # Sends decided earlier in this batch count toward each contractor's daily cap.
         planned: dict[int, int] = {}
@@ -172,9 +173,11 @@ class Deliverer:
             record = primary[row.key]
             send = self._triage(row, record, result, outcomes, retries, planned=planned)
             if send is not None:
+                # Off at once: the next rows are judged while this one is on the wire.
                 sends.append(send)
-
-        self._send_all(sends, remaining_ms)
+                started.append(self._executor.submit(self._send_one, send, remaining_ms))
+        for future in started:
+            future.result()
         exhausted: list[_Send] = []
         for send in sends:
             outcomes.append(self._outcome_of(send, result, retries, exhausted))
@@ -349,27 +352,21 @@ class Deliverer:
         if state != State.DEFERRED:
             result.count(state)
 
-    def _send_all(self, sends: Sequence[_Send], remaining_ms: Callable[[], int]) -> None:
-        needed_ms = self._config.send_budget_ms + self._config.safety_margin_ms
-
-        def run(send: _Send) -> None:
-            # Checked when the send actually starts (it may have waited for a free worker):
-            # never start a send that the Lambda deadline could cut in half.
-            if remaining_ms() < needed_ms:
-                send.released = True
-                return
-            send.started_at = self._clock()
-            started = time.perf_counter()
-            try:
-                send.result = send.channel.send(send.message)
-            except SendError as exc:
-                send.error = exc
-            finally:
-                send.latency_ms = round((time.perf_counter() - started) * 1000)
-                send.finished_at = self._clock()
-
-        for future in [self._executor.submit(run, s) for s in sends]:
-            future.result()
+    def _send_one(self, send: _Send, remaining_ms: Callable[[], int]) -> None:
+        # Checked when the send actually starts (it may have waited for a free worker):
+        # never start a send that the Lambda deadline could cut in half.
+        if remaining_ms() < self._config.send_budget_ms + self._config.safety_margin_ms:
+            send.released = True
+            return
+        send.started_at = self._clock()
+        started = time.perf_counter()
+        try:
+            send.result = send.channel.send(send.message)
+        except SendError as exc:
+            send.error = exc
+        finally:
+            send.latency_ms = round((time.perf_counter() - started) * 1000)
+            send.finished_at = self._clock()
 
     def _dead_letter(
         self, sends: Sequence[_Send], result: BatchResult, retries: list[tuple[str, int]]
