@@ -765,6 +765,7 @@ def enqueue_child(url: str, n: int, concurrency: int, latency: float, timeout: f
 
 
 def run_child(*args: Any) -> dict[str, Any]:
+    """This script in a child process (one of its --*-child modes); its last line is JSON."""
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *map(str, args)],
         capture_output=True,
@@ -962,16 +963,7 @@ def run_evaluate(dbs: Databases, n: int) -> dict[str, Any]:
     url = dbs.new(f"eval_{n}")
     try:
         seed(url, n, per_contractor=5)
-        proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--evaluate-child", url, str(n)],
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"child exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return run_child("--evaluate-child", url, n)
     finally:
         dbs.drop(url)
 
