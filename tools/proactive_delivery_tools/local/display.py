@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import psycopg
 
 from proactive_delivery.adapters.redact import mask_phone
+from proactive_delivery_tools.local.receiver import WebhookReceiver
 
-if TYPE_CHECKING:
-    from proactive_delivery_tools.local.runtime import LocalRuntime
+
+class Watched(Protocol):
+    """What the display reads of the runtime it watches (LocalRuntime)."""
+
+    database_url: str
+    receiver: WebhookReceiver | None
+
+    def view(self) -> dict[str, Any]:
+        """Queues and DLQs (visible, in flight), mappings' in-flight count, invocations,
+        schedules and the schedule clock, as they are now."""
+        ...
+
 
 STATES = ("sent", "deferred", "skipped", "failed", "queued", "sending", "pending")
 
@@ -111,7 +122,7 @@ def ledger_summary(conninfo: str) -> dict[str, Any]:
 
 
 class Display:
-    def __init__(self, runtime: LocalRuntime, *, live: bool, out: TextIO) -> None:
+    def __init__(self, runtime: Watched, *, live: bool, out: TextIO) -> None:
         self.runtime = runtime
         self.out = out
         self._lock = threading.Lock()
@@ -171,24 +182,12 @@ class Display:
             return {}
 
     def snapshot(self) -> dict[str, Any]:
-        runtime = self.runtime
-        depths = runtime.queue_depths() if runtime.sqs_client is not None else {}
-        dlqs = {q for q, s in runtime.template.queues.items() if runtime._is_dlq(q)}
-        receiver = runtime.receiver
-        recent = list(receiver.requests[-6:]) if receiver is not None else []
+        receiver = self.runtime.receiver
         return {
-            "queues": {q: d for q, d in depths.items() if q not in dlqs},
-            "dlqs": {q: d for q, d in depths.items() if q in dlqs},
-            "in_flight": sum(m.stats.in_flight for m in runtime.mappings),
-            "invocations": {name: f.invocations for name, f in runtime.functions.items()},
+            **self.runtime.view(),
             "states": self._states(),
             "posts": len(receiver.requests) if receiver is not None else 0,
-            "recent": recent,
-            "schedules": [
-                (t.function, t.name, t.expression.text, t.fired, t.next_fire)
-                for t in (runtime.scheduler.targets if runtime.scheduler else [])
-            ],
-            "clock": runtime.scheduler.clock.now() if runtime.scheduler else None,
+            "recent": list(receiver.requests[-6:]) if receiver is not None else [],
         }
 
     def refresh(self) -> None:

@@ -340,6 +340,22 @@ class LocalRuntime:
         return function(dict(target.input), function.context())
 
     # Queries for the display -------------------------------------------------------------------
+    def view(self) -> dict[str, Any]:
+        """What the display shows of the runtime (display.Watched)."""
+        depths = self.queue_depths() if self.sqs_client is not None else {}
+        dlqs = self.template.dead_letter_queues
+        return {
+            "queues": {q: d for q, d in depths.items() if q not in dlqs},
+            "dlqs": {q: d for q, d in depths.items() if q in dlqs},
+            "in_flight": sum(m.stats.in_flight for m in self.mappings),
+            "invocations": {name: f.invocations for name, f in self.functions.items()},
+            "schedules": [
+                (t.function, t.name, t.expression.text, t.fired, t.next_fire)
+                for t in (self.scheduler.targets if self.scheduler else [])
+            ],
+            "clock": self.scheduler.clock.now() if self.scheduler else None,
+        }
+
     def queue_depths(self) -> dict[str, tuple[int, int]]:
         return {
             logical_id: queue_depth(self.sqs_client, url).pair for logical_id, url in self.queue_urls.items()
@@ -486,7 +502,7 @@ class LocalRuntime:
         receiver = self.receiver
         assert receiver is not None
         depths = self.queue_depths()
-        dlq_depth = sum(sum(depths[q]) for q in self.template.queues if self._is_dlq(q))
+        dlq_depth = sum(sum(depths[q]) for q in self.template.dead_letter_queues)
         return {
             "elapsed_seconds": round(elapsed, 2),
             "webhook_posts": len(receiver.requests),
@@ -503,9 +519,6 @@ class LocalRuntime:
             "pg_data_dir": str(pg.data_dir) if pg is not None and self.options.keep_data else None,
             "functions_log": str(self.log_path),
         }
-
-    def _is_dlq(self, logical_id: str) -> bool:
-        return any(s.dead_letter_target == logical_id for s in self.template.queues.values())
 
 
 def _context_factory(function: LocalFunction) -> Callable[[str, float], LambdaContext]:

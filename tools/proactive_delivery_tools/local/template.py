@@ -159,6 +159,11 @@ class LocalTemplate:
             self.attributes[(spec.logical_id, "QueueName")] = spec.name
         self.functions = self._functions()
 
+    @property
+    def dead_letter_queues(self) -> frozenset[str]:
+        """The queues some queue's redrive policy names as its dead-letter target."""
+        return frozenset(s.dead_letter_target for s in self.queues.values() if s.dead_letter_target)
+
     # Parameters ---------------------------------------------------------------------------
     def _parameters(self, overrides: Mapping[str, str]) -> dict[str, str | None]:
         declared: dict[str, Any] = self.data.get("Parameters") or {}
