@@ -119,14 +119,17 @@ class Pipeline:
     overrides: dict[str, Any] = field(default_factory=dict)
     _services: Services | None = None
     _given: list[Database] = field(default_factory=list)
+    # Tests invoke from several threads at once (overlapping runs): one environment is built.
+    _build_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def services(self) -> Services:
         """The functions' services, built from `env` as the handlers build theirs from the
         environment, with moto's SQS (and any piece a test swapped in with `use`)."""
-        if self._services is None:
-            self._services = build(Settings.from_env(self.env), **{"sqs": self.sqs, **self.overrides})
-        return self._services
+        with self._build_lock:
+            if self._services is None:
+                self._services = build(Settings.from_env(self.env), **{"sqs": self.sqs, **self.overrides})
+            return self._services
 
     def rebuild(self) -> None:
         if self._services is not None:

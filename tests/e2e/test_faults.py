@@ -265,10 +265,13 @@ class _PartiallyFailingSqs:
         self._failing = failing_suffixes
         self._crash_after = crash_after_calls
         self.calls = 0
+        self._lock = threading.Lock()  # evaluate sends from several threads
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
-        self.calls += 1
-        if self._crash_after is not None and self.calls > self._crash_after:
+        with self._lock:
+            self.calls += 1
+            number = self.calls
+        if self._crash_after is not None and number > self._crash_after:
             raise RuntimeError("evaluate killed part way")
         ok = [e for e in Entries if not e["Id"].endswith(self._failing)]
         failed = [e for e in Entries if e["Id"].endswith(self._failing)]

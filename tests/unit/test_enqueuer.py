@@ -24,10 +24,16 @@ class GatedQueue:
     calls were in flight at once and which ids it was sent, and refuses or fails on demand."""
 
     def __init__(
-        self, *, refuse: set[int] | None = None, fail_call: int | None = None, hold: bool = True
+        self,
+        *,
+        refuse: set[int] | None = None,
+        fail_call: int | None = None,
+        error: Exception | None = None,
+        hold: bool = True,
     ) -> None:
         self.refuse = refuse or set()
         self.fail_call = fail_call
+        self.error = error or QueueError("SendMessageBatch failed: throttled")
         self.gate = threading.Event()
         if not hold:
             self.gate.set()
@@ -46,7 +52,7 @@ class GatedQueue:
             self.lock.notify_all()
         try:
             if number == self.fail_call:
-                raise QueueError("SendMessageBatch failed: throttled")  # at once, not held
+                raise self.error  # at once, not held
             if not self.gate.wait(WAIT):
                 raise AssertionError("the test never opened the gate")
             with self.lock:
@@ -135,6 +141,37 @@ def test_a_failed_call_stops_new_calls_and_keeps_the_outcome_of_those_in_flight(
     assert sorted(result.accepted) == sorted(queue.sent) == ids[10:30]
     assert sorted(result.unsent) == ids[:10] + ids[30:]
     assert partition(result) == ids
+
+
+def test_an_unexpected_exception_is_raised_only_after_the_calls_in_flight_finish() -> None:
+    # GIVEN 3 calls at a time, the first dying of something that is not an SQS answer
+    queue = GatedQueue(fail_call=1, error=RuntimeError("killed part way"))
+    ids = list(range(1, 101))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            Enqueuer(queue, concurrency=3).send("proactive", [(0, ids)], lambda: False)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    queue.wait_for_in_flight(2)
+
+    # THEN while the other two calls are held, the exception has not escaped
+    assert thread.is_alive()
+    assert not errors
+
+    # WHEN they answer
+    queue.gate.set()
+    thread.join(WAIT)
+
+    # THEN it is raised, no call started after it, and nothing is still in flight
+    assert [str(e) for e in errors] == ["killed part way"]
+    assert queue.calls == 3
+    assert queue.in_flight == 0
+    assert sorted(queue.sent) == ids[10:30]
 
 
 def test_time_running_out_with_calls_in_flight_returns_only_the_unsent_tail() -> None:

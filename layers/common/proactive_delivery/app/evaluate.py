@@ -221,7 +221,8 @@ class Enqueuer:
     """SendMessageBatch calls of 10 ids, at most `concurrency` in flight: with real SQS
     answering in 10-30 ms, one call at a time caps a run at a few hundred ids a second. No
     call starts once `stop()` says time is up or a call has failed; calls already in flight
-    finish, and their outcome is kept."""
+    finish, and their outcome is kept. An exception that is not an SQS answer (a bug, a
+    crash) is raised only once the calls in flight have finished, so none outlives the run."""
 
     def __init__(self, queue: DeliveryQueue, *, concurrency: int, executor: Executor | None = None) -> None:
         if concurrency < 1:
@@ -240,9 +241,11 @@ class Enqueuer:
             for start in range(0, len(ids), QUEUE_BATCH_LIMIT)
         ]
         pending: dict[Future[list[MessageKey]], list[int]] = {}
+        unexpected: BaseException | None = None
         position = 0
         while position < len(chunks) or pending:
-            while position < len(chunks) and len(pending) < self._concurrency and result.error is None:
+            halted = result.error is not None or unexpected is not None
+            while position < len(chunks) and len(pending) < self._concurrency and not halted:
                 if stop():
                     result.out_of_time = True
                     break
@@ -250,7 +253,7 @@ class Enqueuer:
                 keys = [MessageKey(source, i) for i in ids]
                 pending[self._executor.submit(self._queue.send_keys, keys, delay_seconds=delay)] = ids
                 position += 1
-            if result.out_of_time or result.error is not None:
+            if result.out_of_time or halted:
                 # Nothing more is started; what was never submitted goes back.
                 result.unsent.extend(i for _, ids in chunks[position:] for i in ids)
                 position = len(chunks)
@@ -265,6 +268,11 @@ class Enqueuer:
                     result.error = result.error or exc
                     result.unsent.extend(ids)
                     continue
+                except BaseException as exc:
+                    unexpected = unexpected or exc
+                    continue
                 result.refused.extend(i for i in ids if i in refused)
                 result.accepted.extend(i for i in ids if i not in refused)
+        if unexpected is not None:
+            raise unexpected
         return result
