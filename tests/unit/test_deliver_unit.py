@@ -4,6 +4,7 @@ SQS record ends acknowledged, retried later, or failed toward the DLQ, for the r
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from proactive_delivery.core.errors import (
     PermanentSendError,
     RetryLaterError,
     SendError,
+    StoreUnavailableError,
     TransientSendError,
 )
 from proactive_delivery.core.models import (
@@ -631,3 +633,32 @@ def test_a_refused_visibility_change_is_logged_and_counted(
     assert isinstance(result.failures["m-1"], RetryLaterError)
     assert result.counts["visibility_failed"] == 1
     assert any("ChangeMessageVisibility refused" in r.getMessage() for r in caplog.records)
+
+
+def test_outcome_lines_are_written_while_the_outcomes_are_recorded_and_before_an_error(
+    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN two messages whose outcome statement fails (the database went away after the sends)
+    h = make_harness(claimed_row(1), claimed_row(2))
+    logged_during_record: list[int] = []
+
+    def failing_record(outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
+        # The lines are written by a worker meanwhile: wait (bounded) until they are there.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lines = [r for r in caplog.records if r.getMessage() == "delivery outcome"]
+            if len(lines) == 2:
+                break
+            time.sleep(0.005)
+        logged_during_record.append(len(lines))
+        raise StoreUnavailableError("connection lost")
+
+    h.store.record_outcomes = failing_record  # type: ignore[method-assign]
+
+    # WHEN the batch is processed
+    with pytest.raises(StoreUnavailableError):
+        h.process([record(1), record(2)])
+
+    # THEN both outcome lines were written while the statement ran, and the error came after
+    assert logged_during_record == [2]
+    assert h.channel.sent_ids == [1, 2]

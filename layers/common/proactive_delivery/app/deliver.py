@@ -182,16 +182,13 @@ class Deliverer:
         for send in sends:
             outcomes.append(self._outcome_of(send, result, retries, exhausted))
 
-        recorded: set[int] = set()
-        if outcomes:
-            recorded = self._store.record_outcomes(outcomes, claim_token=claim_token)
-            if len(recorded) < len(outcomes):
-                # Our lease ran out and another deliverer took some messages over: their
-                # outcome is now theirs to record. Worth knowing: leases are too short.
-                logger.warning(
-                    "lease lost before outcomes were recorded", recorded=len(recorded), expected=len(outcomes)
-                )
-                result.count("lease_lost", len(outcomes) - len(recorded))
+        # The outcome lines are written by a worker while the outcome statement is on its
+        # way to PostgreSQL (they say what happened to each message, recorded or not).
+        logged = self._executor.submit(self._log_outcomes, list(result.outcomes))
+        try:
+            recorded = self._record(outcomes, claim_token, result)
+        finally:
+            logged.result()
         self._dead_letter([s for s in exhausted if s.row.delivery_id in recorded], result, retries)
         if retries:
             refused = self._queue.change_visibility(retries)
@@ -202,8 +199,20 @@ class Deliverer:
                     "ChangeMessageVisibility refused; those records return later", refused=len(refused)
                 )
                 result.count("visibility_failed", len(refused))
-        self._log_outcomes(result)
         return result
+
+    def _record(self, outcomes: Sequence[Outcome], claim_token: uuid.UUID, result: BatchResult) -> set[int]:
+        if not outcomes:
+            return set()
+        recorded = self._store.record_outcomes(outcomes, claim_token=claim_token)
+        if len(recorded) < len(outcomes):
+            # Our lease ran out and another deliverer took some messages over: their
+            # outcome is now theirs to record. Worth knowing: leases are too short.
+            logger.warning(
+                "lease lost before outcomes were recorded", recorded=len(recorded), expected=len(outcomes)
+            )
+            result.count("lease_lost", len(outcomes) - len(recorded))
+        return recorded
 
     # ------------------------------------------------------------------------------------
     def _triage(
@@ -472,8 +481,8 @@ class Deliverer:
             result.due_at[send.key] = send.row.facts.due_at
         return outcome
 
-    def _log_outcomes(self, result: BatchResult) -> None:
-        for key, outcome in result.outcomes:
+    def _log_outcomes(self, outcomes: Sequence[tuple[MessageKey, Outcome]]) -> None:
+        for key, outcome in outcomes:
             logger.info(
                 "delivery outcome",
                 message_id=key.idempotency_key,
