@@ -63,9 +63,10 @@ class Settings:
     http_read_timeout_seconds: float = 10.0
     # Rows a page; with 32 calls in flight, 2,000 did ~10 % better than 500 (bench_pipeline.py).
     evaluate_page_size: int = 2000
-    # SendMessageBatch calls evaluate keeps in flight. Against calls of 20 ms, 1 in flight
-    # queues ~460 ids/s, 8 ~2,500, 16 ~4,800, 32 ~6,700 and 64 ~9,000 on two cores: 32 keeps
-    # a million-row backlog within one 300 s run with room to spare (benchmarks/README.md).
+    # SendMessageBatch calls evaluate keeps in flight. Against calls of 20 ms on two cores,
+    # 1 in flight queued ~460 ids/s and 8 ~2,500 (pages of 500); 16 ~4,800, 32 ~6,700 and 64
+    # ~9,000 (pages of 2,000): 32 queues a million-row backlog within one 300 s run with room
+    # to spare (make bench).
     enqueue_concurrency: int = 32
     secret_max_age_seconds: int = 300
     # Channels and delivery policy (docs/channels-and-preferences.md).
