@@ -778,15 +778,21 @@ def run_child(*args: Any) -> dict[str, Any]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def run_seeded_child(dbs: Databases, mode: str, n: int, *args: Any) -> dict[str, Any]:
+    """A scratch database with n due rows (5 a contractor), this script's child `mode` on it,
+    and the database dropped again."""
+    url = dbs.new(f"{mode}_{n}")
+    try:
+        seed(url, n, per_contractor=5)
+        return run_child(f"--{mode}-child", url, n, *args)
+    finally:
+        dbs.drop(url)
+
+
 def run_enqueue(
     dbs: Databases, n: int, concurrency: int, latency: float, timeout: float = 300.0
 ) -> dict[str, Any]:
-    url = dbs.new(f"enq_{n}_{concurrency}")
-    try:
-        seed(url, n, per_contractor=5)
-        return run_child("--enqueue-child", url, n, concurrency, latency, timeout)
-    finally:
-        dbs.drop(url)
+    return run_seeded_child(dbs, "enqueue", n, concurrency, latency, timeout)
 
 
 def due_row_plans(url: str, sql: str, page_size: int, after_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -838,12 +844,7 @@ def backlog_child(url: str, n: int, concurrency: int, latency: float, timeout: f
 
 
 def run_backlog(dbs: Databases, n: int, concurrency: int, latency: float, timeout: float) -> dict[str, Any]:
-    url = dbs.new(f"backlog_{n}")
-    try:
-        seed(url, n, per_contractor=5)
-        return run_child("--backlog-child", url, n, concurrency, latency, timeout)
-    finally:
-        dbs.drop(url)
+    return run_seeded_child(dbs, "backlog", n, concurrency, latency, timeout)
 
 
 def run_idle_evaluate(dbs: Databases, runs: int = 15) -> float:
@@ -960,12 +961,7 @@ def cost_rows(
 
 
 def run_evaluate(dbs: Databases, n: int) -> dict[str, Any]:
-    url = dbs.new(f"eval_{n}")
-    try:
-        seed(url, n, per_contractor=5)
-        return run_child("--evaluate-child", url, n)
-    finally:
-        dbs.drop(url)
+    return run_seeded_child(dbs, "evaluate", n)
 
 
 # --------------------------------------------------------------------------------------
