@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -25,6 +26,13 @@ def set_prefs(conn: psycopg.Connection[Any], contractor_id: int, **values: Any) 
         f"INSERT INTO delivery.contractor_preferences ({columns}) VALUES ({marks})",  # type: ignore[arg-type]
         (contractor_id, *values.values()),
     )
+
+
+def zone_at_local_noon() -> str:
+    """A fixed-offset zone whose local time is between 12:00 and 13:00 right now."""
+    offset = 12 - datetime.now(UTC).hour  # -11 .. +12 hours
+    # POSIX-style names: Etc/GMT-5 is five hours *ahead* of UTC.
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
 def posts(pipeline: Any, source: str, source_id: int) -> list[Any]:
@@ -199,9 +207,18 @@ def test_fault17_long_deferral_is_stored_and_requeued_when_due(
 def test_daily_cap_defers_the_rest_to_the_next_local_day(
     pipeline: Any, make_contractor: Any, make_message: Any
 ) -> None:
-    # GIVEN a contractor allowed one message a day, with three due
+    # GIVEN a contractor allowed one message a day, with three due, in a zone where it is
+    # about noon now (near local midnight the next day is minutes away, and a deferral that
+    # short stays on the queue as an SQS delay instead of being stored as deferred)
     contractor = make_contractor()
-    set_prefs(pipeline.conn, contractor, max_per_day=1, quiet_start="00:00", quiet_end="00:00")
+    set_prefs(
+        pipeline.conn,
+        contractor,
+        max_per_day=1,
+        quiet_start="00:00",
+        quiet_end="00:00",
+        timezone=zone_at_local_noon(),
+    )
     messages = [make_message(contractor) for _ in range(3)]
     # WHEN evaluate runs (all pass the queue-time check: nothing sent yet today) and deliver runs
     pipeline.evaluate()
