@@ -21,10 +21,9 @@ from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.app.deliver import DeliverConfig, Deliverer
 from proactive_delivery.core.models import MessageKey
-from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery.core.retry import RetryPolicy
 from tests.conftest import SIGNING_SECRET, state_row
-from tests.pipeline import make_evaluator
+from tests.pipeline import SENDABLE_ANY_TIME, make_evaluator
 
 VISIBILITY_TIMEOUT = timedelta(seconds=360)
 
@@ -174,14 +173,7 @@ def test_an_outage_of_six_hours_is_survived_and_each_message_delivered_once(
         DeliverConfig(
             lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
         ),
-        policy=PolicyDefaults(
-            channels=("sms",),
-            timezone="UTC",
-            quiet_hours=NO_QUIET_HOURS,
-            max_per_day=1000,
-            max_age=timedelta(hours=72),
-            phone_region="US",
-        ),
+        policy=SENDABLE_ANY_TIME,
         clock=clock,
     )
     make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
@@ -236,14 +228,7 @@ def test_an_outage_longer_than_the_window_fails_and_dead_letters_each_message_on
         DeliverConfig(
             lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
         ),
-        policy=PolicyDefaults(
-            channels=("sms",),
-            timezone="UTC",
-            quiet_hours=NO_QUIET_HOURS,
-            max_per_day=1000,
-            max_age=timedelta(hours=72),
-            phone_region="US",
-        ),
+        policy=SENDABLE_ANY_TIME,
         clock=clock,
     )
     make_evaluator(store, queue).run(["proactive"], lambda: 300_000)

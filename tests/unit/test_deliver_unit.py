@@ -32,9 +32,9 @@ from proactive_delivery.core.models import (
     Outcome,
     SendResult,
 )
-from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery.core.retry import RetryPolicy
 from proactive_delivery_tools.fakes import InMemoryQueue
+from tests.pipeline import SENDABLE_ANY_TIME
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 CONFIG = DeliverConfig(
@@ -52,14 +52,7 @@ PLENTY_MS = 300_000
 
 # The delivery mechanics must not depend on the hour the tests run at: no quiet hours and no
 # practical cap (tests/unit/test_policy.py covers those through the same verdict).
-POLICY = PolicyDefaults(
-    channels=("sms",),
-    timezone="UTC",
-    quiet_hours=NO_QUIET_HOURS,
-    max_per_day=1000,
-    max_age=timedelta(hours=72),
-    phone_region="US",
-)
+POLICY = SENDABLE_ANY_TIME
 _ROW_FIELDS = {"delivery_id", "previous_state", "claimed", "attempts"}
 
 

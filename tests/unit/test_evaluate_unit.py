@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import pytest
 
@@ -13,8 +12,8 @@ from proactive_delivery.app.evaluate import Evaluator, sources_from_event
 from proactive_delivery.app.gate import QueueGate
 from proactive_delivery.core.errors import MalformedRecordError, QueueError
 from proactive_delivery.core.models import SOURCES, EnqueuePage, MessageFacts, MessageKey, QueueDecision
-from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery_tools.fakes import InMemoryQueue
+from tests.pipeline import SENDABLE_ANY_TIME
 
 PLENTY_MS = 600_000
 MARGIN_MS = 10_000
@@ -123,14 +122,7 @@ def plenty() -> int:
 
 # Every message is sendable at any hour: these tests are about paging and the queue (the
 # queue-time verdict itself is tested in test_policy.py and test_verdict.py).
-POLICY = PolicyDefaults(
-    channels=("sms",),
-    timezone="UTC",
-    quiet_hours=NO_QUIET_HOURS,
-    max_per_day=1000,
-    max_age=timedelta(hours=72),
-    phone_region="US",
-)
+POLICY = SENDABLE_ANY_TIME
 
 
 def evaluator(store: FakeEvaluateStore, queue: InMemoryQueue, page_size: int = 500) -> Evaluator:

@@ -247,22 +247,9 @@ class Services:
                 piece.close()
 
 
-def build(
-    settings: Settings,
-    *,
-    sqs: Any = None,
-    sesv2: Any = None,
-    http: httpx.Client | None = None,
-    clock: Clock = utc_now,
-    secrets: SecretReader | None = None,
-    store: PostgresStore | None = None,
-    queue: DeliveryQueue | None = None,
-) -> Services:
-    """The services of one execution environment. Every argument but the settings replaces
-    the piece that would otherwise be built from them."""
-    return Services(
-        settings, sqs=sqs, sesv2=sesv2, http=http, clock=clock, secrets=secrets, store=store, queue=queue
-    )
+# The services of one execution environment: build(settings, *, sqs=, http=, clock=, ...).
+# Every argument but the settings replaces the piece that would otherwise be built from them.
+build = Services
 
 
 def _http_client(settings: Settings) -> httpx.Client:
