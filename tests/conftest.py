@@ -14,9 +14,7 @@ a zone east of UTC. The platform's naive timestamps are written as UTC explicitl
 
 from __future__ import annotations
 
-import base64
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,13 +25,9 @@ import psycopg
 import pytest
 
 from proactive_delivery_tools.local.postgres import url_from_environment
-from proactive_delivery_tools.schema.migrate import apply_migrations, reference_schema_sql
-
-ROOT = Path(__file__).resolve().parent.parent
-# West of UTC with DST for the database sessions; east of UTC for the process.
-DATABASE_TIMEZONE = os.environ.get("PD_TEST_DATABASE_TIMEZONE", "America/Los_Angeles")
-PROCESS_TIMEZONE = os.environ.get("PD_TEST_PROCESS_TIMEZONE", "Asia/Tokyo")
-SIGNING_SECRET = "whsec_" + base64.b64encode(b"test-signing-secret-32-bytes!!!!").decode()
+from proactive_delivery_tools.schema.migrate import apply_migrations
+from tests.support.db import DATABASE_TIMEZONE, PROCESS_TIMEZONE
+from tests.support.policy import SIGNING_SECRET
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,20 +84,6 @@ def database_url(template_database: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     yield url
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-MINIMAL = (ROOT / "tests" / "fixtures" / "platform_seed_minimal.sql").read_text(encoding="utf-8")
-REAL = reference_schema_sql()
-# The real schema without its follow-up table, and without its proactive table.
-NO_FOLLOWUPS = REAL.split("-- 21 columns")[0]
-NO_PROACTIVE = re.sub(r"-- The platform's own migration.*?(?=-- 21 columns)", "", REAL, flags=re.DOTALL)
-
-VARIANTS = {
-    "real": (REAL, ("proactive", "followup")),
-    "seed_minimal": (MINIMAL, ("proactive", "followup")),
-    "no_followup_table": (NO_FOLLOWUPS, ("proactive",)),
-    "no_proactive_table": (NO_PROACTIVE, ("followup",)),
-}
 
 
 @pytest.fixture
@@ -257,42 +237,6 @@ def make_messages(make_message: Callable[..., int]) -> Callable[[int], list[int]
 @pytest.fixture
 def signing_secret() -> str:
     return SIGNING_SECRET
-
-
-def states(conn: psycopg.Connection[Any]) -> dict[int, str]:
-    rows = conn.execute(
-        "SELECT source_id, state FROM delivery.message_state WHERE source = 'proactive'"
-    ).fetchall()
-    return {int(r[0]): str(r[1]) for r in rows}
-
-
-def state_row(conn: psycopg.Connection[Any], source_id: int, source: str = "proactive") -> dict[str, Any]:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM delivery.message_state WHERE source = %s AND source_id = %s", (source, source_id)
-        ).fetchone()
-    assert row is not None, f"no delivery state for {source}-{source_id}"
-    return row
-
-
-def attempts(
-    conn: psycopg.Connection[Any], source_id: int, source: str = "proactive"
-) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(
-            "SELECT a.* FROM delivery.attempt_log a JOIN delivery.message_state s ON s.id = a.delivery_id "
-            "WHERE s.source = %s AND s.source_id = %s ORDER BY a.id",
-            (source, source_id),
-        ).fetchall()
-
-
-def platform_sent_at(conn: psycopg.Connection[Any], message_id: int) -> Any:
-    """The platform row's sent_at (naive UTC on the real schema) as an aware datetime."""
-    row = conn.execute(
-        "SELECT sent_at AT TIME ZONE 'UTC' FROM ai_proactive_messages WHERE id = %s", (message_id,)
-    ).fetchone()
-    assert row is not None
-    return row[0]
 
 
 @pytest.fixture

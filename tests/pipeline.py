@@ -5,15 +5,13 @@ local webhook receiver."""
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
-import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,16 +23,16 @@ from moto import mock_aws
 
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import PostgresStore
-from proactive_delivery.app.evaluate import Evaluator
+from proactive_delivery.app.evaluate import Enqueuer, Evaluator
 from proactive_delivery.app.gate import QueueGate
 from proactive_delivery.bootstrap import Services, build
 from proactive_delivery.core.errors import StoreUnavailableError
-from proactive_delivery.core.policy import NO_QUIET_HOURS, PolicyDefaults
 from proactive_delivery.settings import Settings
 from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
 from proactive_delivery_tools.local.receiver import WebhookReceiver
 from proactive_delivery_tools.local.sqs import QueuePair, create_queues
 from proactive_delivery_tools.queues import queue_depth
+from tests.support.policy import SENDABLE_ANY_TIME, configured
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,61 +257,15 @@ def running_pipeline(
                 db.close()
 
 
-def emf_blobs(output: str) -> list[dict[str, Any]]:
-    """Every EMF blob printed by Powertools Metrics (one JSON object per line)."""
-    blobs: list[dict[str, Any]] = []
-    for raw in output.splitlines():
-        line = raw.strip()
-        if line.startswith("{") and "_aws" in line:
-            blobs.append(json.loads(line))
-    return blobs
+_ENQUEUE_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-enqueue")
 
 
-def emf_metrics(output: str, dimensions: frozenset[str] = frozenset({"service"})) -> dict[str, float]:
-    """Sum the EMF metrics printed under exactly `dimensions` (default: the per-invocation
-    totals, whose only dimension is service)."""
-    totals: dict[str, float] = {}
-    for blob in emf_blobs(output):
-        for directive in blob["_aws"]["CloudWatchMetrics"]:
-            if not any(frozenset(d) == dimensions for d in directive["Dimensions"]):
-                continue
-            for metric in directive["Metrics"]:
-                value = blob[metric["Name"]]
-                values = value if isinstance(value, list) else [value]
-                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values)
-    return totals
-
-
-@contextmanager
-def captured_log_lines() -> Any:
-    """Every line the package's loggers write, formatted exactly as in CloudWatch."""
-    from proactive_delivery.handlers import logger
-
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logger.registered_formatter)
-    root = logging.getLogger("proactive-delivery")
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-
-
-# The delivery mechanics do not depend on the hour: no quiet hours, no practical cap.
-SENDABLE_ANY_TIME = PolicyDefaults(
-    channels=("sms",),
-    timezone="UTC",
-    quiet_hours=NO_QUIET_HOURS,
-    max_per_day=1000,
-    max_age=timedelta(hours=72),
-    phone_region="US",
-)
-
-
-def make_evaluator(store: PostgresStore, queue: Any, **options: Any) -> Evaluator:
+def make_evaluator(
+    store: PostgresStore, queue: Any, executor: Executor = _ENQUEUE_POOL, **options: Any
+) -> Evaluator:
     """The Evaluator bootstrap builds, over `store` and `queue`, for tests that drive the use
-    case without the handler."""
-    settings: dict[str, Any] = {"page_size": 500, "reconcile_after_seconds": 1800, "enqueue_concurrency": 1}
+    case without the handler: one SendMessageBatch call in flight (on `executor`)."""
+    settings: dict[str, Any] = {"page_size": 500, "reconcile_after_seconds": 1800}
     settings.update(options)
-    return Evaluator(store, queue, QueueGate(store, SENDABLE_ANY_TIME, ("sms",)), **settings)
+    enqueuer = Enqueuer(queue, concurrency=1, executor=executor)
+    return Evaluator(store, QueueGate(store, SENDABLE_ANY_TIME, configured("sms")), enqueuer, **settings)

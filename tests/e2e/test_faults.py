@@ -12,8 +12,9 @@ import psycopg
 
 from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.receiver import Reply
-from tests.conftest import attempts, platform_sent_at, state_row, states
-from tests.pipeline import emf_metrics, retry_env
+from tests.pipeline import retry_env
+from tests.support.db import attempts, platform_sent_at, state_row, states
+from tests.support.telemetry import emf_metrics
 
 
 def _posts(pipeline: Any, message_id: int) -> list[Any]:

@@ -13,8 +13,8 @@ from proactive_delivery.adapters import telemetry, tracing
 from proactive_delivery_tools.local.receiver import Reply
 from proactive_delivery_tools.ops.queues import find_queues
 from proactive_delivery_tools.ops.replay import ReplayOptions, replay_dlq
-from tests.conftest import state_row
-from tests.pipeline import captured_log_lines, emf_blobs
+from tests.support.db import state_row
+from tests.support.telemetry import captured_log_lines, emf_blobs
 
 
 def _posts(pipeline: Any, message_id: int) -> list[Any]:

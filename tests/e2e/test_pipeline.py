@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proactive_delivery_tools.local.esm import LambdaContext
-from tests.conftest import attempts, platform_sent_at, state_row, states
+from tests.support.db import attempts, platform_sent_at, state_row, states
 
 
 def test_pipeline_delivers_every_due_message_once(

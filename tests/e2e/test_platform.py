@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.conftest import DATABASE_TIMEZONE, PROCESS_TIMEZONE, state_row
-from tests.pipeline import captured_log_lines
+from tests.support.db import DATABASE_TIMEZONE, PROCESS_TIMEZONE, state_row
+from tests.support.telemetry import captured_log_lines
 
 FOLLOWUPS = {"sources": ["followup"]}
 

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import VARIANTS
 from tests.pipeline import running_pipeline
+from tests.support.db import VARIANTS
 
 
 def test_the_core_pipeline_runs_on_the_seed_minimal_variant(

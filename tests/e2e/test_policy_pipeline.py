@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from proactive_delivery_tools.local.twilio import FakeTwilio, TwilioReply
-from tests.conftest import attempts, state_row
+from tests.support.db import attempts, state_row
 
 FOLLOWUPS = {"sources": ["followup"]}
 SID, TOKEN = "AC" + "1" * 32, "token"

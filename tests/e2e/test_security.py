@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import platform_sent_at, states
+from tests.support.db import platform_sent_at, states
 
 INJECTIONS = [
     "'); DROP TABLE contractors; --",

@@ -45,7 +45,11 @@ def http() -> Iterator[httpx.Client]:
 
 def twilio(fake: FakeTwilio, http: httpx.Client) -> TwilioSmsChannel:
     return TwilioSmsChannel(
-        base_url=fake.base_url, credentials=lambda: (SID, TOKEN), client=http, from_number="+13125550199"
+        name="sms",
+        base_url=fake.base_url,
+        credentials=lambda: (SID, TOKEN),
+        client=http,
+        from_number="+13125550199",
     )
 
 
@@ -65,7 +69,11 @@ def test_twilio_success_stores_the_message_sid(http: httpx.Client) -> None:
 def test_twilio_messaging_service_is_the_sender_when_given(http: httpx.Client) -> None:
     with FakeTwilio(SID, TOKEN) as fake:
         channel = TwilioSmsChannel(
-            base_url=fake.base_url, credentials=lambda: (SID, TOKEN), client=http, messaging_service_sid="MG1"
+            name="sms",
+            base_url=fake.base_url,
+            credentials=lambda: (SID, TOKEN),
+            client=http,
+            messaging_service_sid="MG1",
         )
         channel.send(message())
         assert fake.delivered()[0].form["MessagingServiceSid"] == "MG1"
@@ -130,7 +138,7 @@ def test_twilio_connection_refused_is_transient(http: httpx.Client) -> None:
     with FakeTwilio(SID, TOKEN) as fake:
         url = fake.base_url
     channel = TwilioSmsChannel(
-        base_url=url, credentials=lambda: (SID, TOKEN), client=http, from_number="+13125550199"
+        name="sms", base_url=url, credentials=lambda: (SID, TOKEN), client=http, from_number="+13125550199"
     )
     with pytest.raises(TransientSendError):
         channel.send(message())
@@ -152,7 +160,7 @@ def sesv2(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def test_email_success_returns_the_ses_message_id(sesv2: object) -> None:
     # GIVEN a verified sender
     sesv2.create_email_identity(EmailIdentity="coach@example.com")  # type: ignore[attr-defined]
-    channel = SesEmailChannel(client=sesv2, from_address="coach@example.com")
+    channel = SesEmailChannel(name="email", client=sesv2, from_address="coach@example.com")
     # WHEN a message is sent
     result = channel.send(message())
     # THEN SES accepted it and its id is the provider reference
@@ -162,7 +170,7 @@ def test_email_success_returns_the_ses_message_id(sesv2: object) -> None:
 
 def test_fault16_email_unverified_sender_is_permanent(sesv2: object) -> None:
     # GIVEN a sender SES does not know WHEN a message is sent THEN a permanent rejection
-    channel = SesEmailChannel(client=sesv2, from_address="nobody@example.com")
+    channel = SesEmailChannel(name="email", client=sesv2, from_address="nobody@example.com")
     with pytest.raises(PermanentSendError) as info:
         channel.send(message())
     assert info.value.reason == "rejected"
@@ -180,7 +188,7 @@ def test_email_throttling_is_transient() -> None:
         )
         # WHEN a message is sent THEN a transient error
         with pytest.raises(TransientSendError) as info:
-            SesEmailChannel(client=client, from_address="coach@example.com").send(message())
+            SesEmailChannel(name="email", client=client, from_address="coach@example.com").send(message())
     assert info.value.reason == "ses_unavailable"
 
 
@@ -195,6 +203,7 @@ def test_email_subject_comes_from_the_message_type() -> None:
 def web_chat(receiver: WebhookReceiver, http: httpx.Client, secret: str) -> SignedWebhookChannel:
     return SignedWebhookChannel(
         name="web_chat",
+        provider="web_chat",
         url=receiver.url.replace("/webhook", "/chat"),
         client=http,
         signing_secret=secret,

@@ -16,7 +16,7 @@ import pytest
 
 from proactive_delivery.adapters.postgres.database import RUNTIME_SQL, Database, load_queries
 from proactive_delivery.core.errors import ConfigError
-from tests.conftest import DATABASE_TIMEZONE, VARIANTS
+from tests.support.db import DATABASE_TIMEZONE, VARIANTS
 
 
 def planned(url: str, text: str) -> Any:
@@ -121,7 +121,7 @@ def test_naive_columns_are_compared_in_utc_whatever_the_session_zone(
             )
     db = Database(lambda: url)
     # WHEN evaluate's page query runs
-    [page] = db.fetch_all(db.sql("enqueue_new_followup"), {"after_id": 0, "page_size": 10})
+    [page] = db.fetch_all(db.sql("enqueue_new_followup"), {"run_id": None, "after_id": 0, "page_size": 10})
     # THEN only the one whose UTC time has come is due
     assert list(page["queued_ids"]) == [1]
     db.close()

@@ -19,11 +19,13 @@ import pytest
 from proactive_delivery.adapters.channels.webhook import GhlSmsPayload, SignedWebhookChannel
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import PostgresStore
+from proactive_delivery.adapters.sqs_batch import SqsBatch
 from proactive_delivery.app.deliver import DeliverConfig, Deliverer
 from proactive_delivery.core.models import MessageKey
 from proactive_delivery.core.retry import RetryPolicy
-from tests.conftest import SIGNING_SECRET, state_row
-from tests.pipeline import SENDABLE_ANY_TIME, make_evaluator
+from tests.pipeline import make_evaluator
+from tests.support.db import state_row
+from tests.support.policy import SENDABLE_ANY_TIME, SIGNING_SECRET, configured
 
 VISIBILITY_TIMEOUT = timedelta(seconds=360)
 
@@ -55,7 +57,7 @@ class SimulatedQueue:
     dead_letters: list[str] = field(default_factory=list)
     _handles: dict[str, str] = field(default_factory=dict)
 
-    # DeliveryQueue, for evaluate and deliver
+    # SendMessageBatch for evaluate; dead letters and visibility for the deliver edge
     def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
         for key in keys:
             at = self.clock.now + timedelta(seconds=delay_seconds)
@@ -121,131 +123,139 @@ class Provider:
         return httpx.Response(200)
 
 
+@dataclass
+class Simulation:
+    """The deliver function on the simulated queue: its SQS edge, the real Deliverer and
+    PostgresStore, and the provider behind a signed webhook channel, all on one clock."""
+
+    clock: Clock
+    retry: RetryPolicy
+    queue: SimulatedQueue
+    provider: Provider
+    store: PostgresStore
+    edge: SqsBatch
+    deliverer: Deliverer
+
+    def evaluate(self, executor: ThreadPoolExecutor) -> None:
+        make_evaluator(self.store, self.queue, executor).run(["proactive"], lambda: 300_000)
+
+    def run_until_drained(self, limit: timedelta) -> int:
+        """Deliver batches at each moment a message becomes visible, until the queue is empty."""
+        end = self.clock.now + limit
+        invocations = 0
+        while (at := self.queue.next_visible()) is not None and at <= end:
+            self.clock.now = max(self.clock.now, at)
+            records = self.queue.receive()
+            if not records:
+                continue
+            response, _ = self.edge.handle(
+                {"Records": records}, lambda receives: self.deliverer.deliver(receives, lambda: 60_000)
+            )
+            self.queue.settle(records, {f["itemIdentifier"] for f in response["batchItemFailures"]})
+            invocations += 1
+        return invocations
+
+
 @pytest.fixture
-def executor() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield pool
+def simulation(database_url: str) -> Iterator[Callable[..., Simulation]]:
+    """simulation(window=, outage=): a retry window in hours and a provider down this long."""
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        databases: list[Database] = []
 
+        def make(*, window: timedelta, outage: timedelta) -> Simulation:
+            clock = Clock(datetime.now(UTC))
+            retry = RetryPolicy(window)
+            queue = SimulatedQueue(clock, max_receive_count=retry.max_receive_count)
+            provider = Provider(clock, down_until=clock.now + outage)
+            channel = SignedWebhookChannel(
+                name="sms",
+                provider="n8n",
+                url="https://n8n.example.com/webhook/backend-to-ghl",
+                client=httpx.Client(transport=httpx.MockTransport(provider)),
+                signing_secret=SIGNING_SECRET,
+                payload=GhlSmsPayload(from_name="Power100 Concierge"),
+                clock=clock,
+            )
+            db = Database(lambda: database_url)
+            databases.append(db)
+            store = PostgresStore(db)
+            config = DeliverConfig(
+                lease_seconds=120,
+                retry=retry,
+                max_receive_count=retry.max_receive_count,
+                send_budget_ms=13_000,
+            )
+            deliverer = Deliverer(
+                store,
+                [channel],
+                executor,
+                config,
+                policy=SENDABLE_ANY_TIME,
+                catalog=configured("sms"),
+                clock=clock,
+            )
+            return Simulation(clock, retry, queue, provider, store, SqsBatch(queue), deliverer)
 
-def run_until_drained(queue: SimulatedQueue, clock: Clock, deliverer: Deliverer, limit: timedelta) -> int:
-    """Deliver batches at each moment a message becomes visible, until the queue is empty."""
-    end = clock.now + limit
-    invocations = 0
-    while (at := queue.next_visible()) is not None and at <= end:
-        clock.now = max(clock.now, at)
-        records = queue.receive()
-        if not records:
-            continue
-        result = deliverer.process(records, lambda: 60_000)
-        queue.settle(records, set(result.failures))
-        invocations += 1
-    return invocations
+        yield make
+        for db in databases:
+            db.close()
 
 
 def test_an_outage_of_six_hours_is_survived_and_each_message_delivered_once(
-    database_url: str,
     make_messages: Callable[[int], list[int]],
     make_message: Any,
-    executor: ThreadPoolExecutor,
+    simulation: Callable[..., Simulation],
 ) -> None:
-    # GIVEN 25 due messages, one of them created 70 hours ago (MESSAGE_MAX_AGE_HOURS is 72)
+    # GIVEN 25 due messages, one of them created 70 hours ago (MESSAGE_MAX_AGE_HOURS is 72),
+    # a 24-hour retry window and an n8n down for six hours
     ids = make_messages(24)
     old = make_message(created_offset_seconds=-70 * 3600)
-    clock = Clock(datetime.now(UTC))
-    retry = RetryPolicy(timedelta(hours=24))
-    queue = SimulatedQueue(clock, max_receive_count=retry.max_receive_count)
-    provider = Provider(clock, down_until=clock.now + timedelta(hours=6))
-    channel = SignedWebhookChannel(
-        name="sms",
-        url="https://n8n.example.com/webhook/backend-to-ghl",
-        client=httpx.Client(transport=httpx.MockTransport(provider)),
-        signing_secret=SIGNING_SECRET,
-        payload=GhlSmsPayload(from_name="Power100 Concierge"),
-        clock=clock,
-    )
-    db = Database(lambda: database_url)
-    store = PostgresStore(db)
-    deliverer = Deliverer(
-        store,
-        queue,
-        [channel],
-        executor,
-        DeliverConfig(
-            lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
-        ),
-        policy=SENDABLE_ANY_TIME,
-        clock=clock,
-    )
-    make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
+    sim = simulation(window=timedelta(hours=24), outage=timedelta(hours=6))
+    with ThreadPoolExecutor(1) as pool:
+        sim.evaluate(pool)
 
     # WHEN n8n answers 503 for six hours (a count-based budget of 5 receives 30 s apart gave
     # up after minutes) and then recovers, and the queue is worked as SQS would
-    started = clock.now
-    run_until_drained(queue, clock, deliverer, limit=timedelta(hours=30))
+    started = sim.clock.now
+    sim.run_until_drained(limit=timedelta(hours=30))
 
     # THEN every message still due was delivered exactly once after the recovery, none
     # failed, nothing reached the DLQ, nothing is left on the queue
+    provider, conn = sim.provider, sim.store.db.connection()
     assert provider.refused > 0
-    assert clock.now - started >= timedelta(hours=6)
+    assert sim.clock.now - started >= timedelta(hours=6)
     assert provider.accepted == Counter({f"proactive-{i}": 1 for i in ids})
-    assert queue.dead_letters == [] and queue.messages == {}
+    assert sim.queue.dead_letters == [] and sim.queue.messages == {}
     for i in ids:
-        row = state_row(db.connection(), i)
+        row = state_row(conn, i)
         assert row["state"] == "sent", i
         assert row["sent_at"] >= provider.down_until
-        assert 2 <= row["attempts"] <= retry.attempts
+        assert 2 <= row["attempts"] <= sim.retry.attempts
     # AND the one that passed its maximum age during the outage was not sent late
-    stale = state_row(db.connection(), old)
+    stale = state_row(conn, old)
     assert (stale["state"], stale["reason"]) == ("skipped", "expired")
     assert provider.accepted[f"proactive-{old}"] == 0
-    db.close()
 
 
 def test_an_outage_longer_than_the_window_fails_and_dead_letters_each_message_once(
-    database_url: str, make_messages: Callable[[int], list[int]], executor: ThreadPoolExecutor
+    make_messages: Callable[[int], list[int]], simulation: Callable[..., Simulation]
 ) -> None:
     # GIVEN a 4-hour retry window and an n8n that stays down for a day
     ids = make_messages(3)
-    clock = Clock(datetime.now(UTC))
-    retry = RetryPolicy(timedelta(hours=4))
-    queue = SimulatedQueue(clock, max_receive_count=retry.max_receive_count)
-    provider = Provider(clock, down_until=clock.now + timedelta(days=1))
-    channel = SignedWebhookChannel(
-        name="sms",
-        url="https://n8n.example.com/webhook/backend-to-ghl",
-        client=httpx.Client(transport=httpx.MockTransport(provider)),
-        signing_secret=SIGNING_SECRET,
-        payload=GhlSmsPayload(from_name="Power100 Concierge"),
-        clock=clock,
-    )
-    db = Database(lambda: database_url)
-    store = PostgresStore(db)
-    deliverer = Deliverer(
-        store,
-        queue,
-        [channel],
-        executor,
-        DeliverConfig(
-            lease_seconds=120, retry=retry, max_receive_count=retry.max_receive_count, send_budget_ms=13_000
-        ),
-        policy=SENDABLE_ANY_TIME,
-        clock=clock,
-    )
-    make_evaluator(store, queue).run(["proactive"], lambda: 300_000)
-    started = clock.now
+    sim = simulation(window=timedelta(hours=4), outage=timedelta(days=1))
+    with ThreadPoolExecutor(1) as pool:
+        sim.evaluate(pool)
     # WHEN the queue is worked for two days of simulated time
-    run_until_drained(queue, clock, deliverer, limit=timedelta(days=2))
+    sim.run_until_drained(limit=timedelta(days=2))
     # THEN each message got the window's attempts, spread over the window, then failed with
     # its last error and went to the DLQ
+    conn = sim.store.db.connection()
     for i in ids:
-        row = state_row(db.connection(), i)
+        row = state_row(conn, i)
         assert (row["state"], row["reason"], row["attempts"]) == (
             "failed",
             "attempts_exhausted",
-            retry.attempts,
+            sim.retry.attempts,
         )
         assert row["updated_at"] is not None
-    assert sorted(json.loads(b)["id"] for b in queue.dead_letters) == ids
-    assert clock.now - started >= timedelta(hours=4)
-    assert provider.refused == len(ids) * retry.attempts
-    db.close()
+    assert sorted(json.loads(b)["id"] for b in sim.queue.dead_letters) == ids

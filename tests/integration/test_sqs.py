@@ -13,8 +13,8 @@ from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.adapters.sqs import SqsDeliveryQueue
 from proactive_delivery_tools.local.sqs import create_queues
-from tests.conftest import states
 from tests.pipeline import make_evaluator
+from tests.support.db import states
 
 
 def test_evaluate_sends_ids_in_batches_and_records_queued(
@@ -65,7 +65,12 @@ def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messag
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(sqs)
         store = PostgresStore(db := Database(lambda: database_url))
-        page = store.enqueue_new("proactive", after_id=0, page_size=100)
+        page = store.enqueue_new(
+            "proactive",
+            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            after_id=0,
+            page_size=100,
+        )
         store.mark_enqueued("proactive", page.queued_ids)  # SQS accepted all three
         conn.execute(
             "UPDATE delivery.message_state SET next_attempt_at = now() - interval '2 hours' "
@@ -155,10 +160,20 @@ def test_a_concurrent_sweeps_rows_are_not_taken_twice(
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(sqs)
         store = PostgresStore(db := Database(lambda: database_url))
-        store.enqueue_new("proactive", after_id=0, page_size=100)
+        store.enqueue_new(
+            "proactive",
+            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            after_id=0,
+            page_size=100,
+        )
         _age_rows(conn, 31)
         swept = store.requeue_stranded(
-            "proactive", after_id=0, page_size=100, reconcile_after_seconds=1800, run_lease_seconds=300
+            "proactive",
+            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            after_id=0,
+            page_size=100,
+            reconcile_after_seconds=1800,
+            run_lease_seconds=300,
         )
         assert len(swept) == 3
         # WHEN an overlapping run sweeps

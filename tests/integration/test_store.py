@@ -15,7 +15,7 @@ from proactive_delivery.adapters.postgres.database import Database, load_queries
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.core.errors import StoreUnavailableError
 from proactive_delivery.core.models import MessageKey, Outcome
-from tests.conftest import state_row
+from tests.support.db import state_row
 
 _OPEN: list[Database] = []
 
@@ -34,7 +34,12 @@ def _store(url: str) -> PostgresStore:
 
 
 def _queue_all(store: PostgresStore) -> list[int]:
-    page = store.enqueue_new("proactive", after_id=0, page_size=10_000)
+    page = store.enqueue_new(
+        "proactive",
+        run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+        after_id=0,
+        page_size=10_000,
+    )
     return page.queued_ids
 
 
@@ -219,7 +224,12 @@ def test_dropped_connection_is_reopened_once(database_url: str, make_message: An
     # WHEN the next statement runs THEN it succeeds on a new connection
     assert (
         store.requeue_stranded(
-            "proactive", after_id=0, page_size=10, reconcile_after_seconds=3600, run_lease_seconds=300
+            "proactive",
+            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            after_id=0,
+            page_size=10,
+            reconcile_after_seconds=3600,
+            run_lease_seconds=300,
         )
         == []
     )

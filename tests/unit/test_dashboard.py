@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from proactive_delivery.adapters import telemetry
-from proactive_delivery.app.deliver import BatchResult
+from proactive_delivery.adapters.sqs_batch import BatchReport
 from proactive_delivery.core.models import MessageKey, Outcome
 from tests.unit.test_template import load_template
 
@@ -171,11 +172,11 @@ def test_emitting_an_unregistered_metric_is_refused() -> None:
 def test_deliver_metrics_by_reason_class_reason_channel_and_latency(capsys: Any) -> None:
     from aws_lambda_powertools import Metrics
 
-    from tests.pipeline import emf_metrics
+    from tests.support.telemetry import emf_metrics
 
     # GIVEN a batch with one delivered (due 90 s before it was sent), two failed, one skipped
     now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-    result = BatchResult(counts={"delivered": 1, "failed": 2, "skipped": 1})
+    result = BatchReport(counts=Counter({"delivered": 1, "failed": 2, "skipped": 1}))
     sent = MessageKey("proactive", 1)
     result.outcomes = [
         (sent, Outcome(1, "sent", "delivered", True, channel="sms", finished_at=now)),

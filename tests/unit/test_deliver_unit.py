@@ -1,5 +1,7 @@
-"""Deliverer with a fake store, a fake channel, InMemoryQueue and a real thread pool: each
-SQS record ends acknowledged, retried later, or failed toward the DLQ, for the right reason."""
+"""The deliver use case with a fake store, a fake channel and a real thread pool: each
+received message gets one disposition (sent, done, hold, retry, dead-letter, failed) for the
+right reason, and one outcome statement records the batch. What SQS makes of a disposition
+is tests/unit/test_sqs_batch.py."""
 
 from __future__ import annotations
 
@@ -14,12 +16,10 @@ from typing import Any
 
 import pytest
 
-from proactive_delivery.app.deliver import AttemptsExhaustedError, BatchResult, DeliverConfig, Deliverer
+from proactive_delivery.app.deliver import DeliverConfig, Deliverer, DeliverResult, Disposition, Receive
 from proactive_delivery.core.content import Names
 from proactive_delivery.core.errors import (
-    MalformedRecordError,
     PermanentSendError,
-    RetryLaterError,
     SendError,
     StoreUnavailableError,
     TransientSendError,
@@ -33,8 +33,7 @@ from proactive_delivery.core.models import (
     SendResult,
 )
 from proactive_delivery.core.retry import RetryPolicy
-from proactive_delivery_tools.fakes import InMemoryQueue
-from tests.pipeline import SENDABLE_ANY_TIME
+from tests.support.policy import SENDABLE_ANY_TIME, configured
 
 NOW = datetime(2025, 3, 4, 12, 0, 0, tzinfo=UTC)
 CONFIG = DeliverConfig(
@@ -56,10 +55,10 @@ POLICY = SENDABLE_ANY_TIME
 _ROW_FIELDS = {"delivery_id", "previous_state", "claimed", "attempts"}
 
 
-def claimed_row(source_id: int, **overrides: Any) -> ClaimedRow:
+def claimed_row(source_id: int, source: str = "proactive", **overrides: Any) -> ClaimedRow:
     """A row the claim statement took: claimable, with facts (content, a phone). Overrides
     name a ClaimedRow field or a MessageFacts field; an unclaimed row has no facts."""
-    key = MessageKey("proactive", source_id)
+    key = MessageKey(source, source_id)
     facts = MessageFacts(
         key=key,
         contractor_id=70 + source_id,
@@ -115,6 +114,7 @@ class FakeChannel:
     """Records every send; `errors` makes the send for a message id raise."""
 
     name = "sms"
+    provider = "fake"
 
     def __init__(self, errors: dict[int, SendError] | None = None) -> None:
         self.errors = errors or {}
@@ -137,31 +137,30 @@ class FakeChannel:
         return sorted(m.key.source_id for m in self.sent)
 
 
-def record(
-    source_id: int | None, *, message_id: str | None = None, body: str | None = None, receives: int = 1
-) -> dict[str, Any]:
-    key_body = MessageKey("proactive", source_id).to_body() if source_id is not None else None
-    mid = message_id or f"m-{source_id}"
-    return {
-        "messageId": mid,
-        "receiptHandle": f"rh-{mid}",
-        "body": body if body is not None else key_body,
-        "attributes": {"ApproximateReceiveCount": str(receives)},
-        "eventSource": "aws:sqs",
-    }
+def key(source_id: int) -> MessageKey:
+    return MessageKey("proactive", source_id)
+
+
+def receive(source_id: int, receives: int = 1) -> Receive:
+    return Receive(key(source_id), receives)
 
 
 @dataclass
 class Harness:
     store: FakeDeliverStore
     channel: FakeChannel
-    queue: InMemoryQueue
     deliverer: Deliverer
 
-    def process(
-        self, records: Sequence[dict[str, Any]], remaining_ms: Callable[[], int] = lambda: PLENTY_MS
-    ) -> BatchResult:
-        return self.deliverer.process(records, remaining_ms)
+    def deliver(
+        self, *receives: Receive, remaining_ms: Callable[[], int] = lambda: PLENTY_MS
+    ) -> DeliverResult:
+        return self.deliverer.deliver(receives, remaining_ms)
+
+
+def deliverer(store: FakeDeliverStore, channel: FakeChannel, executor: ThreadPoolExecutor) -> Deliverer:
+    return Deliverer(
+        store, [channel], executor, CONFIG, policy=POLICY, catalog=configured("sms"), clock=lambda: NOW
+    )
 
 
 @pytest.fixture
@@ -172,15 +171,11 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 @pytest.fixture
 def make_harness(executor: ThreadPoolExecutor) -> Callable[..., Harness]:
-    def make(
-        *rows: ClaimedRow, errors: dict[int, SendError] | None = None, config: DeliverConfig = CONFIG
-    ) -> Harness:
+    def make(*rows: ClaimedRow, errors: dict[int, SendError] | None = None) -> Harness:
         store = FakeDeliverStore()
         store.add(*rows)
         channel = FakeChannel(errors)
-        queue = InMemoryQueue()
-        deliverer = Deliverer(store, queue, [channel], executor, config, policy=POLICY, clock=lambda: NOW)
-        return Harness(store, channel, queue, deliverer)
+        return Harness(store, channel, deliverer(store, channel, executor))
 
     return make
 
@@ -192,31 +187,31 @@ def test_claimed_messages_are_sent_and_recorded_as_sent(make_harness: Callable[.
     # GIVEN three claimable messages
     h = make_harness(claimed_row(1), claimed_row(2), claimed_row(3))
 
-    # WHEN their records are processed
-    result = h.process([record(1), record(2), record(3)])
+    # WHEN they are delivered
+    result = h.deliver(receive(1), receive(2), receive(3))
 
-    # THEN each is sent once, recorded sent with the provider's reference, and acknowledged
+    # THEN each is sent once, recorded sent with the provider's reference, and disposed sent
     assert h.channel.sent_ids == [1, 2, 3]
-    assert result.failures == {}
-    assert result.counts == {"delivered": 3}
+    assert dict(result.dispositions) == {key(i): Disposition("sent", state="sent") for i in (1, 2, 3)}
     outcome = h.store.outcome_for(2)
     assert (outcome.state, outcome.outcome, outcome.attempted) == ("sent", "delivered", True)
     assert (outcome.http_status, outcome.provider_ref, outcome.channel) == (200, "ref-2", "sms")
     assert outcome.started_at == NOW and outcome.finished_at == NOW
     assert outcome.latency_ms is not None and outcome.latency_ms >= 0
-    assert h.queue.visibility == []
+    assert result.due_at[key(2)] == NOW - timedelta(minutes=5)
+    assert [k for k, _ in result.outcomes] == [key(1), key(2), key(3)]
 
 
 def test_the_rendered_message_carries_the_row_content(make_harness: Callable[..., Harness]) -> None:
     # GIVEN one claimable message
     h = make_harness(claimed_row(5))
 
-    # WHEN it is processed
-    h.process([record(5)])
+    # WHEN it is delivered
+    h.deliver(receive(5))
 
     # THEN the channel got the row's content and contact details
     [message] = h.channel.sent
-    assert message.key == MessageKey("proactive", 5)
+    assert message.key == key(5)
     assert message.idempotency_key == "proactive-5"
     assert (message.contractor_id, message.message_type, message.text) == (
         75,
@@ -230,13 +225,13 @@ def test_claim_and_record_use_one_token_and_the_lease(make_harness: Callable[...
     # GIVEN two claimable messages
     h = make_harness(claimed_row(1), claimed_row(2))
 
-    # WHEN their records are processed
-    h.process([record(1), record(2)])
+    # WHEN they are delivered
+    h.deliver(receive(1), receive(2))
 
     # THEN one claim statement covered both, with the configured lease, and its token is the
     # one the outcomes are recorded under
     [(claimed_keys, token, lease)] = h.store.claims
-    assert claimed_keys == [MessageKey("proactive", 1), MessageKey("proactive", 2)]
+    assert claimed_keys == [key(1), key(2)]
     assert lease == CONFIG.lease_seconds
     [(_, recorded_token)] = h.store.recorded
     assert recorded_token == token
@@ -245,8 +240,8 @@ def test_claim_and_record_use_one_token_and_the_lease(make_harness: Callable[...
 def test_record_outcomes_is_called_exactly_once_for_a_mixed_batch(
     make_harness: Callable[..., Harness],
 ) -> None:
-    # GIVEN one batch mixing a success, a transient and a permanent failure, a skip, an
-    # already-sent message and a malformed record
+    # GIVEN one batch mixing a success, a transient and a permanent failure, a skip and an
+    # already-sent message
     h = make_harness(
         claimed_row(1),
         claimed_row(2),
@@ -259,12 +254,11 @@ def test_record_outcomes_is_called_exactly_once_for_a_mixed_batch(
         },
     )
 
-    # WHEN the batch is processed
-    result = h.process(
-        [record(1), record(2), record(3), record(4), record(5), record(None, message_id="bad", body="{")]
-    )
+    # WHEN the batch is delivered
+    result = h.deliver(*(receive(i) for i in range(1, 6)))
 
-    # THEN every outcome of the batch is written in a single call, one per claimed row
+    # THEN every outcome of the batch is written in a single call, one per claimed row, and
+    # each message has its disposition
     assert len(h.store.recorded) == 1
     [(outcomes, _)] = h.store.recorded
     assert sorted((o.delivery_id, o.state) for o in outcomes) == [
@@ -273,105 +267,62 @@ def test_record_outcomes_is_called_exactly_once_for_a_mixed_batch(
         (1003, "failed"),
         (1004, "skipped"),
     ]
-    assert set(result.failures) == {"m-2", "bad"}
-
-
-# --- records that are not sent ------------------------------------------------------------------
-
-
-def test_malformed_body_fails_only_its_own_record(make_harness: Callable[..., Harness]) -> None:
-    # GIVEN a batch with one good record and one whose body is not JSON
-    h = make_harness(claimed_row(1))
-
-    # WHEN it is processed
-    result = h.process([record(1), record(None, message_id="m-bad", body="not json")])
-
-    # THEN only the bad record is reported failed, with the reason; the good one is sent
-    assert set(result.failures) == {"m-bad"}
-    failure = result.failures["m-bad"]
-    assert isinstance(failure, MalformedRecordError)
-    assert failure.reason == "invalid_json"
-    assert h.channel.sent_ids == [1]
-    [(claimed_keys, _, _)] = h.store.claims
-    assert claimed_keys == [MessageKey("proactive", 1)]
-    with pytest.raises(MalformedRecordError):
-        result.raise_for("m-bad")
-    result.raise_for("m-1")  # acknowledged: does not raise
-
-
-def test_a_batch_of_only_malformed_records_touches_nothing(make_harness: Callable[..., Harness]) -> None:
-    # GIVEN records that all fail to parse
-    h = make_harness()
-
-    # WHEN they are processed
-    result = h.process([record(None, message_id="a", body="[]"), record(None, message_id="b", body="")])
-
-    # THEN each fails with its reason and neither the store nor the channel is used
-    assert {k: getattr(v, "reason", None) for k, v in result.failures.items()} == {
-        "a": "not_an_object",
-        "b": "empty_body",
+    assert {k.source_id: d.kind for k, d in result.dispositions.items()} == {
+        1: "sent",
+        2: "retry",
+        3: "done",
+        4: "done",
+        5: "done",
     }
+
+
+def test_an_empty_batch_touches_nothing(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    result = h.deliver()
+    assert dict(result.dispositions) == {}
     assert h.store.claims == [] and h.store.recorded == []
-    assert h.channel.sent == []
 
 
-def test_duplicate_key_in_one_batch_is_sent_once(make_harness: Callable[..., Harness]) -> None:
-    # GIVEN the same message twice in one batch (SQS at-least-once delivery)
-    h = make_harness(claimed_row(1))
-
-    # WHEN the batch is processed
-    result = h.process([record(1, message_id="first"), record(1, message_id="second")])
-
-    # THEN it is claimed and sent once, and both records are acknowledged
-    assert h.channel.sent_ids == [1]
-    [(claimed_keys, _, _)] = h.store.claims
-    assert claimed_keys == [MessageKey("proactive", 1)]
-    assert result.failures == {}
-    assert result.counts["duplicate"] == 1
+# --- messages that are not sent -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("previous_state", ["sent", "skipped", "failed", "sending", "deferred"])
-def test_unclaimed_settled_or_leased_row_is_acknowledged_without_a_send(
+def test_unclaimed_settled_or_leased_row_is_done_without_a_send(
     make_harness: Callable[..., Harness], previous_state: str
 ) -> None:
     # GIVEN a message that is already settled, or held under a live lease elsewhere
     h = make_harness(claimed_row(1, claimed=False, previous_state=previous_state))
 
-    # WHEN its record is processed (a redelivery or a DLQ replay)
-    result = h.process([record(1)])
+    # WHEN it is received again (a redelivery or a DLQ replay)
+    result = h.deliver(receive(1))
 
-    # THEN nothing is sent, nothing is recorded, and the record is acknowledged
+    # THEN nothing is sent, nothing is recorded, and it is done (a duplicate)
     assert h.channel.sent == []
     assert h.store.recorded == []
-    assert result.failures == {}
-    assert result.counts == {"duplicate": 1}
+    assert result.dispositions[key(1)] == Disposition("done", "duplicate")
 
 
 def test_unclaimed_queued_row_is_retried_soon(make_harness: Callable[..., Harness]) -> None:
     # GIVEN a queued message locked by a concurrent claim that has not committed
     h = make_harness(claimed_row(1, claimed=False, previous_state="queued"))
 
-    # WHEN its record is processed
-    result = h.process([record(1)])
+    # WHEN it is received
+    result = h.deliver(receive(1))
 
-    # THEN it is not sent, and the record fails so it comes back
+    # THEN it is not sent, and it comes back in a few seconds
     assert h.channel.sent == []
-    failure = result.failures["m-1"]
-    assert isinstance(failure, RetryLaterError)
-    assert failure.reason == "claimed_concurrently"
+    assert result.dispositions[key(1)] == Disposition("retry", "claimed_concurrently", 5)
 
 
-def test_unknown_message_is_a_malformed_record(make_harness: Callable[..., Harness]) -> None:
-    # GIVEN a record naming a message the database has no state for
+def test_unknown_message_fails(make_harness: Callable[..., Harness]) -> None:
+    # GIVEN a key naming a message the database has no state for
     h = make_harness()
 
-    # WHEN it is processed
-    result = h.process([record(999)])
+    # WHEN it is received
+    result = h.deliver(receive(999))
 
-    # THEN it fails as malformed (it goes to the DLQ with a reason), without a send
-    failure = result.failures["m-999"]
-    assert isinstance(failure, MalformedRecordError)
-    assert failure.reason == "unknown_message"
+    # THEN it fails (the queue's redrive takes it to the DLQ), without a send or a record
+    assert result.dispositions[key(999)] == Disposition("failed", "unknown_message")
     assert h.channel.sent == []
     assert h.store.recorded == []
 
@@ -380,39 +331,59 @@ def test_no_phone_is_skipped_without_a_send(make_harness: Callable[..., Harness]
     # GIVEN a claimed message whose contractor has no phone
     h = make_harness(claimed_row(1, phone=None))
 
-    # WHEN it is processed
-    result = h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
-    # THEN it is skipped for no_contact, not attempted, and the record is acknowledged
+    # THEN it is skipped for no_contact, not attempted, and done
     assert h.channel.sent == []
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.reason, outcome.attempted) == ("skipped", "no_contact", False)
-    assert result.failures == {}
+    assert result.dispositions[key(1)] == Disposition("done", "no_contact", state="skipped")
 
 
 def test_missing_source_row_fails_without_a_send(make_harness: Callable[..., Harness]) -> None:
     # GIVEN a claimed message whose platform row has gone
     h = make_harness(claimed_row(1, body=None, contractor_id=None))
 
-    # WHEN it is processed
-    h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
     # THEN it is failed with the reason, not attempted
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.reason, outcome.attempted) == ("failed", "source_row_missing", False)
     assert h.channel.sent == []
+    assert result.dispositions[key(1)] == Disposition("done", "source_row_missing", state="failed")
 
 
 def test_message_sent_by_the_platform_meanwhile_is_skipped(make_harness: Callable[..., Harness]) -> None:
     # GIVEN a claimed message the platform has marked sent itself
     h = make_harness(claimed_row(1, platform_sent_at=NOW - timedelta(minutes=1)))
 
-    # WHEN it is processed
-    h.process([record(1)])
+    # WHEN it is delivered
+    h.deliver(receive(1))
 
     # THEN it is skipped as sent elsewhere, without a second send
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.reason) == ("skipped", "sent_elsewhere")
+    assert h.channel.sent == []
+
+
+def test_a_short_deferral_is_held_until_the_window_opens_without_an_attempt(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN a follow-up rescheduled to ten minutes from now after it was queued
+    h = make_harness(
+        claimed_row(1, "followup", platform_status="scheduled", due_at=NOW + timedelta(minutes=10))
+    )
+
+    # WHEN it is received
+    result = h.deliver(Receive(MessageKey("followup", 1)))
+
+    # THEN it is held for exactly the ten minutes, still queued, and nothing was attempted
+    assert result.dispositions[MessageKey("followup", 1)] == Disposition("hold", "not_due", 600, "queued")
+    outcome = h.store.outcome_for(1)
+    assert (outcome.state, outcome.outcome, outcome.attempted) == ("queued", "deferred", False)
+    assert outcome.next_attempt_at == NOW + timedelta(minutes=10)
     assert h.channel.sent == []
 
 
@@ -423,20 +394,18 @@ def test_transient_failure_is_retried_later_with_backoff(make_harness: Callable[
     # GIVEN a first attempt that fails with a 503
     h = make_harness(claimed_row(1), errors={1: TransientSendError("server_error", http_status=503)})
 
-    # WHEN it is processed
-    result = h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
-    # THEN the record fails with the first step of the schedule (5 s, plus at most 10 %
-    # jitter), the message's visibility is set to that delay, and the row is back in queued
-    # with its next attempt time
-    failure = result.failures["m-1"]
-    assert type(failure) is RetryLaterError
-    assert 5 <= failure.delay_seconds <= 6
-    assert h.queue.visibility == [("rh-m-1", failure.delay_seconds)]
+    # THEN it is retried after the first step of the schedule (5 s, plus at most 10 %
+    # jitter), and the row is back in queued with its next attempt time
+    retry = result.dispositions[key(1)]
+    assert (retry.kind, retry.reason, retry.state) == ("retry", "server_error", "queued")
+    assert 5 <= retry.delay_seconds <= 6
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.outcome, outcome.attempted) == ("queued", "retry", True)
     assert (outcome.reason, outcome.http_status) == ("server_error", 503)
-    assert outcome.next_attempt_at == NOW + timedelta(seconds=failure.delay_seconds)
+    assert outcome.next_attempt_at == NOW + timedelta(seconds=retry.delay_seconds)
 
 
 def test_transient_failure_honours_retry_after(make_harness: Callable[..., Harness]) -> None:
@@ -445,14 +414,11 @@ def test_transient_failure_honours_retry_after(make_harness: Callable[..., Harne
         claimed_row(1), errors={1: TransientSendError("rate_limited", http_status=429, retry_after=600)}
     )
 
-    # WHEN it is processed
-    result = h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
     # THEN the retry waits the full ten minutes
-    failure = result.failures["m-1"]
-    assert isinstance(failure, RetryLaterError)
-    assert failure.delay_seconds == 600
-    assert h.queue.visibility == [("rh-m-1", 600)]
+    assert result.dispositions[key(1)].delay_seconds == 600
     assert h.store.outcome_for(1).next_attempt_at == NOW + timedelta(seconds=600)
 
 
@@ -461,12 +427,10 @@ def test_later_attempts_back_off_further(make_harness: Callable[..., Harness]) -
     h = make_harness(claimed_row(1, attempts=3), errors={1: TransientSendError("timeout")})
 
     # WHEN the fourth attempt fails too (receive count still below the limit)
-    result = h.process([record(1, receives=4)])
+    result = h.deliver(receive(1, receives=4))
 
     # THEN the delay is the fourth step of the schedule: two hours (plus jitter)
-    failure = result.failures["m-1"]
-    assert isinstance(failure, RetryLaterError)
-    assert 7200 <= failure.delay_seconds <= 7920
+    assert 7200 <= result.dispositions[key(1)].delay_seconds <= 7920
 
 
 def test_transient_failure_on_the_last_receive_exhausts_attempts(
@@ -476,31 +440,14 @@ def test_transient_failure_on_the_last_receive_exhausts_attempts(
     h = make_harness(claimed_row(1), errors={1: TransientSendError("server_error", http_status=502)})
 
     # WHEN that attempt fails transiently
-    result = h.process([record(1, receives=CONFIG.max_receive_count)])
+    result = h.deliver(receive(1, receives=CONFIG.max_receive_count))
 
-    # THEN the row is failed for attempts_exhausted, its message is put on the DLQ with the
-    # reason, and the record is acknowledged (the DLQ has its copy)
+    # THEN the row is failed for attempts_exhausted and the message goes to the dead letters
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.reason, outcome.attempted) == ("failed", "attempts_exhausted", True)
     assert outcome.http_status == 502
     assert outcome.next_attempt_at is None
-    assert h.queue.dead_letters == [(record(1)["body"], "attempts_exhausted")]
-    assert result.failures == {}
-    assert h.queue.visibility == []
-
-
-def test_an_exhausted_message_the_dlq_refuses_is_left_to_the_redrive(
-    make_harness: Callable[..., Harness],
-) -> None:
-    # GIVEN a dead-letter queue that refuses the message
-    h = make_harness(claimed_row(1), errors={1: TransientSendError("timeout")})
-    h.queue.dead_letter = lambda letters: list(range(len(letters)))  # type: ignore[method-assign]
-    # WHEN its last attempt fails
-    result = h.process([record(1, receives=CONFIG.max_receive_count)])
-    # THEN the record fails at once (visibility 0) so the queue's redrive moves it
-    assert isinstance(result.failures["m-1"], AttemptsExhaustedError)
-    assert h.queue.visibility == [("rh-m-1", 0)]
-    assert h.store.outcome_for(1).state == "failed"
+    assert result.dispositions[key(1)] == Disposition("dead_letter", "attempts_exhausted", state="failed")
 
 
 def test_the_last_attempt_of_the_window_fails_whatever_the_receive_count(
@@ -513,12 +460,11 @@ def test_the_last_attempt_of_the_window_fails_whatever_the_receive_count(
     )
 
     # WHEN the attempt fails transiently
-    result = h.process([record(1, receives=1)])
+    result = h.deliver(receive(1, receives=1))
 
     # THEN it is failed rather than retried forever, and dead-lettered
     assert h.store.outcome_for(1).reason == "attempts_exhausted"
-    assert [reason for _, reason in h.queue.dead_letters] == ["attempts_exhausted"]
-    assert "m-1" not in result.failures
+    assert result.dispositions[key(1)].kind == "dead_letter"
 
 
 def test_receives_that_were_not_attempts_do_not_use_the_window(
@@ -530,42 +476,55 @@ def test_receives_that_were_not_attempts_do_not_use_the_window(
         claimed_row(1, attempts=2), errors={1: TransientSendError("server_error", http_status=503)}
     )
     # WHEN its third attempt fails THEN it is retried: only attempts (or the last receive) end it
-    result = h.process([record(1, receives=9)])
-    assert isinstance(result.failures["m-1"], RetryLaterError)
-    assert not isinstance(result.failures["m-1"], AttemptsExhaustedError)
+    result = h.deliver(receive(1, receives=9))
+    assert result.dispositions[key(1)].kind == "retry"
     assert h.store.outcome_for(1).state == "queued"
 
 
-def test_permanent_failure_is_failed_and_acknowledged(make_harness: Callable[..., Harness]) -> None:
+def test_permanent_failure_is_failed_and_done(make_harness: Callable[..., Harness]) -> None:
     # GIVEN a provider that refuses the message for good
     h = make_harness(
         claimed_row(1), errors={1: PermanentSendError("rejected", http_status=400, detail="HTTP 400")}
     )
 
-    # WHEN it is processed
-    result = h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
-    # THEN the row is failed with the reason and status, and the record is acknowledged (no retry)
+    # THEN the row is failed with the reason and status, and the message done (no retry)
     outcome = h.store.outcome_for(1)
     assert (outcome.state, outcome.outcome, outcome.attempted) == ("failed", "rejected", True)
     assert (outcome.reason, outcome.http_status) == ("rejected", 400)
     assert outcome.error == "rejected: HTTP 400"
-    assert result.failures == {}
-    assert h.queue.visibility == []
+    assert result.dispositions[key(1)] == Disposition("done", "rejected", state="failed")
     assert len(h.channel.sent) == 1
 
 
-def test_permanent_refusal_of_the_recipient_is_skipped(make_harness: Callable[..., Harness]) -> None:
+def test_permanent_refusal_of_the_recipient_is_skipped_and_remembered(
+    make_harness: Callable[..., Harness],
+) -> None:
     # GIVEN a provider saying the recipient must not be messaged (opted out at the provider)
     error = PermanentSendError("opted_out", http_status=403, final_state="skipped")
     h = make_harness(claimed_row(1), errors={1: error})
 
-    # WHEN it is processed
-    result = h.process([record(1)])
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
 
-    # THEN the row is skipped, and the record acknowledged
-    assert h.store.outcome_for(1).state == "skipped"
-    assert result.failures == {}
+    # THEN the row is skipped, the opt-out of that channel goes with the outcome, and done
+    outcome = h.store.outcome_for(1)
+    assert (outcome.state, outcome.opt_out_contractor_id, outcome.opt_out_channel) == ("skipped", 71, "sms")
+    assert result.dispositions[key(1)] == Disposition("done", "opted_out", state="skipped")
+
+
+def test_a_lost_lease_leaves_the_message_to_its_new_owner(make_harness: Callable[..., Harness]) -> None:
+    # GIVEN a store that records nothing: the lease ran out and another deliverer took over
+    h = make_harness(claimed_row(1), errors={1: TransientSendError("timeout")})
+    h.store.record_outcomes = lambda outcomes, *, claim_token: set()  # type: ignore[method-assign]
+
+    # WHEN the batch is delivered
+    result = h.deliver(receive(1))
+
+    # THEN the retry is not ours to schedule: the message is done here
+    assert result.dispositions[key(1)] == Disposition("done", "lease_lost")
 
 
 # --- the deadline -------------------------------------------------------------------------------
@@ -576,20 +535,16 @@ def test_too_little_time_left_releases_the_message(make_harness: Callable[..., H
     h = make_harness(claimed_row(1), claimed_row(2))
     too_little = CONFIG.send_budget_ms + CONFIG.safety_margin_ms - 1
 
-    # WHEN the batch is processed
-    result = h.process([record(1), record(2)], remaining_ms=lambda: too_little)
+    # WHEN the batch is delivered
+    result = h.deliver(receive(1), receive(2), remaining_ms=lambda: too_little)
 
-    # THEN nothing is sent; both rows go back to queued without an attempt, and both records
-    # fail with visibility 0 so another invocation takes them at once
+    # THEN nothing is sent; both rows go back to queued without an attempt, to be retried at
+    # once by another invocation
     assert h.channel.sent == []
     for source_id in (1, 2):
         outcome = h.store.outcome_for(source_id)
         assert (outcome.state, outcome.outcome, outcome.attempted) == ("queued", "released", False)
-        failure = result.failures[f"m-{source_id}"]
-        assert isinstance(failure, RetryLaterError)
-        assert failure.delay_seconds == 0
-    assert sorted(h.queue.visibility) == [("rh-m-1", 0), ("rh-m-2", 0)]
-    assert result.counts == {"released": 2}
+        assert result.dispositions[key(source_id)] == Disposition("retry", "deadline", 0, "queued")
 
 
 def test_time_running_out_mid_batch_releases_only_the_unstarted() -> None:
@@ -598,34 +553,19 @@ def test_time_running_out_mid_batch_releases_only_the_unstarted() -> None:
     store.add(claimed_row(1), claimed_row(2), claimed_row(3))
     channel = FakeChannel()
     with ThreadPoolExecutor(max_workers=1) as one_worker:
-        deliverer = Deliverer(
-            store, InMemoryQueue(), [channel], one_worker, CONFIG, policy=POLICY, clock=lambda: NOW
-        )
 
         def remaining_ms() -> int:
             return PLENTY_MS if not channel.sent else 0
 
-        # WHEN the batch is processed
-        result = deliverer.process([record(1), record(2), record(3)], remaining_ms)
+        # WHEN the batch is delivered
+        result = deliverer(store, channel, one_worker).deliver(
+            [receive(1), receive(2), receive(3)], remaining_ms
+        )
 
     # THEN exactly one message was sent and the other two were released for later
     assert len(channel.sent) == 1
-    assert result.counts == {"delivered": 1, "released": 2}
-    assert len(result.failures) == 2
-
-
-def test_a_refused_visibility_change_is_logged_and_counted(
-    make_harness: Callable[..., Harness], caplog: pytest.LogCaptureFixture
-) -> None:
-    # GIVEN a queue that refuses ChangeMessageVisibility, and a send that fails transiently
-    h = make_harness(claimed_row(1), errors={1: TransientSendError("server_error", http_status=503)})
-    h.queue.change_visibility = lambda receipts: [handle for handle, _ in receipts]  # type: ignore[method-assign]
-    # WHEN the batch is processed
-    result = h.process([record(1)])
-    # THEN the record is still reported for a retry, and the refusal is counted and logged
-    assert isinstance(result.failures["m-1"], RetryLaterError)
-    assert result.counts["visibility_failed"] == 1
-    assert any("ChangeMessageVisibility refused" in r.getMessage() for r in caplog.records)
+    kinds = sorted((d.kind, d.reason) for d in result.dispositions.values())
+    assert kinds == [("retry", "deadline"), ("retry", "deadline"), ("sent", None)]
 
 
 def test_outcome_lines_are_written_while_the_outcomes_are_recorded_and_before_an_error(
@@ -648,9 +588,9 @@ def test_outcome_lines_are_written_while_the_outcomes_are_recorded_and_before_an
 
     h.store.record_outcomes = failing_record  # type: ignore[method-assign]
 
-    # WHEN the batch is processed
+    # WHEN the batch is delivered
     with pytest.raises(StoreUnavailableError):
-        h.process([record(1), record(2)])
+        h.deliver(receive(1), receive(2))
 
     # THEN both outcome lines were written while the statement ran, and the error came after
     assert logged_during_record == [2]

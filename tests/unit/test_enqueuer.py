@@ -5,7 +5,9 @@ after time is up or a call has failed, and calls already in flight keep their ou
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -81,6 +83,23 @@ def run_in_thread(
     return thread, results
 
 
+_POOLS: list[ThreadPoolExecutor] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools() -> Iterator[None]:
+    yield
+    while _POOLS:
+        _POOLS.pop().shutdown(wait=True)
+
+
+def enqueuer(queue: Any, concurrency: int) -> Enqueuer:
+    """An Enqueuer with its own pool of `concurrency` workers, as bootstrap builds it."""
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="enqueue")
+    _POOLS.append(pool)
+    return Enqueuer(queue, concurrency=concurrency, executor=pool)
+
+
 def partition(result: EnqueueResult) -> list[int]:
     return sorted([*result.accepted, *result.refused, *result.unsent])
 
@@ -91,7 +110,7 @@ def test_no_more_than_the_limit_is_in_flight_and_the_limit_is_reached() -> None:
     ids = list(range(1, 101))  # 10 calls
 
     # WHEN 100 ids are sent
-    thread, results = run_in_thread(Enqueuer(queue, concurrency=4), ids)
+    thread, results = run_in_thread(enqueuer(queue, 4), ids)
 
     # THEN 4 calls are in flight together, and no fifth starts while they are held
     queue.wait_for_in_flight(4)
@@ -113,7 +132,7 @@ def test_refused_entries_are_reported_per_id_under_concurrency() -> None:
     queue = GatedQueue(refuse=refused, hold=False)
 
     # WHEN the ids are sent
-    result = Enqueuer(queue, concurrency=8).send("proactive", [(0, ids)], lambda: False)
+    result = enqueuer(queue, 8).send("proactive", [(0, ids)], lambda: False)
 
     # THEN exactly the refused ids are refused, the rest accepted, none twice
     assert set(result.refused) == refused
@@ -126,7 +145,7 @@ def test_a_failed_call_stops_new_calls_and_keeps_the_outcome_of_those_in_flight(
     # GIVEN 3 calls at a time, the first failing as a whole at once, the other two held
     queue = GatedQueue(fail_call=1)
     ids = list(range(1, 101))
-    thread, results = run_in_thread(Enqueuer(queue, concurrency=3), ids)
+    thread, results = run_in_thread(enqueuer(queue, 3), ids)
     queue.wait_for_in_flight(2)
 
     # WHEN the two held calls answer
@@ -151,7 +170,7 @@ def test_an_unexpected_exception_is_raised_only_after_the_calls_in_flight_finish
 
     def target() -> None:
         try:
-            Enqueuer(queue, concurrency=3).send("proactive", [(0, ids)], lambda: False)
+            enqueuer(queue, 3).send("proactive", [(0, ids)], lambda: False)
         except RuntimeError as exc:
             errors.append(exc)
 
@@ -179,7 +198,7 @@ def test_time_running_out_with_calls_in_flight_returns_only_the_unsent_tail() ->
     queue = GatedQueue()
     ids = list(range(1, 61))
     out_of_time = threading.Event()
-    thread, results = run_in_thread(Enqueuer(queue, concurrency=2), ids, out_of_time.is_set)
+    thread, results = run_in_thread(enqueuer(queue, 2), ids, out_of_time.is_set)
     queue.wait_for_in_flight(2)
     out_of_time.set()
 
@@ -207,9 +226,7 @@ def test_delayed_batches_keep_their_delay() -> None:
             return []
 
     # WHEN both are sent with 4 calls in flight
-    Enqueuer(Recording(), concurrency=4).send(
-        "proactive", [(60, [1, 2, 3]), (0, list(range(4, 30)))], lambda: False
-    )  # type: ignore[arg-type]
+    enqueuer(Recording(), 4).send("proactive", [(60, [1, 2, 3]), (0, list(range(4, 30)))], lambda: False)  # type: ignore[arg-type]
 
     # THEN each call carries its ids' delay
     assert sorted(i for d, batch in delays if d == 60 for i in batch) == [1, 2, 3]
@@ -218,8 +235,23 @@ def test_delayed_batches_keep_their_delay() -> None:
 
 
 def test_concurrency_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="concurrency"):
-        Enqueuer(GatedQueue(), concurrency=0)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="concurrency"):
+        Enqueuer(GatedQueue(), concurrency=0, executor=pool)  # type: ignore[arg-type]
+
+
+def test_the_enqueuers_pool_is_closed_with_the_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the services of an evaluate environment, its enqueuer built
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    services = build(Settings.from_env(local_env(ENQUEUE_CONCURRENCY="3")))
+    assert services.evaluator is not None
+    pool = services.enqueue_executor
+
+    # WHEN the services are closed
+    services.close()
+
+    # THEN the pool the enqueuer sends with is shut down (no thread outlives the environment)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(lambda: None)
 
 
 @pytest.mark.parametrize(("concurrency", "pool"), [("4", 10), ("32", 32), ("64", 64)])

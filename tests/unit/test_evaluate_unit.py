@@ -3,17 +3,25 @@ and stopping cleanly when the invocation's time runs out."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
 
-from proactive_delivery.app.evaluate import Evaluator, sources_from_event
+from proactive_delivery.app.evaluate import Enqueuer, Evaluator, sources_from_event
 from proactive_delivery.app.gate import QueueGate
 from proactive_delivery.core.errors import MalformedRecordError, QueueError
-from proactive_delivery.core.models import SOURCES, EnqueuePage, MessageFacts, MessageKey, QueueDecision
+from proactive_delivery.core.models import (
+    SOURCES,
+    EnqueuePage,
+    MessageFacts,
+    MessageKey,
+    QueueDecision,
+    UnsentBacklog,
+)
 from proactive_delivery_tools.fakes import InMemoryQueue
-from tests.pipeline import SENDABLE_ANY_TIME
+from tests.support.policy import SENDABLE_ANY_TIME, configured
 
 PLENTY_MS = 600_000
 MARGIN_MS = 10_000
@@ -38,7 +46,24 @@ class FakeEvaluateStore:
         self.delivery_id.setdefault(source_id, len(self.delivery_id) + 1)
         self.state[source_id] = state
 
-    def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage:
+    runs: dict[int, dict[str, object]] = field(default_factory=dict)
+
+    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> int:
+        run_id = len(self.runs) + 1
+        self.runs[run_id] = {"sources": list(sources), "lease_seconds": lease_seconds, "finished": False}
+        return run_id
+
+    def finish_evaluate_run(
+        self, run_id: int, *, enqueued: int, stopped_early: bool, report: dict[str, object]
+    ) -> None:
+        self.runs[run_id].update(finished=True, enqueued=enqueued, stopped_early=stopped_early, report=report)
+
+    def unsent_backlog(self, source: str) -> UnsentBacklog:
+        waiting = [i for i in self.unsent_ids if self.state.get(i) not in ("sent", "skipped", "failed")]
+        return UnsentBacklog(count=len(waiting), oldest_age_seconds=0.0)
+
+    def enqueue_new(self, source: str, *, run_id: int, after_id: int, page_size: int) -> EnqueuePage:
+        assert self.runs[run_id]["finished"] is False
         self.enqueue_calls.append((source, after_id, page_size))
         assert len(self.enqueue_calls) < 100, "enqueue_new called in a loop: the cursor is not advancing"
         page = sorted(i for i in self.unsent_ids if i > after_id)[:page_size]
@@ -51,6 +76,7 @@ class FakeEvaluateStore:
         self,
         source: str,
         *,
+        run_id: int,
         after_id: int,
         page_size: int,
         reconcile_after_seconds: int,
@@ -125,22 +151,31 @@ def plenty() -> int:
 POLICY = SENDABLE_ANY_TIME
 
 
-def evaluator(store: FakeEvaluateStore, queue: InMemoryQueue, page_size: int = 500) -> Evaluator:
-    return Evaluator(
-        store,
-        queue,
-        QueueGate(store, POLICY, ("sms",)),
-        page_size=page_size,
-        reconcile_after_seconds=1800,
-        enqueue_concurrency=1,
-        safety_margin_ms=MARGIN_MS,
-    )
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="enqueue") as pool:
+        yield pool
+
+
+@pytest.fixture
+def evaluator(executor: ThreadPoolExecutor) -> Callable[..., Evaluator]:
+    def make(store: FakeEvaluateStore, queue: InMemoryQueue, page_size: int = 500) -> Evaluator:
+        return Evaluator(
+            store,
+            QueueGate(store, POLICY, configured("sms")),
+            Enqueuer(queue, concurrency=1, executor=executor),
+            page_size=page_size,
+            reconcile_after_seconds=1800,
+            safety_margin_ms=MARGIN_MS,
+        )
+
+    return make
 
 
 # --- paging -------------------------------------------------------------------------------------
 
 
-def test_pages_are_followed_with_the_keyset_cursor() -> None:
+def test_pages_are_followed_with_the_keyset_cursor(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN 25 unsent messages with gaps in their ids, and pages of 10
     ids = [i * 3 for i in range(1, 26)]
     store = FakeEvaluateStore(unsent_ids=ids)
@@ -159,7 +194,7 @@ def test_pages_are_followed_with_the_keyset_cursor() -> None:
     assert all(store.state[i] == "queued" for i in ids)
 
 
-def test_a_full_last_page_is_followed_by_one_empty_page() -> None:
+def test_a_full_last_page_is_followed_by_one_empty_page(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN exactly two full pages
     store = FakeEvaluateStore(unsent_ids=list(range(1, 21)))
     queue = InMemoryQueue()
@@ -172,7 +207,7 @@ def test_a_full_last_page_is_followed_by_one_empty_page() -> None:
     assert queue.count == 20
 
 
-def test_cursor_advances_past_already_recorded_messages() -> None:
+def test_cursor_advances_past_already_recorded_messages(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN a first page entirely recorded by an earlier run, and new messages after it
     store = FakeEvaluateStore(unsent_ids=list(range(1, 16)))
     for i in range(1, 11):
@@ -189,7 +224,7 @@ def test_cursor_advances_past_already_recorded_messages() -> None:
     assert report.sources["proactive"].queued_new == 5
 
 
-def test_ids_are_sent_in_chunks_of_at_most_ten() -> None:
+def test_ids_are_sent_in_chunks_of_at_most_ten(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN one page of 25 messages
     store = FakeEvaluateStore(unsent_ids=list(range(1, 26)))
     queue = BatchRecordingQueue()
@@ -202,7 +237,9 @@ def test_ids_are_sent_in_chunks_of_at_most_ten() -> None:
     assert [k for b in queue.batches for k in b] == keys(*range(1, 26))
 
 
-def test_stranded_messages_are_requeued_first_with_their_own_cursor() -> None:
+def test_stranded_messages_are_requeued_first_with_their_own_cursor(
+    evaluator: Callable[..., Evaluator],
+) -> None:
     # GIVEN 12 recorded messages left pending by an earlier run, and 3 brand-new ones
     store = FakeEvaluateStore(unsent_ids=list(range(1, 16)))
     for i in range(1, 13):
@@ -224,7 +261,9 @@ def test_stranded_messages_are_requeued_first_with_their_own_cursor() -> None:
 # --- refused entries ----------------------------------------------------------------------------
 
 
-def test_entries_refused_by_the_queue_go_back_to_pending_and_are_counted() -> None:
+def test_entries_refused_by_the_queue_go_back_to_pending_and_are_counted(
+    evaluator: Callable[..., Evaluator],
+) -> None:
     # GIVEN a queue that refuses two entries of the batch
     store = FakeEvaluateStore(unsent_ids=list(range(1, 11)))
     queue = InMemoryQueue(fail_ids=set(keys(3, 7)))
@@ -241,7 +280,7 @@ def test_entries_refused_by_the_queue_go_back_to_pending_and_are_counted() -> No
     assert not report.stopped_early
 
 
-def test_refused_entries_are_picked_up_by_the_next_run() -> None:
+def test_refused_entries_are_picked_up_by_the_next_run(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN a first run where the queue refused one entry
     store = FakeEvaluateStore(unsent_ids=[1, 2, 3])
     evaluator(store, InMemoryQueue(fail_ids=set(keys(2)))).run(["proactive"], plenty)
@@ -256,7 +295,9 @@ def test_refused_entries_are_picked_up_by_the_next_run() -> None:
     assert report.sources["proactive"].queued_new == 0
 
 
-def test_a_whole_failed_call_returns_the_rest_to_pending_and_raises() -> None:
+def test_a_whole_failed_call_returns_the_rest_to_pending_and_raises(
+    evaluator: Callable[..., Evaluator],
+) -> None:
     # GIVEN a queue whose second SendMessageBatch call fails outright
     class FailingSecondCall(BatchRecordingQueue):
         def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
@@ -280,7 +321,7 @@ def test_a_whole_failed_call_returns_the_rest_to_pending_and_raises() -> None:
 # --- time budget --------------------------------------------------------------------------------
 
 
-def test_low_remaining_time_stops_before_any_work() -> None:
+def test_low_remaining_time_stops_before_any_work(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN less time left than the safety margin
     store = FakeEvaluateStore(unsent_ids=[1, 2, 3])
     queue = InMemoryQueue()
@@ -295,7 +336,9 @@ def test_low_remaining_time_stops_before_any_work() -> None:
     assert store.state == {}
 
 
-def test_running_out_of_time_mid_page_returns_the_unsent_tail_to_pending() -> None:
+def test_running_out_of_time_mid_page_returns_the_unsent_tail_to_pending(
+    evaluator: Callable[..., Evaluator],
+) -> None:
     # GIVEN one page of 25 and time that runs out after two SendMessageBatch calls
     store = FakeEvaluateStore(unsent_ids=list(range(1, 26)))
     queue = BatchRecordingQueue()
@@ -317,7 +360,9 @@ def test_running_out_of_time_mid_page_returns_the_unsent_tail_to_pending() -> No
     assert len(store.enqueue_calls) == 1
 
 
-def test_running_out_of_time_between_pages_stops_without_reading_another() -> None:
+def test_running_out_of_time_between_pages_stops_without_reading_another(
+    evaluator: Callable[..., Evaluator],
+) -> None:
     # GIVEN pages of 10 and time that runs out once the first page is sent
     store = FakeEvaluateStore(unsent_ids=list(range(1, 31)))
     queue = BatchRecordingQueue()
@@ -336,7 +381,7 @@ def test_running_out_of_time_between_pages_stops_without_reading_another() -> No
     assert store.returned == []
 
 
-def test_report_as_dict_is_json_friendly() -> None:
+def test_report_as_dict_is_json_friendly(evaluator: Callable[..., Evaluator]) -> None:
     store = FakeEvaluateStore(unsent_ids=[1, 2])
     report = evaluator(store, InMemoryQueue()).run(["proactive"], plenty)
     assert report.as_dict() == {
@@ -352,9 +397,31 @@ def test_report_as_dict_is_json_friendly() -> None:
                 "deferred": 0,
                 "held": 0,
                 "held_reasons": {},
+                "enqueued": 2,
             }
         },
+        "backlog": {"proactive": {"count": 2, "oldest_age_seconds": 0.0}},
     }
+
+
+def test_a_run_is_recorded_when_it_starts_and_completed_with_its_report_and_backlog(
+    evaluator: Callable[..., Evaluator],
+) -> None:
+    # GIVEN two unsent messages
+    store = FakeEvaluateStore(unsent_ids=[1, 2])
+
+    # WHEN a run with five minutes left passes over them
+    report = evaluator(store, InMemoryQueue()).run(["proactive"], lambda: 300_000)
+
+    # THEN the run was recorded with its lease before any page, and completed by the use
+    # case itself with the figure it reports (computed once) and the backlog it measured
+    [(run_id, run)] = store.runs.items()
+    assert report.run_id == run_id
+    assert run["lease_seconds"] == 300
+    assert run["finished"] is True
+    assert run["enqueued"] == report.enqueued == report.sources["proactive"].enqueued == 2
+    assert run["report"] == report.as_dict()
+    assert report.backlog["proactive"].count == 2
 
 
 # --- sources_from_event -------------------------------------------------------------------------
@@ -419,7 +486,7 @@ def test_a_selector_of_any_other_shape_is_an_invalid_event(event: dict[str, obje
     assert excinfo.value.reason == "invalid_event"
 
 
-def test_remaining_time_is_consulted_for_each_chunk() -> None:
+def test_remaining_time_is_consulted_for_each_chunk(evaluator: Callable[..., Evaluator]) -> None:
     # GIVEN a clock counting how often it is asked
     calls: list[int] = []
 

@@ -4,6 +4,7 @@ cap on the local day, maximum age, opt-out, channel choice and bad preference va
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -11,29 +12,21 @@ import pytest
 from proactive_delivery.app.verdict import judge
 from proactive_delivery.core.models import MessageFacts, MessageKey
 from proactive_delivery.core.policy import (
+    ChannelCatalog,
     Contact,
     Decision,
-    PolicyDefaults,
     PolicyInputError,
     QuietHours,
     StoredPreferences,
     load_zone,
     next_local_midnight,
-    parse_channels,
     parse_quiet_hours,
     quiet_until,
     sent_today,
 )
+from tests.support.policy import ALL_CHANNELS, NEW_YORK, configured
 
-DEFAULTS = PolicyDefaults(
-    channels=("sms",),
-    timezone="America/New_York",
-    quiet_hours=QuietHours(time(21), time(8)),
-    max_per_day=3,
-    max_age=timedelta(hours=72),
-    phone_region="US",
-)
-ALL = ("sms", "email", "web_chat")
+DEFAULTS = replace(NEW_YORK, channels=("sms",))
 CONTACT = Contact(phone="+13125550101", email="ana@example.com", contractor_id=7)
 NY = load_zone("America/New_York")
 
@@ -49,7 +42,7 @@ def decision_at(
     due_at: datetime | str | None = "default",
     body: str | None = "Hi Ana",
     contact: Contact = CONTACT,
-    available: tuple[str, ...] = ALL,
+    channels: ChannelCatalog = ALL_CHANNELS,
     sent_times: list[datetime] | tuple[datetime, ...] = (),
     **facts: object,
 ) -> Decision:
@@ -66,7 +59,7 @@ def decision_at(
         sent_times=tuple(sent_times),
         **facts,  # type: ignore[arg-type]
     )
-    return judge(message, now=now, defaults=DEFAULTS, available=available).decision
+    return judge(message, now=now, defaults=DEFAULTS, channels=channels).decision
 
 
 # --- docs/faults.md row 17: boundaries of the quiet window -----------------------------------------
@@ -196,7 +189,7 @@ def test_channel_fallback_follows_the_preference_order() -> None:
     # AND without either, web chat
     assert decision_at(now, prefs, contact=Contact(None, None, 7)).channel == "web_chat"
     # AND an unconfigured channel is passed over
-    assert decision_at(now, prefs, available=("sms",)).channel == "sms"
+    assert decision_at(now, prefs, channels=configured("sms")).channel == "sms"
     # AND opted out of sms per channel: email is next
     per_channel = StoredPreferences(channels=["sms", "email"], opted_out_channels=["sms"])
     assert decision_at(now, per_channel).channel == "email"
@@ -256,8 +249,8 @@ def test_non_e164_phone_falls_back_to_the_next_channel() -> None:
     [
         (parse_quiet_hours, "9pm-8am"),
         (parse_quiet_hours, "25:00-08:00"),
-        (parse_channels, "sms,fax"),
-        (parse_channels, ""),
+        (ALL_CHANNELS.parse, "sms,fax"),
+        (ALL_CHANNELS.parse, ""),
         (load_zone, "Nowhere/City"),
     ],
 )

@@ -6,6 +6,7 @@ from datetime import time, timedelta
 
 import pytest
 
+from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError
 from proactive_delivery.settings import Settings
 from tests.unit.test_settings import deployed_env, local_env
@@ -15,7 +16,7 @@ def test_defaults_are_sms_through_n8n_with_the_tcpa_window() -> None:
     # GIVEN only the required settings WHEN they are read THEN the documented defaults apply
     settings = Settings.from_env(local_env())
     assert settings.sms_provider == "n8n"
-    assert settings.available_channels == ("sms",)
+    assert CHANNELS.catalog(settings).configured == {"sms"}
     assert settings.policy.channels == ("sms",)
     assert settings.policy.timezone == "America/New_York"
     assert (settings.policy.quiet_hours.start, settings.policy.quiet_hours.end) == (time(21), time(8))
@@ -27,7 +28,7 @@ def test_email_and_web_chat_are_available_only_when_configured() -> None:
     settings = Settings.from_env(
         local_env(EMAIL_FROM_ADDRESS="coach@example.com", WEB_CHAT_WEBHOOK_URL="http://127.0.0.1:9/chat")
     )
-    assert settings.available_channels == ("sms", "email", "web_chat")
+    assert CHANNELS.catalog(settings).configured == {"sms", "email", "web_chat"}
 
 
 @pytest.mark.parametrize(

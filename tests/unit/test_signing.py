@@ -59,7 +59,7 @@ def channel(
     client = httpx.Client(transport=httpx.MockTransport(handler))
     kwargs = {"clock": clock} if clock is not None else {}
     return SignedWebhookChannel(
-        name="sms", url=URL, client=client, signing_secret=SECRET, payload=payload, **kwargs
+        name="sms", provider="n8n", url=URL, client=client, signing_secret=SECRET, payload=payload, **kwargs
     )
 
 
@@ -183,6 +183,7 @@ def test_n8n_email_payload_is_the_email_outbound_body() -> None:
     client = httpx.Client(transport=httpx.MockTransport(recorder))
     email = SignedWebhookChannel(
         name="email",
+        provider="n8n",
         url=URL,
         client=client,
         signing_secret=SECRET,

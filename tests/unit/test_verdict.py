@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aws_lambda_powertools import Logger
@@ -16,19 +16,13 @@ from proactive_delivery.app import verdict
 from proactive_delivery.app.verdict import judge
 from proactive_delivery.core.content import Names
 from proactive_delivery.core.models import MessageFacts, MessageKey
-from proactive_delivery.core.policy import PolicyDefaults, QuietHours, StoredPreferences
+from proactive_delivery.core.policy import StoredPreferences
+from tests.support.policy import ALL_CHANNELS, NEW_YORK
 
 # 15:00 UTC: 10:00 in New York, 00:00 in Tokyo (inside 21:00-08:00 there).
 NOW = datetime(2025, 1, 15, 15, 0, 0, tzinfo=UTC)
-DEFAULTS = PolicyDefaults(
-    channels=("sms", "email"),
-    timezone="America/New_York",
-    quiet_hours=QuietHours(time(21), time(8)),
-    max_per_day=3,
-    max_age=timedelta(hours=72),
-    phone_region="US",
-)
-ALL = ("sms", "email", "web_chat")
+DEFAULTS = NEW_YORK
+ALL = ALL_CHANNELS
 
 
 def facts(source: str = "proactive", **values: object) -> MessageFacts:
@@ -47,13 +41,13 @@ def facts(source: str = "proactive", **values: object) -> MessageFacts:
 
 
 def action_reason(message: MessageFacts) -> tuple[str, str | None]:
-    decision = judge(message, now=NOW, defaults=DEFAULTS, available=ALL).decision
+    decision = judge(message, now=NOW, defaults=DEFAULTS, channels=ALL).decision
     return decision.action, decision.reason
 
 
 # --- the platform's row ---------------------------------------------------------------------
 def test_a_message_ready_to_send_carries_the_rendered_text_and_the_e164_phone() -> None:
-    result = judge(facts(), now=NOW, defaults=DEFAULTS, available=ALL)
+    result = judge(facts(), now=NOW, defaults=DEFAULTS, channels=ALL)
     assert result.decision.action == "send" and result.decision.channel == "sms"
     assert result.message is not None
     assert (result.message.text, result.message.phone) == ("Hi Ana", "+13125550142")
@@ -84,7 +78,7 @@ def test_followup_rules_of_the_platforms_own_sender(
 
 def test_a_followup_rescheduled_to_later_is_held_until_its_time() -> None:
     later = NOW + timedelta(minutes=10)
-    decision = judge(facts("followup", due_at=later), now=NOW, defaults=DEFAULTS, available=ALL).decision
+    decision = judge(facts("followup", due_at=later), now=NOW, defaults=DEFAULTS, channels=ALL).decision
     assert (decision.action, decision.reason, decision.not_before) == ("defer", "not_due", later)
     assert decision.queue_delay(NOW) == 600
 
@@ -103,7 +97,7 @@ def test_a_proactive_message_without_created_at_is_due_and_never_expired() -> No
 
 # --- the platform's contact rules -------------------------------------------------------------
 def test_sms_opt_in_false_uses_the_next_preferred_channel() -> None:
-    result = judge(facts(sms_opt_in=False), now=NOW, defaults=DEFAULTS, available=ALL)
+    result = judge(facts(sms_opt_in=False), now=NOW, defaults=DEFAULTS, channels=ALL)
     assert (result.decision.action, result.decision.channel) == ("send", "email")
 
 
@@ -113,14 +107,14 @@ def test_sms_opt_in_false_with_no_other_channel_is_skipped_opted_out() -> None:
 
 def test_sms_opt_in_null_or_true_allows_sms() -> None:
     for value in (None, True):
-        result = judge(facts(sms_opt_in=value), now=NOW, defaults=DEFAULTS, available=ALL)
+        result = judge(facts(sms_opt_in=value), now=NOW, defaults=DEFAULTS, channels=ALL)
         assert result.decision.channel == "sms"
 
 
 def test_the_contractors_timezone_on_the_platform_sets_the_quiet_hours() -> None:
     # GIVEN the platform says the contractor is in Tokyo (00:00 there now): quiet hours
     decision = judge(
-        facts(contractor_timezone="Asia/Tokyo"), now=NOW, defaults=DEFAULTS, available=ALL
+        facts(contractor_timezone="Asia/Tokyo"), now=NOW, defaults=DEFAULTS, channels=ALL
     ).decision
     # THEN held until 08:00 in Tokyo (23:00 UTC)
     assert (decision.action, decision.reason) == ("defer", "quiet_hours")
@@ -130,7 +124,7 @@ def test_the_contractors_timezone_on_the_platform_sets_the_quiet_hours() -> None
 def test_our_preference_rows_zone_wins_over_the_platforms() -> None:
     prefs = StoredPreferences(timezone="America/New_York")
     result = judge(
-        facts(contractor_timezone="Asia/Tokyo", preferences=prefs), now=NOW, defaults=DEFAULTS, available=ALL
+        facts(contractor_timezone="Asia/Tokyo", preferences=prefs), now=NOW, defaults=DEFAULTS, channels=ALL
     )
     assert result.decision.action == "send"
 
@@ -144,8 +138,8 @@ def test_an_invalid_platform_zone_falls_back_to_the_default_and_is_logged_once(
     monkeypatch.setattr(verdict, "_unusable_zones", verdict._OncePerValue())
     bad = facts(contractor_timezone="Central Time (US)")
     # WHEN two messages of that contractor are judged
-    first = judge(bad, now=NOW, defaults=DEFAULTS, available=ALL)
-    second = judge(bad, now=NOW, defaults=DEFAULTS, available=ALL)
+    first = judge(bad, now=NOW, defaults=DEFAULTS, channels=ALL)
+    second = judge(bad, now=NOW, defaults=DEFAULTS, channels=ALL)
     # THEN both use DEFAULT_TIMEZONE (10:00 in New York: sent)
     assert first.decision.action == second.decision.action == "send"
     # AND one warning line names the zone and the default
@@ -156,12 +150,12 @@ def test_an_invalid_platform_zone_falls_back_to_the_default_and_is_logged_once(
 
 
 def test_a_phone_that_is_not_a_number_uses_the_next_channel() -> None:
-    result = judge(facts(phone="call me"), now=NOW, defaults=DEFAULTS, available=ALL)
+    result = judge(facts(phone="call me"), now=NOW, defaults=DEFAULTS, channels=ALL)
     assert result.decision.channel == "email"
     assert result.message is not None and result.message.phone is None
 
 
 def test_the_default_region_reads_the_stored_phone() -> None:
     uk = replace(DEFAULTS, phone_region="GB")
-    result = judge(facts(phone="020 7946 0958"), now=NOW, defaults=uk, available=ALL)
+    result = judge(facts(phone="020 7946 0958"), now=NOW, defaults=uk, channels=ALL)
     assert result.message is not None and result.message.phone == "+442079460958"

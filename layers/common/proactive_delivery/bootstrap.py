@@ -26,14 +26,17 @@ from proactive_delivery.adapters.secrets import (
     twilio_credentials_from,
 )
 from proactive_delivery.adapters.sqs import SqsDeliveryQueue
+from proactive_delivery.channels import CHANNELS, ChannelRegistry
+from proactive_delivery.core.policy import ChannelCatalog
 from proactive_delivery.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
 
+    from proactive_delivery.adapters.sqs_batch import SqsBatch
     from proactive_delivery.app.deliver import Deliverer
     from proactive_delivery.app.evaluate import Evaluator
-    from proactive_delivery.app.ports import Channel, DeliveryQueue
+    from proactive_delivery.app.ports import Channel
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -58,10 +61,12 @@ class Services:
         clock: Clock = utc_now,
         secrets: SecretReader | None = None,
         store: PostgresStore | None = None,
-        queue: DeliveryQueue | None = None,
+        queue: Any = None,
+        channels: ChannelRegistry = CHANNELS,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.registry = channels
         self._given: dict[str, Any] = {
             "sqs": sqs,
             "sesv2": sesv2,
@@ -106,7 +111,8 @@ class Services:
         return self._once("sqs", lambda: aws.client("sqs", max_pool_connections=pool))
 
     @property
-    def queue(self) -> DeliveryQueue:
+    def queue(self) -> SqsDeliveryQueue:
+        """The delivery queue (a given one: anything with SqsDeliveryQueue's methods)."""
         settings = self.settings
         return self._once(
             "queue",
@@ -127,8 +133,48 @@ class Services:
         )
 
     @property
+    def enqueue_executor(self) -> ThreadPoolExecutor:
+        # Evaluate's SendMessageBatch calls in flight (ENQUEUE_CONCURRENCY).
+        return self._once(
+            "enqueue_executor",
+            lambda: ThreadPoolExecutor(
+                max_workers=self.settings.enqueue_concurrency, thread_name_prefix="enqueue"
+            ),
+        )
+
+    @property
     def channels(self) -> list[Channel]:
-        return self._once("channels", self._build_channels)
+        """The adapters of the channels this deployment configured (channels.py)."""
+        return self._once("channels", lambda: self.registry.build(self))
+
+    @property
+    def catalog(self) -> ChannelCatalog:
+        return self._once("catalog", lambda: self.registry.catalog(self.settings))
+
+    @property
+    def sqs_batch(self) -> SqsBatch:
+        from proactive_delivery.adapters.sqs_batch import SqsBatch
+
+        return self._once("sqs_batch", lambda: SqsBatch(self.queue))
+
+    # -- what the channels' adapters are built from (channels.ChannelWiring) ------------------
+    def signing_secret(self) -> str:
+        s = self.settings
+        read = self._secrets
+        return self._once(
+            "signing_secret",
+            lambda: signing_secret_from(s.webhook_signing_secret, s.webhook_signing_secret_arn, read),
+        )
+
+    def twilio_credentials(self) -> tuple[str, str]:
+        # Per send: the token comes from a cached secret that may be rotated.
+        s = self.settings
+        return twilio_credentials_from(
+            s.twilio_account_sid, s.twilio_auth_token, s.twilio_secret_arn, self._secrets
+        )
+
+    def aws_client(self, service: str) -> Any:
+        return self._once(service, lambda: aws.client(service))
 
     # -- use cases --------------------------------------------------------------------------
     @property
@@ -140,17 +186,16 @@ class Services:
         return self._once("deliverer", self._build_deliverer)
 
     def _build_evaluator(self) -> Evaluator:
-        from proactive_delivery.app.evaluate import Evaluator
+        from proactive_delivery.app.evaluate import Enqueuer, Evaluator
         from proactive_delivery.app.gate import QueueGate
 
         settings = self.settings
         return Evaluator(
             self.store,
-            self.queue,
-            QueueGate(self.store, settings.policy, settings.available_channels, clock=self.clock),
+            QueueGate(self.store, settings.policy, self.catalog, clock=self.clock),
+            Enqueuer(self.queue, concurrency=settings.enqueue_concurrency, executor=self.enqueue_executor),
             page_size=settings.evaluate_page_size,
             reconcile_after_seconds=settings.reconcile_after_seconds,
-            enqueue_concurrency=settings.enqueue_concurrency,
         )
 
     def _build_deliverer(self) -> Deliverer:
@@ -165,74 +210,13 @@ class Services:
         )
         return Deliverer(
             self.store,
-            self.queue,
             self.channels,
             self.executor,
             config,
             policy=settings.policy,
+            catalog=self.catalog,
             clock=self.clock,
         )
-
-    def _build_channels(self) -> list[Channel]:
-        """One adapter per configured channel; a channel without its setting is not built."""
-        from proactive_delivery.adapters.channels.ses import SesEmailChannel
-        from proactive_delivery.adapters.channels.twilio import TwilioSmsChannel
-        from proactive_delivery.adapters.channels.webhook import (
-            GhlSmsPayload,
-            N8nEmailPayload,
-            Payload,
-            SignedWebhookChannel,
-            flat_sms_payload,
-            web_chat_payload,
-        )
-
-        s = self.settings
-        read = self._secrets
-
-        def signing_secret() -> str:
-            return self._once(
-                "signing_secret",
-                lambda: signing_secret_from(s.webhook_signing_secret, s.webhook_signing_secret_arn, read),
-            )
-
-        def webhook(name: str, url: str, payload: Payload) -> Channel:
-            return SignedWebhookChannel(
-                name=name, url=url, client=self.http, signing_secret=signing_secret(), payload=payload
-            )
-
-        channels: list[Channel] = []
-        if s.sms_provider == "twilio":
-            channels.append(
-                TwilioSmsChannel(
-                    base_url=s.twilio_api_base_url,
-                    # Per send: the token comes from a cached secret that may be rotated.
-                    credentials=lambda: twilio_credentials_from(
-                        s.twilio_account_sid, s.twilio_auth_token, s.twilio_secret_arn, read
-                    ),
-                    client=self.http,
-                    from_number=s.twilio_from_number,
-                    messaging_service_sid=s.twilio_messaging_service_sid,
-                )
-            )
-        else:
-            sms: Payload = (
-                GhlSmsPayload(from_name=s.sms_from_name, tags=s.sms_tags)
-                if s.n8n_payload_format == "ghl"
-                else flat_sms_payload
-            )
-            channels.append(webhook("sms", s.n8n_outbound_webhook_url, sms))
-        if s.email_from_address and s.email_provider == "n8n":
-            assert s.n8n_email_webhook_url is not None  # Settings.validate requires it
-            email = N8nEmailPayload(from_email=s.email_from_address, from_name=s.email_from_name)
-            channels.append(webhook("email", s.n8n_email_webhook_url, email))
-        elif s.email_from_address:
-            sesv2 = self._once("sesv2", lambda: aws.client("sesv2"))
-            channels.append(
-                SesEmailChannel(client=sesv2, from_address=s.email_from_address, from_name=s.email_from_name)
-            )
-        if s.web_chat_webhook_url:
-            channels.append(webhook("web_chat", s.web_chat_webhook_url, web_chat_payload))
-        return channels
 
     def close(self) -> None:
         """Release what was built here (connections, threads); what was given stays open."""
@@ -241,7 +225,7 @@ class Services:
         for name, piece in built.items():
             if self._given.get(name) is not None:
                 continue
-            if name == "executor":
+            if name in ("executor", "enqueue_executor"):
                 piece.shutdown(wait=True)
             elif name in ("database", "http"):
                 piece.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,9 +22,6 @@ from proactive_delivery.app.evaluate import sources_from_event
 from proactive_delivery.bootstrap import Services, build
 from proactive_delivery.core.errors import MalformedRecordError
 from proactive_delivery.settings import Settings
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 logger = Logger(service=SERVICE, logger_formatter=DeliveryLogFormatter())
 metrics = Metrics(service=SERVICE, namespace=telemetry.NAMESPACE)
@@ -82,31 +79,14 @@ def evaluate(event: Any, context: LambdaContext, services: Services) -> dict[str
         logger.error("invalid evaluate event; nothing done", reason=exc.reason, error=str(exc))
         raise
     report = services.evaluator.run(sources, context.get_remaining_time_in_millis)
-    store = services.store
-    # Every run, also one that stopped early: the backlog gauge must not go quiet.
-    report.backlog = {s: store.unsent_backlog(s) for s in sources if s not in report.missing_sources}
-    store.record_evaluate_run(
-        sources, enqueued=report.enqueued, stopped_early=report.stopped_early, report=report.as_dict()
-    )
     telemetry.emit_evaluate(metrics, report)
     return report.as_dict()
 
 
-def deliver(event: Any, context: LambdaContext, services: Services) -> PartialItemFailureResponse:
-    # The batch utilities are the deliver function's alone: evaluate never imports them.
-    from aws_lambda_powertools.utilities.batch import process_partial_response
-
-    from proactive_delivery.adapters.batch import DeliveryBatch
-
-    if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
-        raise MalformedRecordError("invalid_event", "deliver expects an SQS event with a Records list")
-    batch = DeliveryBatch(services.deliverer, context.get_remaining_time_in_millis)
-    # The record step of DeliveryBatch reports each record; there is nothing else to run.
-    response = process_partial_response(event=event, record_handler=_worked, processor=batch, context=context)
-    assert batch.result is not None
-    telemetry.emit_deliver(metrics, batch.result)
+def deliver(event: Any, context: LambdaContext, services: Services) -> dict[str, list[dict[str, str]]]:
+    deliverer = services.deliverer
+    response, report = services.sqs_batch.handle(
+        event, lambda receives: deliverer.deliver(receives, context.get_remaining_time_in_millis)
+    )
+    telemetry.emit_deliver(metrics, report)
     return response
-
-
-def _worked(record: Any) -> None:
-    """Powertools' record handler: the batch was already worked by DeliveryBatch._prepare."""

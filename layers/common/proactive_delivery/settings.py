@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.content import is_region
 from proactive_delivery.core.errors import ConfigError
 from proactive_delivery.core.policy import (
@@ -244,16 +245,6 @@ class Settings:
         if self.web_chat_webhook_url:
             check_webhook_url("WEB_CHAT_WEBHOOK_URL", self.web_chat_webhook_url, deployed=self.is_deployed)
 
-    @property
-    def available_channels(self) -> tuple[str, ...]:
-        """Channels configured in this deployment; a channel without its setting is unavailable."""
-        channels = ["sms"]
-        if self.email_from_address:
-            channels.append("email")
-        if self.web_chat_webhook_url:
-            channels.append("web_chat")
-        return tuple(channels)
-
 
 def _policy_defaults(reader: _Reader) -> PolicyDefaults:
     region = reader.text("DEFAULT_PHONE_REGION", default="US").upper()
@@ -262,7 +253,7 @@ def _policy_defaults(reader: _Reader) -> PolicyDefaults:
             f"DEFAULT_PHONE_REGION must be a two-letter region code (US, CA, GB...), got {region!r}"
         )
     return PolicyDefaults(
-        channels=reader.parsed("DEFAULT_CHANNELS", "sms", parse_channels),
+        channels=reader.parsed("DEFAULT_CHANNELS", "sms", lambda v: parse_channels(v, CHANNELS.names)),
         timezone=reader.parsed("DEFAULT_TIMEZONE", DEFAULT_TIMEZONE, lambda v: load_zone(v).key),
         quiet_hours=reader.parsed("QUIET_HOURS", "21:00-08:00", parse_quiet_hours),
         max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),

@@ -262,6 +262,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from proactive_delivery.adapters.postgres.store import PostgresStore
     from proactive_delivery.adapters.sqs import SqsDeliveryQueue
     from proactive_delivery.app.evaluate import Enqueuer
@@ -272,8 +274,8 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     queue_url = _queue_url(_stack_for_queue(args))
     if queue_url is None and not args.dry_run:
         raise ConfigError("DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue")
-    with _database(database_url(args)) as db:
-        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4)
+    with _database(database_url(args)) as db, ThreadPoolExecutor(4, thread_name_prefix="enqueue") as pool:
+        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4, executor=pool)
         report = resend_failed(
             OperationsStore(db),
             enqueuer,

@@ -11,9 +11,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from proactive_delivery.adapters.postgres.database import connect, load_queries
+from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError, StoreUnavailableError
 from proactive_delivery.core.policy import (
-    CHANNELS,
     PolicyInputError,
     StoredPreferences,
     load_zone,
@@ -31,7 +31,7 @@ def add_parser(sub: Any, database_url: Callable[[argparse.Namespace], str]) -> N
     show.add_argument("contractor_id", type=int)
     change = actions.add_parser("set", help="change preferences (only the options given)")
     change.add_argument("contractor_id", type=int)
-    change.add_argument("--channels", help=f"ordered, comma-separated: {','.join(CHANNELS)}")
+    change.add_argument("--channels", help=f"ordered, comma-separated: {','.join(CHANNELS.names)}")
     change.add_argument("--timezone", help="IANA time zone, e.g. America/Chicago")
     change.add_argument("--quiet-hours", help="HH:MM-HH:MM local time, or none")
     change.add_argument("--max-per-day", type=int, help="messages per local day")
@@ -81,7 +81,7 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         if args.channels is not None:
-            changes["channels"] = list(parse_channels(args.channels))
+            changes["channels"] = list(parse_channels(args.channels, CHANNELS.names))
         if args.timezone is not None:
             changes["timezone"] = load_zone(args.timezone).key
         if args.quiet_hours is not None:
@@ -121,7 +121,7 @@ def _print(contractor_id: int, row: dict[str, Any] | None, out: TextIO) -> None:
                 file=out,
             )
     try:
-        prefs = resolve(stored, defaults)
+        prefs = resolve(stored, defaults, known=CHANNELS.names)
     except PolicyInputError as exc:
         print(f"  INVALID          {exc} (messages fail with this reason until it is fixed)", file=out)
         return

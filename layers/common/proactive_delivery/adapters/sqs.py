@@ -1,4 +1,6 @@
-"""SQS adapter, and the small interface the use cases depend on."""
+"""The delivery queue on SQS: evaluate's SendMessageBatch (the DeliveryQueue port of
+app/ports.py), and the visibility changes and dead letters of the deliver function's edge
+(adapters/sqs_batch.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every CloudWatch metric the package emits, in one registry, and the code that emits them.
 
-The handlers hand a BatchResult or an EvaluateReport to emit_deliver() / emit_evaluate();
+The handlers hand a BatchReport or an EvaluateReport to emit_deliver() / emit_evaluate();
 nothing else in the package calls Powertools Metrics. emit() refuses a name or a set of
 dimensions that is not registered here, and tests/unit/test_dashboard.py checks the
 dashboard in template.yaml against this registry both ways, so a widget can never show a
@@ -26,7 +26,7 @@ from proactive_delivery import SERVICE
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
 
-    from proactive_delivery.app.deliver import BatchResult
+    from proactive_delivery.adapters.sqs_batch import BatchReport
     from proactive_delivery.app.evaluate import EvaluateReport
 
 NAMESPACE: Final = "ProactiveDelivery"
@@ -100,7 +100,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
 _REGISTERED: Final = frozenset((m.name, frozenset(m.all_dimensions)) for m in METRICS)
 _UNITS: Final = {m.name: m.unit for m in METRICS}
 
-# The counts in BatchResult.counts that become per-batch totals.
+# The counts in BatchReport.counts that become per-batch totals.
 DELIVER_COUNTS: Final = {
     "delivered": "MessagesDelivered",
     "retried": "MessagesRetried",
@@ -165,7 +165,7 @@ def emit_dimensioned_values(name: str, values: list[float], **dimensions: str) -
     blob.flush_metrics()
 
 
-def emit_deliver(metrics: Metrics, result: BatchResult, *, now: datetime | None = None) -> None:
+def emit_deliver(metrics: Metrics, result: BatchReport, *, now: datetime | None = None) -> None:
     for count_name, value in result.counts.items():
         metric = DELIVER_COUNTS.get(count_name)
         if metric:
@@ -201,14 +201,7 @@ def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
     emit_total(metrics, "MessagesEnqueued", report.enqueued)
     emit_total(metrics, "EnqueueFailures", sum(r.send_failed for r in report.sources.values()))
     for source, source_report in report.sources.items():
-        enqueued = (
-            source_report.queued_new
-            + source_report.requeued
-            - source_report.send_failed
-            - source_report.returned_to_pending
-            - source_report.held
-        )
-        emit_dimensioned("MessagesEnqueued", enqueued, source=source)
+        emit_dimensioned("MessagesEnqueued", source_report.enqueued, source=source)
     # What the queue-time policy held back, under the same names deliver uses.
     held: Counter[tuple[str, str]] = Counter()
     for source_report in report.sources.values():

@@ -1,9 +1,12 @@
 """Deliver: claim a batch of queued messages, send them concurrently on the contractor's
-channel, and record every outcome, so that each message is sent once.
+channel, and record every outcome, so that each message is sent once by us.
 
-The batch is worked as a whole (one claim statement, concurrent sends, one outcome
-statement); the batch processor (adapters/batch.py) calls `process` once and reports each
-record's stored failure as a batchItemFailure.
+The use case knows nothing of SQS: it takes the messages received (their keys and how often
+each was received) and returns one Disposition per key, which the queue's edge
+(adapters/sqs_batch.py) turns into acknowledgements, visibility changes and dead letters.
+A batch is worked as a whole: one claim statement, the verdicts, concurrent sends, one
+outcome statement. The verdict on each message and the disposition of each outcome are pure
+functions of their inputs (`_hold`, `_unclaimed`, `_outcome_of`).
 """
 
 from __future__ import annotations
@@ -12,32 +15,25 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-from proactive_delivery.app.ports import Channel, DeliverStore, DeliveryQueue
+from proactive_delivery.app.ports import Channel, DeliverStore
 from proactive_delivery.app.verdict import Verdict, judge
-from proactive_delivery.core.errors import (
-    MalformedRecordError,
-    PermanentSendError,
-    RetryLaterError,
-    SendError,
-    TransientSendError,
-)
+from proactive_delivery.core.errors import PermanentSendError, SendError, TransientSendError
 from proactive_delivery.core.models import (
     FINAL_STATES,
-    AttemptOutcome,
     ClaimedRow,
     MessageKey,
     OutboundMessage,
     Outcome,
     SendResult,
 )
-from proactive_delivery.core.policy import PolicyDefaults
+from proactive_delivery.core.policy import ChannelCatalog, PolicyDefaults
 from proactive_delivery.core.retry import RetryPolicy
 from proactive_delivery.core.states import State
 
@@ -46,19 +42,49 @@ logger = Logger(service=SERVICE, child=True)
 # A queued message locked by a concurrent claim that has not committed yet: look again soon.
 BUSY_RETRY_SECONDS = 5
 
-
-# The attempt_log outcome of a message settled without a send.
-_SETTLED: dict[State, AttemptOutcome] = {
-    State.SKIPPED: "skipped",
-    State.FAILED: "failed",
-    State.DEFERRED: "deferred",
-}
+DispositionKind = Literal["sent", "done", "hold", "retry", "dead_letter", "failed"]
 
 
-class AttemptsExhaustedError(RetryLaterError):
-    """The last attempt of the retry window failed: the message is `failed` in the database.
-    It is put on the dead-letter queue at once; where that is not possible it is reported
-    failed so the queue's redrive moves it."""
+@dataclass(frozen=True, slots=True)
+class Disposition:
+    """What becomes of one received message.
+
+    sent         delivered: acknowledge it.
+    done         nothing more to do (skipped, failed for good, deferred past what the queue
+                 can hold, already sent, owned by another deliverer): acknowledge it.
+    hold         not now, and not an attempt (quiet hours, the daily cap): back after
+                 `delay_seconds`.
+    retry        an attempt failed for now (or the message was busy, or the deadline near):
+                 back after `delay_seconds`.
+    dead_letter  the retry window is spent (recorded `failed`): to the dead-letter queue.
+    failed       the message can never be worked (an unknown id): reported failed, so the
+                 queue's redrive takes it to the dead-letter queue.
+    """
+
+    kind: DispositionKind
+    reason: str | None = None
+    delay_seconds: int = 0
+    # The state recorded for the message by this batch, when one was.
+    state: State | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    """One received message, as the use case needs it: which message, and how many times
+    the queue has handed it out (the last receive before its redrive is final)."""
+
+    key: MessageKey
+    receive_count: int = 1
+
+
+@dataclass(frozen=True)
+class DeliverResult:
+    """One disposition per received key, and what was recorded for each message."""
+
+    dispositions: Mapping[MessageKey, Disposition]
+    outcomes: Sequence[tuple[MessageKey, Outcome]]
+    # When each sent message was due (for the DeliveryLatency metric).
+    due_at: Mapping[MessageKey, datetime]
 
 
 @dataclass(frozen=True)
@@ -73,423 +99,283 @@ class DeliverConfig:
     safety_margin_ms: int = 2_000
 
 
-@dataclass
-class BatchResult:
-    """What happened to each record of a batch, keyed by SQS messageId."""
-
-    failures: dict[str, Exception] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    outcomes: list[tuple[MessageKey, Outcome]] = field(default_factory=list)
-    # When each sent message was due (for the DeliveryLatency metric).
-    due_at: dict[MessageKey, datetime] = field(default_factory=dict)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
-
-    def raise_for(self, message_id: str) -> None:
-        failure = self.failures.get(message_id)
-        if failure is not None:
-            raise failure
-
-
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Send:
-    key: MessageKey
     row: ClaimedRow
-    record: Mapping[str, Any]
     channel: Channel
     message: OutboundMessage
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    receive_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What happened on the wire (or that the send was not started: `released`)."""
+
+    released: bool = False
     result: SendResult | None = None
     error: SendError | None = None
-    released: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
     latency_ms: int | None = None
 
 
-def _receive_count(record: Mapping[str, Any]) -> int:
-    try:
-        return int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-    except (TypeError, ValueError):
-        return 1
+_RELEASED = _Attempt(released=True)
 
 
 class Deliverer:
     def __init__(
         self,
         store: DeliverStore,
-        queue: DeliveryQueue,
         channels: Sequence[Channel],
         executor: Executor,
         config: DeliverConfig,
         *,
         policy: PolicyDefaults,
+        catalog: ChannelCatalog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
-        self._queue = queue
-        self._channels = list(channels)
+        self._by_name = {c.name: c for c in channels}
+        # The verdict may only choose a channel that has an adapter here.
+        self._catalog = ChannelCatalog(
+            contacts=catalog.contacts,
+            configured=catalog.configured & frozenset(self._by_name),
+            sms_consent=catalog.sms_consent,
+        )
         self._policy = policy
-        self._by_name = {c.name: c for c in self._channels}
         self._executor = executor
         self._config = config
         self._clock = clock
 
-    # ------------------------------------------------------------------------------------
-    def process(self, records: Sequence[Mapping[str, Any]], remaining_ms: Callable[[], int]) -> BatchResult:
-        result = BatchResult()
-        primary: dict[MessageKey, Mapping[str, Any]] = {}
-        for record in records:
-            message_id = str(record.get("messageId", ""))
-            try:
-                key = MessageKey.from_body(record.get("body"))
-            except MalformedRecordError as exc:
-                logger.error(
-                    "malformed queue record", sqs_message_id=message_id, reason=exc.reason, error=str(exc)
-                )
-                result.failures[message_id] = exc
-                result.count("malformed")
-                continue
-            if key in primary:
-                # The same message twice in one batch: the first record carries it.
-                logger.info("duplicate record in batch acknowledged", message_id=key.idempotency_key)
-                result.count("duplicate")
-                continue
-            primary[key] = record
-        if not primary:
-            return result
-
+    def deliver(self, receives: Sequence[Receive], remaining_ms: Callable[[], int]) -> DeliverResult:
+        if not receives:
+            return DeliverResult({}, (), {})
+        receive_counts = {r.key: r.receive_count for r in receives}
         claim_token = uuid.uuid4()
         rows = self._store.claim_batch(
-            list(primary), claim_token=claim_token, lease_seconds=self._config.lease_seconds
+            list(receive_counts), claim_token=claim_token, lease_seconds=self._config.lease_seconds
         )
-        sends: list[_Send] = []
-        started: list[Future[None]] = []
-        outcomes: list[Outcome] = []
+        dispositions: dict[MessageKey, Disposition] = {}
+        settled: list[tuple[MessageKey, Outcome, Disposition]] = []
+        sends: list[tuple[_Send, Future[_Attempt]]] = []
+        now = self._clock()
         # Sends decided earlier in this batch count toward each contractor's daily cap.
         planned: dict[int, int] = {}
-        retries: list[tuple[str, int]] = []
         for row in rows:
-            record = primary[row.key]
-            send = self._triage(row, record, result, outcomes, retries, planned=planned)
-            if send is not None:
-                # Off at once: the next rows are judged while this one is on the wire.
-                sends.append(send)
-                started.append(self._executor.submit(self._send_one, send, remaining_ms))
-        for future in started:
-            future.result()
-        exhausted: list[_Send] = []
-        for send in sends:
-            outcomes.append(self._outcome_of(send, result, retries, exhausted))
+            if row.delivery_id is None or not row.claimed:
+                dispositions[row.key] = _unclaimed(row)
+                continue
+            verdict = self._verdict(row, now, planned)
+            decision = verdict.decision
+            if decision.action != "send":
+                settled.append((row.key, *_hold(row, verdict, now)))
+                continue
+            assert decision.channel is not None and verdict.message is not None
+            planned[verdict.message.contractor_id] = planned.get(verdict.message.contractor_id, 0) + 1
+            send = _Send(row, self._by_name[decision.channel], verdict.message, receive_counts[row.key])
+            # Off at once: the next rows are judged while this one is on the wire.
+            sends.append((send, self._executor.submit(self._send_one, send, remaining_ms)))
 
-        # The outcome lines are written by a worker while the outcome statement is on its
-        # way to PostgreSQL (they say what happened to each message, recorded or not).
-        logged = self._executor.submit(self._log_outcomes, list(result.outcomes))
+        due_at: dict[MessageKey, datetime] = {}
+        for send, future in sends:
+            settled.append((send.row.key, *_outcome_of(send, future.result(), self._config, self._clock())))
+            facts = send.row.facts
+            if facts is not None and facts.due_at is not None:
+                due_at[send.row.key] = facts.due_at
+
+        outcomes = [(key, outcome) for key, outcome, _ in settled]
+        # The outcome lines are written by a worker while the outcome statement is on its way
+        # to PostgreSQL (they say what happened to each message, recorded or not).
+        logged = self._executor.submit(_log_outcomes, outcomes)
         try:
-            recorded = self._record(outcomes, claim_token, result)
+            recorded = self._record([o for _, o in outcomes], claim_token)
         finally:
             logged.result()
-        self._dead_letter([s for s in exhausted if s.row.delivery_id in recorded], result, retries)
-        if retries:
-            refused = self._queue.change_visibility(retries)
-            if refused:
-                # The message comes back after the queue's own visibility timeout instead (its
-                # state and next attempt are recorded): later than planned, not lost.
-                logger.warning(
-                    "ChangeMessageVisibility refused; those records return later", refused=len(refused)
-                )
-                result.count("visibility_failed", len(refused))
-        return result
+        for key, outcome, disposition in settled:
+            # Unless our lease ran out and another deliverer took the message over: its
+            # outcome is theirs to record, and the queue message theirs to settle.
+            recorded_here = outcome.delivery_id in recorded
+            dispositions[key] = disposition if recorded_here else Disposition("done", "lease_lost")
+        return DeliverResult(dispositions, outcomes, due_at)
 
-    def _record(self, outcomes: Sequence[Outcome], claim_token: uuid.UUID, result: BatchResult) -> set[int]:
+    def _verdict(self, row: ClaimedRow, now: datetime, planned: Mapping[int, int]) -> Verdict:
+        # The verdict again, just before the send: the platform's row, preferences, opt-outs
+        # and the day's count may have changed since the message was queued.
+        assert row.facts is not None
+        contractor = row.facts.contractor_id
+        return judge(
+            row.facts,
+            now=now,
+            defaults=self._policy,
+            channels=self._catalog,
+            planned=planned.get(contractor, 0) if contractor is not None else 0,
+        )
+
+    def _record(self, outcomes: Sequence[Outcome], claim_token: uuid.UUID) -> set[int]:
         if not outcomes:
             return set()
         recorded = self._store.record_outcomes(outcomes, claim_token=claim_token)
         if len(recorded) < len(outcomes):
-            # Our lease ran out and another deliverer took some messages over: their
-            # outcome is now theirs to record. Worth knowing: leases are too short.
+            # Worth knowing: the leases are too short for the sends.
             logger.warning(
                 "lease lost before outcomes were recorded", recorded=len(recorded), expected=len(outcomes)
             )
-            result.count("lease_lost", len(outcomes) - len(recorded))
         return recorded
 
-    # ------------------------------------------------------------------------------------
-    def _triage(
-        self,
-        row: ClaimedRow,
-        record: Mapping[str, Any],
-        result: BatchResult,
-        outcomes: list[Outcome],
-        retries: list[tuple[str, int]],
-        *,
-        planned: dict[int, int] | None = None,
-    ) -> _Send | None:
-        """The send a claimed row needs, or None when it is settled, held or not ours."""
-        if row.delivery_id is None or not row.claimed:
-            self._not_claimed(row, record, result, retries)
-            return None
-        assert row.facts is not None
-        planned = {} if planned is None else planned
-        contractor = row.facts.contractor_id
-        # The verdict again, just before the send: the platform's row, preferences,
-        # opt-outs and the day's count may have changed since the message was queued.
-        now = self._clock()
-        verdict = judge(
-            row.facts,
-            now=now,
-            defaults=self._policy,
-            available=self._by_name,
-            planned=planned.get(contractor, 0) if contractor is not None else 0,
-        )
-        decision = verdict.decision
-        if decision.action != "send":
-            self._hold(row, record, verdict, now=now, result=result, outcomes=outcomes, retries=retries)
-            return None
-        assert decision.channel is not None and verdict.message is not None and contractor is not None
-        planned[contractor] = planned.get(contractor, 0) + 1
-        return _Send(
-            key=row.key,
-            row=row,
-            record=record,
-            channel=self._by_name[decision.channel],
-            message=verdict.message,
-        )
-
-    def _not_claimed(
-        self,
-        row: ClaimedRow,
-        record: Mapping[str, Any],
-        result: BatchResult,
-        retries: list[tuple[str, int]],
-    ) -> None:
-        """A record whose message is unknown, already done, owned elsewhere or locked."""
-        message_id = str(record.get("messageId", ""))
-        key = row.key
-        if row.delivery_id is None:
-            logger.error(
-                "queue record names an unknown message",
-                sqs_message_id=message_id,
-                message_id=key.idempotency_key,
-            )
-            result.failures[message_id] = MalformedRecordError("unknown_message", key.idempotency_key)
-            result.count("malformed")
-        elif row.previous_state in FINAL_STATES or row.previous_state in (State.SENDING, State.DEFERRED):
-            # Already done, or owned by a live lease elsewhere (whose holder records it, and
-            # whose crash the reconciliation sweep repairs): acknowledge without a send.
-            logger.info(
-                "message not claimable; acknowledged",
-                message_id=key.idempotency_key,
-                state=row.previous_state,
-            )
-            result.count("duplicate")
-        else:
-            # queued but locked by a concurrent claim that has not committed: look again soon.
-            result.failures[message_id] = RetryLaterError("claimed_concurrently", BUSY_RETRY_SECONDS)
-            retries.append((str(record.get("receiptHandle", "")), BUSY_RETRY_SECONDS))
-            result.count("busy")
-
-    def _hold(
-        self,
-        row: ClaimedRow,
-        record: Mapping[str, Any],
-        verdict: Verdict,
-        *,
-        now: datetime,
-        result: BatchResult,
-        outcomes: list[Outcome],
-        retries: list[tuple[str, int]],
-    ) -> None:
-        """A claimed message the verdict does not send: skipped, failed or deferred."""
-        assert row.delivery_id is not None
-        decision = verdict.decision
-        if decision.action in ("skip", "fail"):
-            state = State.SKIPPED if decision.action == "skip" else State.FAILED
-            self._settle(row, state, decision.reason, result, outcomes, error=verdict.error)
-            return
-        delay = decision.queue_delay(now)
-        result.count("deferred")
-        if delay is None:
-            # Too long for SQS to hold: stored as deferred, the next evaluate run re-queues it.
-            self._settle(
-                row, State.DEFERRED, decision.reason, result, outcomes, next_attempt_at=decision.not_before
-            )
-            return
-        # Short enough for the queue: stays queued and comes back when the window opens.
-        # Not an attempt (nothing is logged) and not a failure (no backoff, no budget).
-        outcomes.append(
-            Outcome(
-                row.delivery_id,
-                State.QUEUED,
-                "deferred",
-                attempted=False,
-                reason=decision.reason,
-                next_attempt_at=decision.not_before,
-            )
-        )
-        result.outcomes.append((row.key, outcomes[-1]))
-        result.failures[str(record.get("messageId", ""))] = RetryLaterError(
-            decision.reason or "deferred", delay
-        )
-        retries.append((str(record.get("receiptHandle", "")), delay))
-
-    def _settle(
-        self,
-        row: ClaimedRow,
-        state: State,
-        reason: str | None,
-        result: BatchResult,
-        outcomes: list[Outcome],
-        *,
-        error: str | None = None,
-        next_attempt_at: datetime | None = None,
-    ) -> None:
-        """Record a decision that needs no send (skipped, failed, deferred)."""
-        assert row.delivery_id is not None
-        outcomes.append(
-            Outcome(
-                row.delivery_id,
-                state,
-                _SETTLED[state],
-                attempted=False,
-                reason=reason,
-                error=error,
-                next_attempt_at=next_attempt_at,
-            )
-        )
-        result.outcomes.append((row.key, outcomes[-1]))
-        if state != State.DEFERRED:
-            result.count(state)
-
-    def _send_one(self, send: _Send, remaining_ms: Callable[[], int]) -> None:
+    def _send_one(self, send: _Send, remaining_ms: Callable[[], int]) -> _Attempt:
         # Checked when the send actually starts (it may have waited for a free worker):
         # never start a send that the Lambda deadline could cut in half.
         if remaining_ms() < self._config.send_budget_ms + self._config.safety_margin_ms:
-            send.released = True
-            return
-        send.started_at = self._clock()
+            return _RELEASED
+        started_at = self._clock()
         started = time.perf_counter()
+        result: SendResult | None = None
+        error: SendError | None = None
         try:
-            send.result = send.channel.send(send.message)
+            result = send.channel.send(send.message)
         except SendError as exc:
-            send.error = exc
-        finally:
-            send.latency_ms = round((time.perf_counter() - started) * 1000)
-            send.finished_at = self._clock()
+            error = exc
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return _Attempt(False, result, error, started_at, self._clock(), latency_ms)
 
-    def _dead_letter(
-        self, sends: Sequence[_Send], result: BatchResult, retries: list[tuple[str, int]]
-    ) -> None:
-        """Messages whose retry window is spent (and recorded `failed`) go to the dead-letter
-        queue now, with the reason, and their record is acknowledged. The queue's redrive
-        leaves room for receives that are not attempts, so it would take its time; what the
-        dead-letter queue refuses is left to it."""
-        if not sends:
-            return
-        refused = self._queue.dead_letter(
-            [(str(s.record.get("body", "")), "attempts_exhausted") for s in sends]
+
+# --- the disposition of each message: pure functions --------------------------------------
+def _unclaimed(row: ClaimedRow) -> Disposition:
+    """A received message the claim did not take: unknown, already done, owned elsewhere, or
+    locked by a concurrent claim."""
+    if row.delivery_id is None:
+        logger.error("queue record names an unknown message", message_id=row.key.idempotency_key)
+        return Disposition("failed", "unknown_message")
+    if row.previous_state in FINAL_STATES or row.previous_state in (State.SENDING, State.DEFERRED):
+        # Already done, or owned by a live lease elsewhere (whose holder records it, and whose
+        # crash the reconciliation sweep repairs): acknowledged without a send.
+        logger.debug("message not claimable; acknowledged", message_id=row.key.idempotency_key)
+        return Disposition("done", "duplicate")
+    # Queued but locked by a concurrent claim that has not committed: look again soon.
+    return Disposition("retry", "claimed_concurrently", BUSY_RETRY_SECONDS)
+
+
+def _hold(row: ClaimedRow, verdict: Verdict, now: datetime) -> tuple[Outcome, Disposition]:
+    """A claimed message the verdict does not send: skipped, failed or deferred."""
+    assert row.delivery_id is not None
+    decision = verdict.decision
+    if decision.action in ("skip", "fail"):
+        state = State.SKIPPED if decision.action == "skip" else State.FAILED
+        outcome = Outcome(
+            row.delivery_id,
+            state,
+            "skipped" if state == State.SKIPPED else "failed",
+            attempted=False,
+            reason=decision.reason,
+            error=verdict.error,
         )
-        for index in refused:
-            send = sends[index]
-            result.failures[str(send.record.get("messageId", ""))] = AttemptsExhaustedError(
-                "attempts_exhausted", 0
-            )
-            retries.append((str(send.record.get("receiptHandle", "")), 0))
-        result.count("dead_lettered", len(sends) - len(refused))
+        return outcome, Disposition("done", decision.reason, state=state)
+    delay = decision.queue_delay(now)
+    if delay is None:
+        # Too long for the queue to hold: stored as deferred, the next evaluate run re-queues it.
+        outcome = Outcome(
+            row.delivery_id,
+            State.DEFERRED,
+            "deferred",
+            attempted=False,
+            reason=decision.reason,
+            next_attempt_at=decision.not_before,
+        )
+        return outcome, Disposition("done", decision.reason, state=State.DEFERRED)
+    # Short enough for the queue: stays queued and comes back when the window opens. Not an
+    # attempt (nothing is logged) and not a failure (no backoff, no budget).
+    outcome = Outcome(
+        row.delivery_id,
+        State.QUEUED,
+        "deferred",
+        attempted=False,
+        reason=decision.reason,
+        next_attempt_at=decision.not_before,
+    )
+    return outcome, Disposition("hold", decision.reason or "deferred", delay, State.QUEUED)
 
-    def _outcome_of(
-        self, send: _Send, result: BatchResult, retries: list[tuple[str, int]], exhausted: list[_Send]
-    ) -> Outcome:
-        delivery_id = send.row.delivery_id
-        assert delivery_id is not None
-        message_id = str(send.record.get("messageId", ""))
-        receipt = str(send.record.get("receiptHandle", ""))
-        common: dict[str, Any] = {
-            "channel": send.channel.name,
-            "started_at": send.started_at,
-            "finished_at": send.finished_at,
-            "latency_ms": send.latency_ms,
-        }
-        if send.released:
-            result.failures[message_id] = RetryLaterError("deadline", 0)
-            retries.append((receipt, 0))
-            result.count("released")
-            outcome = Outcome(delivery_id, State.QUEUED, "released", attempted=False, reason="deadline")
-        elif send.error is None:
-            assert send.result is not None
-            result.count("delivered")
-            outcome = Outcome(
-                delivery_id,
-                State.SENT,
-                "delivered",
-                attempted=True,
-                provider_ref=send.result.provider_ref,
-                http_status=send.result.http_status,
-                **common,
-            )
-        elif isinstance(send.error, PermanentSendError):
-            result.count(send.error.final_state)
-            opted_out = send.error.reason == "opted_out"
-            outcome = Outcome(
-                delivery_id,
-                send.error.final_state,
-                "rejected",
-                attempted=True,
-                reason=send.error.reason,
-                error=str(send.error),
-                http_status=send.error.http_status,
-                opt_out_contractor_id=send.message.contractor_id if opted_out else None,
-                opt_out_channel=send.channel.name if opted_out else None,
-                **common,
-            )
-        else:
-            attempt = send.row.attempts + 1
-            error = send.error
-            retry_after = error.retry_after if isinstance(error, TransientSendError) else None
-            delay = self._config.retry.next_delay(attempt, retry_after=retry_after)
-            last_receive = _receive_count(send.record) >= self._config.max_receive_count
-            if delay is None or last_receive:
-                result.count("failed")
-                exhausted.append(send)
-                outcome = Outcome(
-                    delivery_id,
-                    State.FAILED,
-                    "failed",
-                    attempted=True,
-                    reason="attempts_exhausted",
-                    error=str(error),
-                    http_status=error.http_status,
-                    **common,
-                )
-            else:
-                result.count("retried")
-                result.failures[message_id] = RetryLaterError(error.reason, delay)
-                retries.append((receipt, delay))
-                outcome = Outcome(
-                    delivery_id,
-                    State.QUEUED,
-                    "retry",
-                    attempted=True,
-                    reason=error.reason,
-                    error=str(error),
-                    http_status=error.http_status,
-                    next_attempt_at=self._clock() + timedelta(seconds=delay),
-                    **common,
-                )
-        result.outcomes.append((send.key, outcome))
-        if send.row.facts is not None and send.row.facts.due_at is not None:
-            result.due_at[send.key] = send.row.facts.due_at
-        return outcome
 
-    def _log_outcomes(self, outcomes: Sequence[tuple[MessageKey, Outcome]]) -> None:
-        for key, outcome in outcomes:
-            logger.info(
-                "delivery outcome",
-                message_id=key.idempotency_key,
-                state=outcome.state,
-                outcome=outcome.outcome,
-                reason=outcome.reason,
-                channel=outcome.channel,
-                http_status=outcome.http_status,
-                latency_ms=outcome.latency_ms,
-            )
+def _outcome_of(
+    send: _Send, attempt: _Attempt, config: DeliverConfig, now: datetime
+) -> tuple[Outcome, Disposition]:
+    """What a send attempt (or a send not started) means for the message and its receive."""
+    delivery_id = send.row.delivery_id
+    assert delivery_id is not None
+    if attempt.released:
+        outcome = Outcome(delivery_id, State.QUEUED, "released", attempted=False, reason="deadline")
+        return outcome, Disposition("retry", "deadline", 0, State.QUEUED)
+    wire: dict[str, Any] = {
+        "channel": send.channel.name,
+        "started_at": attempt.started_at,
+        "finished_at": attempt.finished_at,
+        "latency_ms": attempt.latency_ms,
+    }
+    error = attempt.error
+    if error is None:
+        assert attempt.result is not None
+        outcome = Outcome(
+            delivery_id,
+            State.SENT,
+            "delivered",
+            attempted=True,
+            provider_ref=attempt.result.provider_ref,
+            http_status=attempt.result.http_status,
+            **wire,
+        )
+        return outcome, Disposition("sent", state=State.SENT)
+    if isinstance(error, PermanentSendError):
+        opted_out = error.reason == "opted_out"
+        outcome = Outcome(
+            delivery_id,
+            error.final_state,
+            "rejected",
+            attempted=True,
+            reason=error.reason,
+            error=str(error),
+            http_status=error.http_status,
+            opt_out_contractor_id=send.message.contractor_id if opted_out else None,
+            opt_out_channel=send.channel.name if opted_out else None,
+            **wire,
+        )
+        return outcome, Disposition("done", error.reason, state=error.final_state)
+    retry_after = error.retry_after if isinstance(error, TransientSendError) else None
+    delay = config.retry.next_delay(send.row.attempts + 1, retry_after=retry_after)
+    if delay is None or send.receive_count >= config.max_receive_count:
+        outcome = Outcome(
+            delivery_id,
+            State.FAILED,
+            "failed",
+            attempted=True,
+            reason="attempts_exhausted",
+            error=str(error),
+            http_status=error.http_status,
+            **wire,
+        )
+        return outcome, Disposition("dead_letter", "attempts_exhausted", state=State.FAILED)
+    outcome = Outcome(
+        delivery_id,
+        State.QUEUED,
+        "retry",
+        attempted=True,
+        reason=error.reason,
+        error=str(error),
+        http_status=error.http_status,
+        next_attempt_at=now + timedelta(seconds=delay),
+        **wire,
+    )
+    return outcome, Disposition("retry", error.reason, delay, State.QUEUED)
+
+
+def _log_outcomes(outcomes: Sequence[tuple[MessageKey, Outcome]]) -> None:
+    """One line per message outcome: what on-call searches by message id."""
+    for key, outcome in outcomes:
+        logger.info(
+            "delivery outcome",
+            message_id=key.idempotency_key,
+            state=outcome.state,
+            outcome=outcome.outcome,
+            reason=outcome.reason,
+            channel=outcome.channel,
+            http_status=outcome.http_status,
+            latency_ms=outcome.latency_ms,
+        )

@@ -1,10 +1,12 @@
 """Evaluate: find due, unsent messages, record them as queued, and put their ids on the
-delivery queue, page by page, until the backlog is done or the invocation's time is."""
+delivery queue, page by page, until the backlog is done or the invocation's time is. A run
+is recorded when it starts and completed, with its report and the unsent backlog, when it
+ends; rows it queues carry its id, so the next run finds what a killed run left behind."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,15 @@ class SourceReport:
     # "state:reason" -> count of what the queue-time policy held back.
     held_reasons: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def enqueued(self) -> int:
+        """Ids of this source put on the delivery queue by the run (new and re-queued, less
+        what SQS refused, what went back to pending and what the policy held)."""
+        return self.queued_new + self.requeued - self.send_failed - self.returned_to_pending - self.held
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "enqueued": self.enqueued}
+
 
 @dataclass
 class EvaluateReport:
@@ -39,22 +50,20 @@ class EvaluateReport:
     stopped_early: bool = False
     # Selected sources whose platform table this database does not have.
     missing_sources: list[str] = field(default_factory=list)
-    # Filled in after the run (handlers.evaluate), for every selected source.
+    # The unsent backlog of every selected source, measured as the run ends.
     backlog: dict[str, UnsentBacklog] = field(default_factory=dict)
+    run_id: int | None = None
 
     @property
     def enqueued(self) -> int:
-        return sum(
-            r.queued_new + r.requeued - r.send_failed - r.returned_to_pending - r.held
-            for r in self.sources.values()
-        )
+        return sum(r.enqueued for r in self.sources.values())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "enqueued": self.enqueued,
             "stopped_early": self.stopped_early,
             **({"missing_sources": self.missing_sources} if self.missing_sources else {}),
-            "sources": {name: vars(r) for name, r in self.sources.items()},
+            "sources": {name: r.as_dict() for name, r in self.sources.items()},
             **({"backlog": {name: vars(b) for name, b in self.backlog.items()}} if self.backlog else {}),
         }
 
@@ -91,28 +100,28 @@ class Evaluator:
     def __init__(
         self,
         store: EvaluateStore,
-        queue: DeliveryQueue,
         gate: QueueGate,
+        enqueuer: Enqueuer,
         *,
         page_size: int,
         reconcile_after_seconds: int,
-        enqueue_concurrency: int,
         safety_margin_ms: int = 10_000,
     ) -> None:
         self._store = store
         self._gate = gate
-        self._enqueuer = Enqueuer(queue, concurrency=enqueue_concurrency)
+        self._enqueuer = enqueuer
         self._page_size = page_size
         self._reconcile_after = reconcile_after_seconds
         self._safety_margin_ms = safety_margin_ms
-        # How long a run can live: rows a run recorded as queued but never handed to SQS are
-        # another run's orphans once they are older than this (set when a run starts).
-        self._run_lease_seconds = 0
 
-    def run(self, sources: Iterable[str], remaining_ms: Callable[[], int]) -> EvaluateReport:
+    def run(self, sources: Sequence[str], remaining_ms: Callable[[], int]) -> EvaluateReport:
         report = EvaluateReport()
-        # Runs of this function live at most as long as this one can (the same timeout).
-        self._run_lease_seconds = max(1, -(-remaining_ms() // 1000))
+        # Runs of this function live at most as long as this one can (the same timeout): rows
+        # a run recorded as queued but never handed to SQS are another run's orphans once the
+        # run is past this and has not finished.
+        lease_seconds = max(1, -(-remaining_ms() // 1000))
+        run = _Run(self._store.start_evaluate_run(sources, lease_seconds=lease_seconds), lease_seconds)
+        report.run_id = run.run_id
         present = self._store.sources()
         for source in sources:
             if source not in present:
@@ -122,66 +131,88 @@ class Evaluator:
                 continue
             source_report = report.sources.setdefault(source, SourceReport())
             # Stranded messages first: they have waited longest.
-            if not self._requeue_stranded(source, source_report, remaining_ms):
+            if not self._requeue_stranded(run, source, source_report, remaining_ms):
                 report.stopped_early = True
                 break
-            if not self._enqueue_new(source, source_report, remaining_ms):
+            if not self._enqueue_new(run, source, source_report, remaining_ms):
                 report.stopped_early = True
                 break
+        # Every run, also one that stopped early: the backlog gauge must not go quiet.
+        measured = [s for s in sources if s not in report.missing_sources]
+        report.backlog = {s: self._store.unsent_backlog(s) for s in measured}
+        self._store.finish_evaluate_run(
+            run.run_id, enqueued=report.enqueued, stopped_early=report.stopped_early, report=report.as_dict()
+        )
         logger.info("evaluate finished", **report.as_dict())
         return report
 
     def _out_of_time(self, remaining_ms: Callable[[], int]) -> bool:
         return remaining_ms() < self._safety_margin_ms
 
-    def _enqueue_new(self, source: str, report: SourceReport, remaining_ms: Callable[[], int]) -> bool:
+    def _enqueue_new(
+        self, run: _Run, source: str, report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> bool:
         after_id = 0
         while True:
             if self._out_of_time(remaining_ms):
                 return False
-            page = self._store.enqueue_new(source, after_id=after_id, page_size=self._page_size)
+            page = self._store.enqueue_new(
+                source, run_id=run.run_id, after_id=after_id, page_size=self._page_size
+            )
             report.scanned += page.scanned
             report.queued_new += len(page.queued_ids)
-            # Recorded with enqueued_at already (one statement a page); only refusals go back.
-            if not self._send(source, page.queued_ids, report, remaining_ms, mark=False):
+            if not self._queue_fresh(source, page.queued_ids, report, remaining_ms):
                 return False
             if page.last_id is None or page.scanned < self._page_size:
                 return True
             after_id = page.last_id
 
-    def _requeue_stranded(self, source: str, report: SourceReport, remaining_ms: Callable[[], int]) -> bool:
+    def _requeue_stranded(
+        self, run: _Run, source: str, report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> bool:
         after_id = 0
         while True:
             if self._out_of_time(remaining_ms):
                 return False
             rows = self._store.requeue_stranded(
                 source,
+                run_id=run.run_id,
                 after_id=after_id,
                 page_size=self._page_size,
                 reconcile_after_seconds=self._reconcile_after,
-                run_lease_seconds=self._run_lease_seconds,
+                run_lease_seconds=run.lease_seconds,
             )
             report.requeued += len(rows)
-            if not self._send(source, [source_id for _, source_id in rows], report, remaining_ms):
+            if not self._queue_again(source, [source_id for _, source_id in rows], report, remaining_ms):
                 return False
             if len(rows) < self._page_size:
                 return True
             after_id = rows[-1][0]
 
-    def _send(
-        self,
-        source: str,
-        source_ids: Sequence[int],
-        report: SourceReport,
-        remaining_ms: Callable[[], int],
-        *,
-        mark: bool = True,
+    def _queue_fresh(
+        self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
     ) -> bool:
-        """Put recorded ids on the queue, SendMessageBatch calls of 10 with up to
-        `enqueue_concurrency` in flight. Entries SQS refuses, and the tail left unsent when
-        time runs out or a call fails, go back to pending so the next run takes them at once;
-        what SQS accepted starts its reconciliation clock (`mark`: re-queued rows; fresh
-        ones were recorded with it). One statement each per page, whatever its size."""
+        """Freshly recorded ids onto the queue. Their rows were recorded with their
+        reconciliation clock already started (one statement a page); only what SQS refused or
+        never got goes back."""
+        sent = self._gate_and_send(source, source_ids, report, remaining_ms)
+        return self._settle(sent)
+
+    def _queue_again(
+        self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> bool:
+        """Re-queued (stranded) ids onto the queue; what SQS accepted starts its clock anew."""
+        sent = self._gate_and_send(source, source_ids, report, remaining_ms)
+        self._store.mark_enqueued(source, sent.accepted)
+        return self._settle(sent)
+
+    def _gate_and_send(
+        self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> EnqueueResult:
+        """The queue-time verdict, then SendMessageBatch calls of 10 with up to the enqueuer's
+        concurrency in flight. Entries SQS refuses, and the tail left unsent when time runs
+        out or a call fails, go back to pending so the next run takes them at once. One
+        statement each per page, whatever its size."""
         gated = self._gate.check(source, source_ids)
         report.deferred += gated.deferred
         report.held += gated.held
@@ -195,8 +226,10 @@ class Evaluator:
             logger.warning("SendMessageBatch entries failed; returned to pending", failed=len(sent.refused))
         if sent.unsent:
             report.returned_to_pending += self._store.return_to_pending(source, sent.unsent)
-        if mark:
-            self._store.mark_enqueued(source, sent.accepted)
+        return sent
+
+    @staticmethod
+    def _settle(sent: EnqueueResult) -> bool:
         if sent.error is not None:
             # A whole call failed: raise, so the run is a function error someone sees.
             raise sent.error
@@ -204,6 +237,13 @@ class Evaluator:
             logger.warning("evaluate out of time; leaving the rest for the next run", unsent=len(sent.unsent))
             return False
         return True
+
+
+@dataclass(frozen=True)
+class _Run:
+    run_id: int
+    # How long a run of this function can live (its deadline, from its start).
+    lease_seconds: int
 
 
 @dataclass
@@ -224,12 +264,13 @@ class Enqueuer:
     finish, and their outcome is kept. An exception that is not an SQS answer (a bug, a
     crash) is raised only once the calls in flight have finished, so none outlives the run."""
 
-    def __init__(self, queue: DeliveryQueue, *, concurrency: int, executor: Executor | None = None) -> None:
+    def __init__(self, queue: DeliveryQueue, *, concurrency: int, executor: Executor) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._queue = queue
         self._concurrency = concurrency
-        self._executor = executor or ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="enqueue")
+        # Built and closed by its owner (bootstrap.Services), with `concurrency` workers.
+        self._executor = executor
 
     def send(
         self, source: str, batches: Sequence[tuple[int, Sequence[int]]], stop: Callable[[], bool]

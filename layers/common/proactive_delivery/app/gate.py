@@ -15,7 +15,7 @@ from proactive_delivery import SERVICE
 from proactive_delivery.app.ports import GateStore
 from proactive_delivery.app.verdict import judge
 from proactive_delivery.core.models import QueueDecision
-from proactive_delivery.core.policy import PolicyDefaults
+from proactive_delivery.core.policy import ChannelCatalog, PolicyDefaults
 from proactive_delivery.core.states import State
 
 logger = Logger(service=SERVICE, child=True)
@@ -41,13 +41,13 @@ class QueueGate:
         self,
         store: GateStore,
         defaults: PolicyDefaults,
-        available: Sequence[str],
+        channels: ChannelCatalog,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._defaults = defaults
-        self._available = tuple(available)
+        self._channels = channels
         self._clock = clock
 
     def check(self, source: str, source_ids: Sequence[int]) -> GateResult:
@@ -67,7 +67,7 @@ class QueueGate:
                 facts,
                 now=now,
                 defaults=self._defaults,
-                available=self._available,
+                channels=self._channels,
                 planned=planned.get(contractor, 0) if contractor is not None else 0,
             ).decision
             if decision.action == "send":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from proactive_delivery.core.models import (
     ClaimedRow,
@@ -16,6 +16,7 @@ from proactive_delivery.core.models import (
     Outcome,
     QueueDecision,
     SendResult,
+    UnsentBacklog,
 )
 
 # SendMessageBatch (and SQS's other batch calls) take at most 10 entries.
@@ -30,12 +31,13 @@ class EvaluateStore(Protocol):
         """The sources whose platform table exists in this database."""
         ...
 
-    def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage: ...
+    def enqueue_new(self, source: str, *, run_id: int, after_id: int, page_size: int) -> EnqueuePage: ...
 
     def requeue_stranded(
         self,
         source: str,
         *,
+        run_id: int,
         after_id: int,
         page_size: int,
         reconcile_after_seconds: int,
@@ -45,6 +47,16 @@ class EvaluateStore(Protocol):
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
 
     def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
+
+    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> int:
+        """Record a run as started; its id marks the rows it queues."""
+        ...
+
+    def finish_evaluate_run(
+        self, run_id: int, *, enqueued: int, stopped_early: bool, report: dict[str, Any]
+    ) -> None: ...
+
+    def unsent_backlog(self, source: str) -> UnsentBacklog: ...
 
 
 class GateStore(Protocol):
@@ -68,25 +80,20 @@ class DeliverStore(Protocol):
 
 
 class DeliveryQueue(Protocol):
+    """Where evaluate puts message keys for the deliverer."""
+
     def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
         """Send up to 10 message keys in one call; return the keys whose entries failed."""
         ...
 
-    def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
-        """Set (receipt handle, seconds) visibility timeouts; return the handles that failed."""
-        ...
-
-    def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
-        """Put (body, reason) on the dead-letter queue; return the indexes that did not get
-        there (the caller then leaves those to the queue's redrive)."""
-        ...
-
 
 class Channel(Protocol):
-    """A way to reach a contractor, named after the policy's channel (sms, email, web_chat).
-    Implementations are thread-safe: the deliverer calls send() from several threads."""
+    """A way to reach a contractor, named after its declaration in channels.py (sms, email,
+    web_chat), sending through a provider (n8n, twilio, ses, web_chat). Implementations are
+    thread-safe: the deliverer calls send() from several threads."""
 
     name: str
+    provider: str
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; raise TransientSendError / PermanentSendError when it cannot."""

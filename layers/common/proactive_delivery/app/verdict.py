@@ -7,7 +7,6 @@ text, the contact details as a provider needs them, then the delivery policy.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +16,7 @@ from proactive_delivery import SERVICE
 from proactive_delivery.core.content import e164, render_message
 from proactive_delivery.core.models import MessageFacts, OutboundMessage
 from proactive_delivery.core.policy import (
+    ChannelCatalog,
     Contact,
     Decision,
     PolicyDefaults,
@@ -88,7 +88,7 @@ def judge(
     *,
     now: datetime,
     defaults: PolicyDefaults,
-    available: Iterable[str],
+    channels: ChannelCatalog,
     planned: int = 0,
 ) -> Verdict:
     """The verdict on one message. `planned` counts sends already let through for the same
@@ -100,7 +100,7 @@ def judge(
     assert facts.contractor_id is not None  # platform_rule fails a message without one
     try:
         text = render_message(facts.body, facts.names)
-        prefs = resolve(facts.preferences, defaults, facts.contractor_timezone)
+        prefs = resolve(facts.preferences, defaults, facts.contractor_timezone, known=channels.contacts)
     except PolicyInputError as exc:
         # Bad content is never sent (skipped); a bad preference row of ours is a failure to
         # fix (failed), as it would hold every message of that contractor.
@@ -127,7 +127,7 @@ def judge(
         prefs=prefs,
         max_age=defaults.max_age,
         contact=contact,
-        available=available,
+        channels=channels,
         sent_times=(*facts.sent_times, *[now] * planned),
     )
     if decision.action != "send":

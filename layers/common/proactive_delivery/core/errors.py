@@ -67,13 +67,3 @@ class PermanentSendError(SendError):
         super().__init__(reason, http_status=http_status, detail=detail)
         # "failed" for a refusal, "skipped" when the recipient cannot or must not be messaged.
         self.final_state = final_state
-
-
-class RetryLaterError(DeliveryError):
-    """A record handler raises this so the batch processor reports the item as failed;
-    the message comes back after the visibility delay already set on it."""
-
-    def __init__(self, reason: str, delay_seconds: int) -> None:
-        super().__init__(f"{reason} (retry in {delay_seconds}s)")
-        self.reason = reason
-        self.delay_seconds = delay_seconds

@@ -9,13 +9,12 @@ failure), skip for good (policy said never) or fail (the data is unusable).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-CHANNELS: Final = ("sms", "email", "web_chat")
 E164: Final = re.compile(r"^\+[1-9]\d{6,14}$")
 # A deferral this short rides on an SQS delay (DelaySeconds / ChangeMessageVisibility);
 # a longer one is stored as `deferred` and picked up by the next evaluate run.
@@ -68,15 +67,38 @@ def parse_quiet_hours(text: str) -> QuietHours:
         raise PolicyInputError("invalid_quiet_hours", f"not a time of day: {text!r}") from None
 
 
-def parse_channels(values: str | Iterable[str]) -> tuple[str, ...]:
+def parse_channels(values: str | Iterable[str], known: Collection[str]) -> tuple[str, ...]:
+    """An ordered channel list (`sms,email`) of names from `known` (the channel registry's)."""
     names = values.split(",") if isinstance(values, str) else list(values)
     channels = tuple(dict.fromkeys(n.strip() for n in names if n and n.strip()))
     if not channels:
         raise PolicyInputError("unknown_channel", "at least one channel is required")
-    unknown = [c for c in channels if c not in CHANNELS]
+    unknown = [c for c in channels if c not in known]
     if unknown:
-        raise PolicyInputError("unknown_channel", f"{', '.join(unknown)} (known: {', '.join(CHANNELS)})")
+        raise PolicyInputError("unknown_channel", f"{', '.join(unknown)} (known: {', '.join(known)})")
     return channels
+
+
+# The contact detail a channel needs to reach a contractor.
+ContactField = Literal["phone", "email", "contractor_id"]
+
+
+@dataclass(frozen=True)
+class ChannelCatalog:
+    """The channels the policy chooses among, as the channel registry (channels.py) declares
+    them: every known channel with the contact detail it needs, which of them this deployment
+    configured, and which ones the platform's contractors.sms_opt_in governs."""
+
+    contacts: Mapping[str, ContactField]
+    configured: frozenset[str] = field(default_factory=frozenset)
+    sms_consent: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.contacts)
+
+    def parse(self, values: str | Iterable[str]) -> tuple[str, ...]:
+        return parse_channels(values, self.contacts)
 
 
 def load_zone(name: str) -> ZoneInfo:
@@ -161,13 +183,18 @@ class Preferences:
 
 
 def resolve(
-    stored: StoredPreferences | None, defaults: PolicyDefaults, platform_zone: str | None = None
+    stored: StoredPreferences | None,
+    defaults: PolicyDefaults,
+    platform_zone: str | None = None,
+    *,
+    known: Collection[str],
 ) -> Preferences:
     """Stored preferences over the platform's contractors.timezone over the defaults. Raises
-    PolicyInputError on an unusable value of our own preference row; an unusable platform
-    zone falls back to the default (the platform fills that column by detection)."""
+    PolicyInputError on an unusable value of our own preference row (a channel name not in
+    `known`, ...); an unusable platform zone falls back to the default (the platform fills
+    that column by detection)."""
     stored = stored or StoredPreferences()
-    channels = parse_channels(stored.channels) if stored.channels else defaults.channels
+    channels = parse_channels(stored.channels, known) if stored.channels else defaults.channels
     quiet = defaults.quiet_hours
     if stored.quiet_start is not None and stored.quiet_end is not None:
         quiet = QuietHours(stored.quiet_start, stored.quiet_end)
@@ -262,18 +289,21 @@ class Contact:
     phone_invalid: bool = False
 
 
-def choose_channel(prefs: Preferences, contact: Contact, available: Iterable[str]) -> Decision:
-    """The first preferred channel that is configured, not opted out (ours or the
-    platform's sms_opt_in), and for which the contractor has usable contact details."""
-    configured = set(available)
+def choose_channel(prefs: Preferences, contact: Contact, channels: ChannelCatalog) -> Decision:
+    """The first preferred channel that is configured, not opted out (ours or, for the
+    channels it governs, the platform's sms_opt_in), and for which the contractor has the
+    contact detail the channel needs."""
     blocked: str | None = None
     for channel in prefs.channels:
-        if channel in prefs.opted_out_channels or (channel == "sms" and contact.sms_opt_in is False):
+        if channel in prefs.opted_out_channels or (
+            channel in channels.sms_consent and contact.sms_opt_in is False
+        ):
             blocked = blocked or "opted_out"
             continue
-        if channel not in configured:
+        if channel not in channels.configured:
             continue
-        if channel == "sms":
+        needs = channels.contacts[channel]
+        if needs == "phone":
             if contact.phone_invalid:
                 blocked = "invalid_phone"
                 continue
@@ -282,10 +312,10 @@ def choose_channel(prefs: Preferences, contact: Contact, available: Iterable[str
             if not is_e164(contact.phone):
                 blocked = "invalid_phone"
                 continue
-        elif channel == "email":
+        elif needs == "email":
             if not contact.email or "@" not in contact.email:
                 continue
-        elif channel == "web_chat" and not contact.contractor_id:
+        elif not contact.contractor_id:
             continue
         return Decision("send", channel=channel)
     if blocked is not None:
@@ -300,7 +330,7 @@ def decide(
     prefs: Preferences,
     max_age: timedelta,
     contact: Contact,
-    available: Iterable[str],
+    channels: ChannelCatalog,
     sent_times: Iterable[datetime] = (),
 ) -> Decision:
     """The policy's verdict on a message that is otherwise ready to send. `due_at` None
@@ -309,7 +339,7 @@ def decide(
         return Decision("skip", reason="opted_out")
     if due_at is not None and now - due_at > max_age:
         return Decision("skip", reason="expired")
-    choice = choose_channel(prefs, contact, available)
+    choice = choose_channel(prefs, contact, channels)
     if choice.action != "send":
         return choice
     until = quiet_until(now, prefs.zone, prefs.quiet_hours)

@@ -8,7 +8,9 @@ from proactive_delivery.core.models import OutboundMessage, SendResult
 
 
 class TracedChannel:
+    # The channel it sends (sms, email, ...: channels.py) and the provider behind it.
     name: str
+    provider: str
 
     def send(self, message: OutboundMessage) -> SendResult:
         with subsegment(f"channel.{self.name}", message_id=message.idempotency_key):

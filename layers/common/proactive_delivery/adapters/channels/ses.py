@@ -31,9 +31,10 @@ TRANSIENT_CODES: Final = frozenset(
 
 
 class SesEmailChannel(TracedChannel):
-    name = "email"
+    provider = "ses"
 
-    def __init__(self, *, client: Any, from_address: str, from_name: str | None = None) -> None:
+    def __init__(self, *, name: str, client: Any, from_address: str, from_name: str | None = None) -> None:
+        self.name = name
         self._client = client
         # "Power100 Concierge <coach@example.com>": SES takes the display name in the address.
         self._from_address = formataddr((from_name, from_address)) if from_name else from_address

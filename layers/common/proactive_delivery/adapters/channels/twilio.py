@@ -29,11 +29,12 @@ TOO_MANY_REQUESTS: Final = 20429
 
 
 class TwilioSmsChannel(TracedChannel):
-    name = "sms"
+    provider = "twilio"
 
     def __init__(
         self,
         *,
+        name: str,
         base_url: str,
         credentials: Callable[[], tuple[str, str]],
         client: httpx.Client,
@@ -42,6 +43,7 @@ class TwilioSmsChannel(TracedChannel):
     ) -> None:
         if not (from_number or messaging_service_sid):
             raise ValueError("a sender is required: from_number or messaging_service_sid")
+        self.name = name
         self._base_url = base_url.rstrip("/")
         # Called per send: the token comes from a cached secret that may be rotated.
         self._credentials = credentials

@@ -129,6 +129,7 @@ class SignedWebhookChannel(TracedChannel):
         self,
         *,
         name: str,
+        provider: str,
         url: str,
         client: httpx.Client,
         signing_secret: str,
@@ -136,6 +137,7 @@ class SignedWebhookChannel(TracedChannel):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = name
+        self.provider = provider
         self._url = url
         self._client = client
         self._signer = Webhook(signing_secret)

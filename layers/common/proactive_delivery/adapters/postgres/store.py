@@ -33,9 +33,10 @@ class PostgresStore:
         return self.db.platform_schema().sources
 
     # evaluate ---------------------------------------------------------------------------
-    def enqueue_new(self, source: str, *, after_id: int, page_size: int) -> EnqueuePage:
+    def enqueue_new(self, source: str, *, run_id: int, after_id: int, page_size: int) -> EnqueuePage:
         row = self.db.fetch_all(
-            self.db.sql(f"enqueue_new_{source}"), {"after_id": after_id, "page_size": page_size}
+            self.db.sql(f"enqueue_new_{source}"),
+            {"run_id": run_id, "after_id": after_id, "page_size": page_size},
         )[0]
         return EnqueuePage(last_id=row["last_id"], scanned=row["scanned"], queued_ids=list(row["queued_ids"]))
 
@@ -43,6 +44,7 @@ class PostgresStore:
         self,
         source: str,
         *,
+        run_id: int,
         after_id: int,
         page_size: int,
         reconcile_after_seconds: int,
@@ -51,6 +53,7 @@ class PostgresStore:
         rows = self.db.fetch_all(
             self.db.sql("requeue_stranded"),
             {
+                "run_id": run_id,
                 "source": source,
                 "after_id": after_id,
                 "page_size": page_size,
@@ -149,13 +152,19 @@ class PostgresStore:
         row = self.db.fetch_all(self.db.sql(f"unsent_backlog_{source}"), {})[0]
         return UnsentBacklog(count=int(row["backlog"]), oldest_age_seconds=float(row["oldest_age_seconds"]))
 
-    def record_evaluate_run(
-        self, sources: Sequence[str], *, enqueued: int, stopped_early: bool, report: dict[str, Any]
+    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> int:
+        rows = self.db.fetch_all(
+            self.db.sql("start_evaluate_run"), {"sources": list(sources), "lease_seconds": lease_seconds}
+        )
+        return int(rows[0]["id"])
+
+    def finish_evaluate_run(
+        self, run_id: int, *, enqueued: int, stopped_early: bool, report: dict[str, Any]
     ) -> None:
         self.db.fetch_all(
-            self.db.sql("record_evaluate_run"),
+            self.db.sql("finish_evaluate_run"),
             {
-                "sources": list(sources),
+                "run_id": run_id,
                 "enqueued": enqueued,
                 "stopped_early": stopped_early,
                 "report": json.dumps(report, default=str),

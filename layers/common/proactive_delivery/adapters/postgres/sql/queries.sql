@@ -1,9 +1,9 @@
--- Named queries, loaded once by proactive_delivery.db and called by name with %(name)s
--- parameters. Each state change is ONE conditional statement: it states the state it
+-- Named queries, loaded once by adapters/postgres/database.py and called by name with
+-- %(name)s parameters. Each state change is ONE conditional statement: it states the state it
 -- expects in its WHERE clause, so two workers can never both win a transition.
 --
 -- The platform's tables differ between deployments; the {{...}} placeholders are filled in
--- for the schema found in this database (proactive_delivery.platform_sql). Platform
+-- for the schema found in this database (adapters/postgres/platform_sql.py). Platform
 -- timestamps are naive UTC: every one is read with {{utc(...)}} and written with
 -- {{stored(...)}}, never through the session's TimeZone.
 
@@ -15,8 +15,8 @@
 -- (last_id) comes from the page, not from what was inserted, so the scan always moves on.
 -- enqueued_at is set here, ahead of the SendMessageBatch that follows: what SQS refuses or
 -- never gets goes back to pending (return_to_pending) at once, and this keeps the hot path
--- at one statement a page. Rows of a run killed in between are found after
--- RECONCILE_AFTER_SECONDS, once; after that the sweep keeps their clock (requeue_stranded).
+-- at one statement a page. The rows carry the run's id: if the run is killed in between,
+-- the next run finds them as the rows of a run that never finished (requeue_stranded).
 WITH page AS (
     SELECT m.id, m.contractor_id
     FROM ai_proactive_messages m
@@ -27,8 +27,8 @@ WITH page AS (
 ),
 fresh AS (
     INSERT INTO delivery.message_state
-        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id)
-    SELECT 'proactive', p.id, 'queued', now(), now(), now(), p.contractor_id
+        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id, queued_by_run)
+    SELECT 'proactive', p.id, 'queued', now(), now(), now(), p.contractor_id, %(run_id)s
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
@@ -54,8 +54,8 @@ WITH page AS (
 ),
 fresh AS (
     INSERT INTO delivery.message_state
-        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id)
-    SELECT 'followup', p.id, 'queued', now(), now(), now(), p.contractor_id
+        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id, queued_by_run)
+    SELECT 'followup', p.id, 'queued', now(), now(), now(), p.contractor_id, %(run_id)s
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
@@ -66,10 +66,11 @@ SELECT (SELECT max(id) FROM page) AS last_id,
 
 -- name: requeue_stranded
 -- The reconciliation sweep: messages that are ours but reachable by nothing. pending = a
--- SendMessageBatch entry failed; queued but never handed to SQS (enqueued_at NULL) for
--- longer than an evaluate run can live = the run that recorded it died before its
--- SendMessageBatch; on the queue but not consumed for longer than the threshold = the SQS
--- message was lost; sending with an expired lease = the deliverer died mid-send; deferred
+-- SendMessageBatch entry failed; queued by a run that is past its deadline and never
+-- finished = that run died between recording the rows and its SendMessageBatch (found by
+-- the very next run); queued but never handed to SQS (enqueued_at NULL) for longer than an
+-- evaluate run can live = likewise, for rows re-queued before runs were recorded; on the
+-- queue but not consumed for longer than the threshold = the SQS message was lost; sending with an expired lease = the deliverer died mid-send; deferred
 -- whose time has come = quiet hours or the daily cap held it and the window is open now.
 -- The clocks are left as they are (enqueued_at goes back to NULL until SQS accepts the new
 -- queue message, mark_enqueued), so a re-queuing run that dies too leaves the rows to be
@@ -84,6 +85,9 @@ WITH stranded AS (
       AND (
           s.state = 'pending'
           OR (s.state = 'deferred' AND s.next_attempt_at <= now())
+          OR (s.state = 'queued' AND s.queued_by_run IN (
+                  SELECT r.id FROM delivery.evaluate_run r
+                  WHERE r.finished_at IS NULL AND r.deadline_at < now()))
           OR (s.state = 'queued' AND s.enqueued_at IS NULL
               AND s.updated_at <= now() - make_interval(secs => %(run_lease)s))
           OR (s.state = 'queued' AND s.enqueued_at IS NOT NULL
@@ -98,6 +102,7 @@ UPDATE delivery.message_state s
 SET state = 'queued',
     queued_at = CASE WHEN s.state = 'queued' THEN s.queued_at ELSE now() END,
     enqueued_at = NULL,
+    queued_by_run = %(run_id)s,
     lease_expires_at = NULL, claim_token = NULL, updated_at = now()
 FROM stranded
 WHERE s.id = stranded.id
@@ -473,12 +478,20 @@ WHERE f.status = 'scheduled'
   AND (s.state IS NULL OR s.state NOT IN ('sent', 'skipped', 'failed'))
   AND (s.state IS DISTINCT FROM 'deferred' OR s.next_attempt_at <= now());
 
--- name: record_evaluate_run
--- One row per finished run; rows older than 30 days go in the same statement, so the
--- table stays a few thousand rows whatever the schedule.
+-- name: start_evaluate_run
+-- A run is recorded when it starts, with the time by which it is certainly over (its
+-- deadline: the function's timeout); rows it queues carry its id. Rows older than 30 days go
+-- in the same statement, so the table stays a few thousand rows whatever the schedule.
 WITH pruned AS (
-    DELETE FROM delivery.evaluate_run WHERE finished_at < now() - interval '30 days'
+    DELETE FROM delivery.evaluate_run WHERE coalesce(finished_at, deadline_at) < now() - interval '30 days'
 )
-INSERT INTO delivery.evaluate_run (sources, enqueued, stopped_early, report)
-VALUES (%(sources)s::text[], %(enqueued)s, %(stopped_early)s, %(report)s::jsonb)
+INSERT INTO delivery.evaluate_run
+    (sources, started_at, deadline_at, finished_at, enqueued, stopped_early, report)
+VALUES (%(sources)s::text[], now(), now() + make_interval(secs => %(lease_seconds)s), NULL, 0, false, '{}')
+RETURNING id;
+
+-- name: finish_evaluate_run
+UPDATE delivery.evaluate_run
+SET finished_at = now(), enqueued = %(enqueued)s, stopped_early = %(stopped_early)s, report = %(report)s::jsonb
+WHERE id = %(run_id)s
 RETURNING id, finished_at;
