@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import psycopg
+import pytest
 
 from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.receiver import Reply
@@ -343,6 +344,34 @@ def test_fault10_evaluate_crash_part_way_next_run_queues_the_rest(pipeline: Any,
     # never sent) were queued again, and every message was delivered exactly once
     assert report["sources"]["proactive"]["queued_new"] == 60
     assert report["sources"]["proactive"]["requeued"] == 40
+    assert sorted(r.webhook_id for r in pipeline.receiver.requests) == sorted(f"proactive-{i}" for i in ids)
+    assert set(states(pipeline.conn).values()) == {"sent"}
+
+
+def test_fault10_the_rows_of_a_run_killed_before_its_send_are_found_by_the_next_run(
+    pipeline: Any, make_messages: Any
+) -> None:
+    # GIVEN an evaluate run of a function with a 15-second timeout, killed between its page
+    # statement (the rows are recorded as queued) and its first SendMessageBatch
+    ids = make_messages(12)
+    pipeline.use(sqs=_PartiallyFailingSqs(pipeline.sqs, (), crash_after_calls=0))
+    with pytest.raises(RuntimeError, match="killed part way"):
+        pipeline.evaluate(timeout=15)
+    assert pipeline.queue_depth() == (0, 0)
+    assert set(states(pipeline.conn).values()) == {"queued"}
+
+    # WHEN the schedule's next runs come, long before RECONCILE_AFTER_SECONDS (30 minutes)
+    pipeline.use(sqs=None)
+    requeued, deadline = 0, time.monotonic() + 120
+    while requeued < len(ids) and time.monotonic() < deadline:
+        requeued += pipeline.evaluate()["sources"]["proactive"]["requeued"]
+        if requeued < len(ids):
+            time.sleep(0.5)  # the killed run's deadline has not passed yet: it might be alive
+    pipeline.drain(timeout=60)
+
+    # THEN the first run after the killed one was certainly over (its deadline passed, and it
+    # never finished) queued its rows, and each message was delivered once
+    assert requeued == len(ids)
     assert sorted(r.webhook_id for r in pipeline.receiver.requests) == sorted(f"proactive-{i}" for i in ids)
     assert set(states(pipeline.conn).values()) == {"sent"}
 

@@ -36,6 +36,7 @@ import httpx
 import psycopg
 
 from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError
 from proactive_delivery.settings import Settings
 from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
@@ -276,6 +277,29 @@ class LocalRuntime:
                 self.queue_urls[spec.logical_id] = url
                 del pending[spec.logical_id]
 
+    def _local_channels(self, receiver_url: str, email_sender: str) -> dict[str, str]:
+        """Every channel the registry declares, switched on against a local stand-in: SMS
+        and web chat to the signature-verifying receiver, e-mail to moto's SES. A declared
+        channel with no stand-in here stays off, with a warning."""
+        stand_ins = {
+            "sms": {"N8N_OUTBOUND_WEBHOOK_URL": receiver_url},
+            "email": {"EMAIL_FROM_ADDRESS": email_sender},
+            "web_chat": {"WEB_CHAT_WEBHOOK_URL": receiver_url.replace("/webhook", "/chat")},
+        }
+        env: dict[str, str] = {}
+        for declaration in CHANNELS:
+            if declaration.name in stand_ins:
+                env.update(stand_ins[declaration.name])
+            else:
+                self.warnings.append(f"channel {declaration.name} has no local stand-in; it stays off")
+        return env
+
+    def channel_line(self) -> str:
+        """Which channels the deliver function has, and through which provider."""
+        settings = next(iter(self.functions.values())).services.settings
+        names = [f"{d.name} via {d.provider(settings)}" for d in CHANNELS.configured(settings)]
+        return "channels: " + ", ".join(names)
+
     def _build_functions(self, runtime_env: dict[str, str], endpoint: str) -> None:
         for logical_id, spec in self.template.functions.items():
             environment = self.function_environment(logical_id, runtime_env)
@@ -415,12 +439,9 @@ class LocalRuntime:
             runtime_env = {
                 **local_aws_environment(sqs.endpoint),
                 "DATABASE_URL": self.database_url,
-                "N8N_OUTBOUND_WEBHOOK_URL": self.receiver.url,
                 "WEBHOOK_SIGNING_SECRET": signing_secret,
-                # Every channel is local: web chat to the receiver's /chat path, email to SES.
-                "WEB_CHAT_WEBHOOK_URL": self.receiver.url.replace("/webhook", "/chat"),
-                "EMAIL_FROM_ADDRESS": email_sender,
                 "AWS_ENDPOINT_URL_SESV2": sqs.endpoint,
+                **self._local_channels(self.receiver.url, email_sender),
             }
 
             # The functions' stdout (Powertools' JSON logs and EMF metrics) goes to a file,
@@ -431,6 +452,7 @@ class LocalRuntime:
             stack.enter_context(contextlib.redirect_stdout(log_file))
 
             self._build_functions(runtime_env, sqs.endpoint)
+            display.say(self.channel_line())
             for function in self.functions.values():
                 stack.callback(function.services.close)
             self._build_mappings(display.on_invoke)
