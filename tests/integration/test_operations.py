@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -321,7 +322,64 @@ def test_status_reports_backlog_failures_queues_and_last_run(
     # AND the table form renders the same facts
     assert cli.main(["--database-url", database_url, "status"]) == 0
     table = capsys.readouterr().out
-    assert "attempts_exhausted" in table and "Last evaluate run" in table
+    assert "attempts_exhausted" in table and "Last evaluate run by source" in table
+
+
+def test_status_shows_the_last_run_of_each_source_not_only_the_latest(
+    database_url: str, conn: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+    # GIVEN an hourly proactive run 40 minutes ago, then follow-up runs every 5 minutes
+    # since (the newest 2 minutes ago), and an older run of both sources
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (finished_at, sources, enqueued, stopped_early, report) VALUES"
+        " (now() - interval '3 hours', '{proactive,followup}', 9, false, '{}'),"
+        " (now() - interval '40 minutes', '{proactive}', 7, true, '{}')"
+    )
+    for minutes in range(37, 1, -5):
+        conn.execute(
+            "INSERT INTO delivery.evaluate_run (finished_at, sources, enqueued, stopped_early, report)"
+            " VALUES (now() - make_interval(mins => %s), '{followup}', %s, false, '{}')",
+            (minutes, minutes),
+        )
+    # WHEN status --json runs
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    # THEN the latest run of all is the follow-up one, and each source has its own last run
+    assert status["last_evaluate_run"]["sources"] == ["followup"]
+    runs = status["last_evaluate_run_by_source"]
+    assert list(runs) == ["proactive", "followup"]
+    assert (runs["proactive"]["enqueued"], runs["proactive"]["stopped_early"]) == (7, True)
+    assert 40 * 60 - 5 <= runs["proactive"]["age_seconds"] < 41 * 60
+    assert (runs["followup"]["enqueued"], runs["followup"]["sources"]) == (2, ["followup"])
+    # AND the table form has one line per source, the proactive one first
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    at = table.index("Last evaluate run by source")
+    proactive, followup = table[at + 1], table[at + 2]
+    assert proactive.split()[0] == "proactive" and "(40m ago): enqueued 7, stopped early" in proactive
+    assert followup.split()[0] == "followup" and "enqueued 2" in followup and "stopped" not in followup
+
+
+def test_status_says_never_for_a_source_no_run_has_worked_and_names_a_shared_run(
+    database_url: str, conn: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+    # GIVEN no run at all THEN every source reads never
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["last_evaluate_run_by_source"] == {"proactive": None, "followup": None}
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  proactive +never$", out, re.MULTILINE), out
+    # GIVEN one run of both sources (an invocation without a selector) THEN both lines name it
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (sources, enqueued, stopped_early, report)"
+        " VALUES ('{proactive,followup}', 4, false, '{}')"
+    )
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  followup .*enqueued 4 \(a run of proactive,followup\)$", out, re.MULTILINE), out
 
 
 def test_status_warns_when_another_sender_is_still_running(

@@ -36,7 +36,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, samconfig: bool) -> N
 
 def register(sub: Any, database_url: DatabaseUrl) -> None:
     status = sub.add_parser(
-        "status", help="backlog, failures, queue depths, the last evaluate run and the pause switch"
+        "status",
+        help="backlog, failures, queue depths, the last evaluate run of each source, the pause switch",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_stack_options(status, samconfig=False)
@@ -351,14 +352,18 @@ def render_status(status: dict[str, Any]) -> str:
     else:
         for name, q in status["queues"].items():
             lines.append(f"  {name:<12} {q['visible']:>6} / {q['in_flight']:>6} / {q['delayed']:>6}")
-    run = status["last_evaluate_run"]
-    lines.append("Last evaluate run")
-    if run is None:
-        lines.append("  never")
-    else:
+    lines.append("Last evaluate run by source")
+    runs = status["last_evaluate_run_by_source"]
+    if not runs:
+        lines.append("  (no source table found)")
+    for source, run in runs.items():
+        if run is None:
+            lines.append(f"  {source:<12} never")
+            continue
+        shared = f" (a run of {','.join(run['sources'])})" if run["sources"] != [source] else ""
         lines.append(
-            f"  {run['finished_at']} ({_age(run['age_seconds'])} ago): {','.join(run['sources'])}, "
-            f"enqueued {run['enqueued']}{', stopped early' if run['stopped_early'] else ''}"
+            f"  {source:<12} {run['finished_at']} ({_age(run['age_seconds'])} ago): "
+            f"enqueued {run['enqueued']}{shared}{', stopped early' if run['stopped_early'] else ''}"
         )
     return "\n".join(lines)
 
