@@ -56,6 +56,11 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     replay.add_argument("--max", type=int, dest="max_messages", help="move at most N messages")
     replay.add_argument("--source", help="only messages of this source (e.g. proactive)")
     replay.add_argument("--rate", type=float, default=10.0, help="messages per second (default 10)")
+    replay.add_argument(
+        "--include-malformed",
+        action="store_true",
+        help="move malformed messages too (left in the DLQ otherwise: the deliverer cannot read them)",
+    )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_stack_options(replay, samconfig=False)
     replay.set_defaults(func=cmd_replay)
@@ -246,7 +251,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sqs = sqs_client()
     queues = find_queues(sqs, _queue_url(_stack_for_queue(args)), args.dlq_url)
     options = ReplayOptions(
-        dry_run=args.dry_run, max_messages=args.max_messages, source=args.source, rate=args.rate
+        dry_run=args.dry_run,
+        max_messages=args.max_messages,
+        source=args.source,
+        rate=args.rate,
+        include_malformed=args.include_malformed,
     )
     with _progress_bar(args.max_messages) as progress:
         report = replay_dlq(sqs, queues, options, progress=progress)
@@ -256,10 +265,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for item in report.listed:
             identity = item["message_id"] or "(malformed)"
             print(f"{item['sqs_message_id']}  {identity}  receives={item['receive_count']}")
-        print(f"would move {len(report.listed)} message(s) from {queues.dlq_url}")
+        for sqs_id in report.malformed_kept:
+            print(f"{sqs_id}  (malformed: stays in the DLQ)")
+        print(
+            f"would move {len(report.listed)} message(s) from {queues.dlq_url}" + _kept(report, "would stay")
+        )
     else:
-        print(f"moved {report.moved} message(s) with {report.method}; {report.left} left in the DLQ")
+        print(
+            f"moved {report.moved} message(s) with {report.method}; {report.left} left in the DLQ"
+            + _kept(report, "kept")
+        )
     return 0
+
+
+def _kept(report: Any, verb: str) -> str:
+    """What the report says of the malformed messages it left in the DLQ."""
+    n = len(report.malformed_kept)
+    if not n:
+        return ""
+    return f"; {n} malformed {verb} (the deliverer cannot read them; --include-malformed moves them too)"
 
 
 def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
