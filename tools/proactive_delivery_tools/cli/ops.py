@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from proactive_delivery.adapters import aws
 from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.states import FAILED_REASONS
 
 if TYPE_CHECKING:
     from proactive_delivery_tools.ops.switch import Stack
@@ -69,7 +70,10 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     resend.add_argument(
         "--failed-since", required=True, help="ISO 8601 timestamp; naive means UTC (2026-05-01T12:00Z)"
     )
-    resend.add_argument("--reason", help="only failures with this reason (e.g. attempts_exhausted)")
+    resend.add_argument(
+        "--reason",
+        help=f"only failures with this reason: {', '.join(sorted(FAILED_REASONS))}",
+    )
     resend.add_argument("--dry-run", action="store_true", help="count what would be resent; change nothing")
     resend.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_stack_options(resend, samconfig=False)
@@ -290,23 +294,31 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.adapters.postgres.store import PostgresStore
     from proactive_delivery.adapters.sqs import SqsDeliveryQueue
     from proactive_delivery.app.evaluate import Enqueuer
-    from proactive_delivery_tools.ops.resend import parse_timestamp, resend_failed
+    from proactive_delivery_tools.ops.resend import (
+        check_reason,
+        count_failed,
+        parse_timestamp,
+        resend_failed,
+    )
     from proactive_delivery_tools.ops.store import OperationsStore
 
     since = parse_timestamp(args.failed_since)
-    queue_url = _queue_url(_stack_for_queue(args))
-    if queue_url is None and not args.dry_run:
-        raise ConfigError("DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue")
-    with _database(database_url(args)) as db:
-        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4)
-        report = resend_failed(
-            OperationsStore(db),
-            enqueuer,
-            PostgresStore(db),
-            since=since,
-            reason=args.reason,
-            dry_run=args.dry_run,
-        )
+    check_reason(args.reason)
+    if args.dry_run:
+        # It only counts rows: no queue, no stack, no AWS.
+        with _database(database_url(args)) as db:
+            report = count_failed(OperationsStore(db), since=since, reason=args.reason)
+    else:
+        queue_url = _queue_url(_stack_for_queue(args))
+        if queue_url is None:
+            raise ConfigError(
+                "DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue"
+            )
+        with _database(database_url(args)) as db:
+            enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url), concurrency=4)
+            report = resend_failed(
+                OperationsStore(db), enqueuer, PostgresStore(db), since=since, reason=args.reason
+            )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif args.dry_run:
