@@ -294,6 +294,13 @@ def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_p
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "throwaway PostgreSQL" in proc.stdout
         assert "unaccounted for" in proc.stdout
+        # ... said what it seeded, follow-ups included, and the ledger holds exactly that
+        seeded = re.search(r"seeded (\d+) sample messages and (\d+) follow-ups into ", proc.stdout)
+        assert seeded is not None, proc.stdout
+        messages, followups = int(seeded[1]), int(seeded[2])
+        assert messages == 20 and followups > 0
+        total, _buckets, unaccounted = parse_ledger(proc.stdout)
+        assert (total, unaccounted) == (messages + followups, 0)
         # ... and neither that cluster nor its data is left (moto and the receiver are
         # threads of the command's process, gone with it)
         assert _postgres_processes_under(scratch) == []

@@ -66,6 +66,16 @@ def test_twilio_success_stores_the_message_sid(http: httpx.Client) -> None:
         assert fake.unauthorized == 0
 
 
+def test_twilio_requests_carry_the_message_identity_on_every_send(http: httpx.Client) -> None:
+    with FakeTwilio(SID, TOKEN) as fake:
+        # WHEN the same message is sent twice (a retry after a read timeout)
+        channel = twilio(fake, http)
+        channel.send(message())
+        channel.send(message())
+        # THEN both requests carry its identity as the idempotency-key header
+        assert [r.idempotency_key for r in fake.delivered()] == ["followup-5", "followup-5"]
+
+
 def test_twilio_messaging_service_is_the_sender_when_given(http: httpx.Client) -> None:
     with FakeTwilio(SID, TOKEN) as fake:
         channel = TwilioSmsChannel(
@@ -166,6 +176,20 @@ def test_email_success_returns_the_ses_message_id(sesv2: object) -> None:
     # THEN SES accepted it and its id is the provider reference
     assert result.provider_ref
     assert result.http_status == 200
+
+
+def test_email_carries_the_message_identity_as_a_tag(sesv2: object) -> None:
+    # GIVEN a verified sender, and the SendEmail parameters recorded as the client sends them
+    sesv2.create_email_identity(EmailIdentity="coach@example.com")  # type: ignore[attr-defined]
+    sent: list[dict[str, object]] = []
+    sesv2.meta.events.register(  # type: ignore[attr-defined]
+        "provide-client-params.sesv2.SendEmail", lambda params, **_: sent.append(dict(params))
+    )
+    channel = SesEmailChannel(name="email", client=sesv2, from_address="coach@example.com")
+    # WHEN the same message is sent twice THEN both emails carry its identity as a tag
+    channel.send(message())
+    channel.send(message())
+    assert [e["EmailTags"] for e in sent] == [[{"Name": "message_id", "Value": "followup-5"}]] * 2
 
 
 def test_fault16_email_unverified_sender_is_permanent(sesv2: object) -> None:

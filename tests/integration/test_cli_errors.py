@@ -363,6 +363,73 @@ def test_no_aws_region_is_one_line(
     )
 
 
+@pytest.mark.parametrize("stack", [False, True])
+def test_resend_dry_run_only_counts_rows_and_needs_no_aws(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    no_aws_region: None,
+    capsys: Any,
+    conn: Any,
+    make_messages: Any,
+    stack: bool,
+) -> None:
+    # GIVEN two failed messages, no AWS region anywhere, and a queue URL or a stack name set
+    a, b = make_messages(2)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason) VALUES"
+        " ('proactive', %s, 'failed', 'attempts_exhausted'), ('proactive', %s, 'failed', 'rejected')",
+        (a, b),
+    )
+    if stack:
+        monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+        monkeypatch.setenv("STACK_NAME", "proactive-delivery")
+    else:
+        monkeypatch.setenv("DELIVERY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/delivery")
+    since = "2000-01-01T00:00Z"
+    # WHEN resend --dry-run runs THEN it counts them without asking AWS for anything
+    assert cli.main(["--database-url", database_url, "resend", "--failed-since", since, "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.strip() == "would resend 2 failed message(s): attempts_exhausted=1, rejected=1"
+    # AND changes nothing
+    assert conn.execute("SELECT count(*) FROM delivery.message_state WHERE state = 'failed'").fetchone() == (
+        2,
+    )
+    # AND the real resend still needs the region (it puts the messages on the queue)
+    monkeypatch.setenv("DELIVERY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/delivery")
+    assert cli.main(["--database-url", database_url, "resend", "--failed-since", since]) == 2
+    assert one_error_line(capsys) == (
+        "proactive-delivery: error: no AWS region: set AWS_REGION or AWS_DEFAULT_REGION"
+    )
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_resend_with_a_reason_no_failure_is_recorded_with_is_one_line_listing_the_known_ones(
+    database_url: str, capsys: Any, conn: Any, make_messages: Any, dry_run: list[str]
+) -> None:
+    from proactive_delivery.core.states import FAILED_REASONS
+
+    [message] = make_messages(1)
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, reason)"
+        " VALUES ('proactive', %s, 'failed', 'attempts_exhausted')",
+        (message,),
+    )
+    # WHEN --reason is misspelt
+    code = cli.main(
+        ["--database-url", database_url, "resend", "--failed-since", "2000-01-01", "--reason", "typo_reason",
+         *dry_run]
+    )  # fmt: skip
+    # THEN one line, exit 2, naming it and every reason the pipeline records failures with
+    line = one_error_line(capsys)
+    assert code == 2
+    assert "--reason 'typo_reason' is not a reason failed messages are recorded with" in line
+    assert f"(known: {', '.join(sorted(FAILED_REASONS))})" in line
+    assert {"attempts_exhausted", "rejected", "invalid_number", "source_row_missing"} <= FAILED_REASONS
+    # AND nothing changed
+    assert conn.execute("SELECT state FROM delivery.message_state").fetchone() == ("failed",)
+
+
 # --------------------------------------------------------------------------- #
 # The process: closed pipes, --version                                        #
 # --------------------------------------------------------------------------- #

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,8 +94,22 @@ def _task(status: str, moved: int) -> dict[str, Any]:
 
 def test_replay_without_filters_uses_a_move_task_and_follows_it_until_done() -> None:
     client, stub = _stubbed()
-    # GIVEN no move task running, then one that runs and completes
+    # GIVEN no move task running, a DLQ with nothing malformed in it (read, then made visible
+    # again), then a task that runs and completes
     stub.add_response("list_message_move_tasks", {"Results": []}, {"SourceArn": DLQ_ARN, "MaxResults": 1})
+    stub.add_response(
+        "receive_message",
+        {"Messages": [{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": _key("proactive", 1)}]},
+    )
+    stub.add_response("receive_message", {"Messages": []})
+    stub.add_response(
+        "change_message_visibility_batch",
+        {"Successful": [{"Id": "0"}], "Failed": []},
+        {
+            "QueueUrl": STUB_QUEUES.dlq_url,
+            "Entries": [{"Id": "0", "ReceiptHandle": "r-1", "VisibilityTimeout": 0}],
+        },
+    )
     stub.add_response(
         "start_message_move_task",
         {"TaskHandle": "handle-1"},
@@ -137,6 +152,7 @@ def test_replay_run_again_follows_the_running_task_instead_of_starting_another()
 def test_a_failed_move_task_is_one_clear_error() -> None:
     client, stub = _stubbed()
     stub.add_response("list_message_move_tasks", {"Results": []})
+    stub.add_response("receive_message", {})  # an empty look: nothing malformed
     stub.add_response("start_message_move_task", {"TaskHandle": "h"})
     failed = _task("FAILED", 0)
     failed["Results"][0]["FailureReason"] = "AWS.SimpleQueueService.NonExistentQueue"
@@ -268,11 +284,114 @@ def test_dry_run_lists_and_changes_nothing(sqs: Any, capsys: Any) -> None:
     # WHEN replay-dlq --dry-run runs
     assert cli.main(["replay-dlq", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # THEN it lists each message and moves none
-    assert "proactive-1" in out and "proactive-2" in out and "(malformed)" in out
-    assert "would move 3 message(s)" in out
+    # THEN it lists each message, the malformed one as staying, and moves none
+    assert "proactive-1" in out and "proactive-2" in out and "(malformed: stays in the DLQ)" in out
+    assert "would move 2 message(s)" in out and "1 malformed would stay" in out
     assert _bodies(client, queues.queue_url) == []
     assert len(_bodies(client, queues.dlq_url)) == 3
+
+
+def test_dry_run_with_include_malformed_lists_them_as_moving(sqs: Any, capsys: Any) -> None:
+    client, queues = sqs
+    _fill_dlq(client, queues, [_key("proactive", 1), "{}"])
+    assert cli.main(["replay-dlq", "--dry-run", "--include-malformed"]) == 0
+    out = capsys.readouterr().out
+    assert "(malformed)  receives=" in out and "would move 2 message(s)" in out and "stay" not in out
+    assert len(_bodies(client, queues.dlq_url)) == 2
+
+
+# Bodies the deliverer cannot read as a message key (MessageKey.from_body): each is
+# dead-lettered again if replayed.
+MALFORMED = ["not json", '{"source": "legacy", "id": 3}', '{"source": "proactive", "id": 0}']
+
+
+def test_a_plain_replay_leaves_malformed_messages_in_the_dlq(sqs: Any, capsys: Any) -> None:
+    client, queues = sqs
+    # GIVEN 4 messages the deliverer can read and 3 it cannot, on an endpoint without move tasks
+    good = [_key("proactive", i) for i in range(1, 4)] + [_key("followup", 1)]
+    _fill_dlq(client, queues, good + MALFORMED)
+    # WHEN replay-dlq runs without options
+    assert cli.main(["replay-dlq", "--rate", "1000"]) == 0
+    out = capsys.readouterr().out
+    # THEN the readable ones moved and the malformed ones are still in the DLQ, said so
+    assert "moved 4 message(s) with receive-resend-delete; 3 left in the DLQ; 3 malformed kept" in out
+    assert _bodies(client, queues.queue_url) == sorted(good)
+    assert _bodies(client, queues.dlq_url) == sorted(MALFORMED)
+
+
+def test_include_malformed_moves_them_too(sqs: Any, capsys: Any) -> None:
+    client, queues = sqs
+    _fill_dlq(client, queues, [_key("proactive", 1), *MALFORMED])
+    assert cli.main(["replay-dlq", "--rate", "1000", "--include-malformed", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["moved"], report["left_in_dlq"], report["malformed_kept"]) == (4, 0, [])
+    assert _bodies(client, queues.queue_url) == sorted([_key("proactive", 1), *MALFORMED])
+
+
+class _MoveTasksOverMoto:
+    """An SQS client with message move tasks, over moto (which has none): a task moves
+    every message of the DLQ at once, malformed or not, as SQS's does."""
+
+    def __init__(self, client: Any, queues: QueuePair) -> None:
+        self._client = client
+        self._queues = queues
+        self.started: list[dict[str, Any]] = []
+        self._tasks: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def list_message_move_tasks(self, **_: Any) -> Any:
+        return {"Results": self._tasks[-1:]}
+
+    def start_message_move_task(self, **kwargs: Any) -> Any:
+        self.started.append(kwargs)
+        moved = 0
+        while got := self._client.receive_message(
+            QueueUrl=self._queues.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30
+        ).get("Messages", []):
+            for m in got:
+                self._client.send_message(QueueUrl=self._queues.queue_url, MessageBody=m["Body"])
+                self._client.delete_message(QueueUrl=self._queues.dlq_url, ReceiptHandle=m["ReceiptHandle"])
+                moved += 1
+        self._tasks.append(
+            {
+                "TaskHandle": f"task-{len(self._tasks)}",
+                "Status": "COMPLETED",
+                "ApproximateNumberOfMessagesMoved": moved,
+            }
+        )
+        return {"TaskHandle": self._tasks[-1]["TaskHandle"]}
+
+
+@pytest.mark.parametrize(
+    ("bodies", "include", "task"),
+    [
+        ([_key("proactive", i) for i in range(1, 6)], False, True),
+        ([_key("proactive", 1), _key("proactive", 2), *MALFORMED], False, False),
+        ([_key("proactive", 1), _key("proactive", 2), *MALFORMED], True, True),
+    ],
+    ids=["none-malformed", "malformed-kept", "malformed-included"],
+)
+def test_a_move_task_is_started_only_when_it_would_not_move_malformed_messages_unasked(
+    sqs: Any, bodies: list[str], include: bool, task: bool
+) -> None:
+    client, queues = sqs
+    # GIVEN an endpoint with move tasks and a DLQ with or without malformed messages
+    _fill_dlq(client, queues, bodies)
+    with_tasks = _MoveTasksOverMoto(client, queues)
+    found = find_queues(with_tasks, queues.queue_url, None)
+    # WHEN replayed without filters
+    report = replay_dlq(with_tasks, found, ReplayOptions(rate=1000, include_malformed=include))
+    # THEN a task moved everything when nothing malformed was there or it was asked for;
+    # otherwise the manual path moved the rest and the malformed ones stayed
+    kept = [] if include else [b for b in bodies if b in MALFORMED]
+    assert (len(with_tasks.started) == 1) is task
+    assert report.method == ("StartMessageMoveTask" if task else "receive-resend-delete")
+    assert report.moved == len(bodies) - len(kept)
+    assert _bodies(client, queues.queue_url) == sorted(b for b in bodies if b not in kept)
+    assert _bodies(client, queues.dlq_url) == sorted(kept)
+    assert len(report.malformed_kept) == len(kept)
 
 
 def test_replay_of_a_dlq_that_does_not_exist_is_one_line(sqs: Any, capsys: Any) -> None:
@@ -321,7 +440,64 @@ def test_status_reports_backlog_failures_queues_and_last_run(
     # AND the table form renders the same facts
     assert cli.main(["--database-url", database_url, "status"]) == 0
     table = capsys.readouterr().out
-    assert "attempts_exhausted" in table and "Last evaluate run" in table
+    assert "attempts_exhausted" in table and "Last evaluate run by source" in table
+
+
+def test_status_shows_the_last_run_of_each_source_not_only_the_latest(
+    database_url: str, conn: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+    # GIVEN an hourly proactive run 40 minutes ago, then follow-up runs every 5 minutes
+    # since (the newest 2 minutes ago), and an older run of both sources
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (finished_at, sources, enqueued, stopped_early, report) VALUES"
+        " (now() - interval '3 hours', '{proactive,followup}', 9, false, '{}'),"
+        " (now() - interval '40 minutes', '{proactive}', 7, true, '{}')"
+    )
+    for minutes in range(37, 1, -5):
+        conn.execute(
+            "INSERT INTO delivery.evaluate_run (finished_at, sources, enqueued, stopped_early, report)"
+            " VALUES (now() - make_interval(mins => %s), '{followup}', %s, false, '{}')",
+            (minutes, minutes),
+        )
+    # WHEN status --json runs
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    # THEN the latest run of all is the follow-up one, and each source has its own last run
+    assert status["last_evaluate_run"]["sources"] == ["followup"]
+    runs = status["last_evaluate_run_by_source"]
+    assert list(runs) == ["proactive", "followup"]
+    assert (runs["proactive"]["enqueued"], runs["proactive"]["stopped_early"]) == (7, True)
+    assert 40 * 60 - 5 <= runs["proactive"]["age_seconds"] < 41 * 60
+    assert (runs["followup"]["enqueued"], runs["followup"]["sources"]) == (2, ["followup"])
+    # AND the table form has one line per source, the proactive one first
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    at = table.index("Last evaluate run by source")
+    proactive, followup = table[at + 1], table[at + 2]
+    assert proactive.split()[0] == "proactive" and "(40m ago): enqueued 7, stopped early" in proactive
+    assert followup.split()[0] == "followup" and "enqueued 2" in followup and "stopped" not in followup
+
+
+def test_status_says_never_for_a_source_no_run_has_worked_and_names_a_shared_run(
+    database_url: str, conn: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+    # GIVEN no run at all THEN every source reads never
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["last_evaluate_run_by_source"] == {"proactive": None, "followup": None}
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  proactive +never$", out, re.MULTILINE), out
+    # GIVEN one run of both sources (an invocation without a selector) THEN both lines name it
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (sources, enqueued, stopped_early, report)"
+        " VALUES ('{proactive,followup}', 4, false, '{}')"
+    )
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  followup .*enqueued 4 \(a run of proactive,followup\)$", out, re.MULTILINE), out
 
 
 def test_status_warns_when_another_sender_is_still_running(
@@ -524,6 +700,7 @@ def test_a_task_that_was_started_but_cannot_be_followed_is_one_clear_error() -> 
     client, stub = _stubbed()
     # GIVEN no task yet, StartMessageMoveTask accepted, then ListMessageMoveTasks failing
     stub.add_response("list_message_move_tasks", {"Results": []})
+    stub.add_response("receive_message", {})  # an empty look: nothing malformed
     stub.add_response("start_message_move_task", {"TaskHandle": "h-1"})
     stub.add_client_error(
         "list_message_move_tasks", service_error_code="InternalFailure", http_status_code=500

@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 
+from proactive_delivery.adapters.postgres import Database, PostgresStore
+from proactive_delivery.app.verdict import judge
+from proactive_delivery.core.policy import resolve
+from proactive_delivery.settings import policy_defaults_from_env
 from proactive_delivery_tools.cli import main
+from tests.support.db import MINIMAL
+from tests.support.policy import ALL_CHANNELS
+
+POLICY_VARIABLES = ("DEFAULT_CHANNELS", "DEFAULT_TIMEZONE", "QUIET_HOURS", "MAX_MESSAGES_PER_DAY")
+
+
+@pytest.fixture(autouse=True)
+def no_policy_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This shell sets none of the policy's defaults unless a test does."""
+    for name in POLICY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+def show(database_url: str, contractor: int, capsys: Any) -> dict[str, str]:
+    """`prefs show` as {label: the rest of the line}; a label printed twice keeps both lines."""
+    assert main(["--database-url", database_url, "prefs", "show", str(contractor)]) == 0
+    lines: dict[str, str] = {}
+    for line in capsys.readouterr().out.splitlines()[1:]:
+        match = re.match(r"^  (\S.{15}) (.*)$", line)
+        if match:
+            label, rest = match.group(1).strip(), match.group(2).strip()
+            lines[label] = f"{lines[label]}\n{rest}" if label in lines else rest
+    return lines
+
+
+def pipeline_view(database_url: str, message: int) -> tuple[str, str | None]:
+    """The time zone and the skip reason (if any) the pipeline's own verdict gives a message:
+    the runtime's facts query, resolve and judge, every channel configured."""
+    db = Database(lambda: database_url)
+    try:
+        [facts] = PostgresStore(db).policy_inputs("proactive", [message])
+    finally:
+        db.close()
+    defaults = policy_defaults_from_env(os.environ)
+    prefs = resolve(facts.preferences, defaults, facts.contractor_timezone, known=ALL_CHANNELS.names)
+    decision = judge(facts, now=datetime.now(UTC), defaults=defaults, channels=ALL_CHANNELS).decision
+    return prefs.zone.key, decision.reason if decision.action == "skip" else None
 
 
 def test_prefs_set_then_show(database_url: str, capsys: Any, make_contractor: Any) -> None:
@@ -103,3 +150,133 @@ def test_prefs_set_does_not_touch_a_stale_row_of_a_contractor_the_platform_remov
     assert main(["--database-url", database_url, "prefs", "set", "987654", "--max-per-day", "9"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert conn.execute("SELECT max_per_day FROM delivery.contractor_preferences").fetchone() == (1,)
+
+
+def test_prefs_show_says_sms_is_opted_out_when_the_platform_says_so(
+    database_url: str, capsys: Any, make_contractor: Any, make_message: Any
+) -> None:
+    # GIVEN a contractor without a preference row whose platform row has sms_opt_in = false
+    contractor = make_contractor(sms_opt_in=False)
+    # WHEN prefs show runs
+    lines = show(database_url, contractor, capsys)
+    # THEN sms reads opted out, from the platform's column, and no channel is left open
+    assert lines["opted out"].startswith("sms ")
+    assert "from contractors.sms_opt_in = false" in lines["opted out"]
+    assert lines["channels"].startswith("sms ") and "DEFAULT_CHANNELS is not set" in lines["channels"]
+    assert lines["open channels"] == "none: every message is skipped (opted_out)"
+    # AND that is what the pipeline decides for the contractor's messages
+    assert pipeline_view(database_url, make_message(contractor))[1] == "opted_out"
+
+
+def test_prefs_show_takes_the_time_zone_from_the_platform_without_one_of_ours(
+    database_url: str, capsys: Any, make_contractor: Any, make_message: Any
+) -> None:
+    # GIVEN a contractor whose platform time zone is Asia/Tokyo, and no preference row
+    contractor = make_contractor(timezone="Asia/Tokyo")
+    # WHEN prefs show runs THEN the zone in effect is Tokyo, from the platform's column
+    lines = show(database_url, contractor, capsys)
+    assert re.fullmatch(r"Asia/Tokyo +from contractors\.timezone \(the platform's\)", lines["timezone"])
+    assert lines["opted out"] == "no"
+    # AND the pipeline resolves the same zone and skips nothing as opted out
+    assert pipeline_view(database_url, make_message(contractor))[0] == "Asia/Tokyo"
+    # AND a zone of our own wins over the platform's
+    assert (
+        main(["--database-url", database_url, "prefs", "set", str(contractor), "--timezone", "Europe/London"])
+        == 0
+    )
+    capsys.readouterr()
+    lines = show(database_url, contractor, capsys)
+    assert re.fullmatch(r"Europe/London +from delivery\.contractor_preferences", lines["timezone"])
+    assert pipeline_view(database_url, make_message(contractor))[0] == "Europe/London"
+
+
+def test_prefs_show_falls_back_to_the_default_for_a_platform_zone_that_is_not_one(
+    database_url: str, capsys: Any, make_contractor: Any, make_message: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN DEFAULT_TIMEZONE set in this shell and a platform time zone that is not a zone name
+    monkeypatch.setenv("DEFAULT_TIMEZONE", "America/Chicago")
+    contractor = make_contractor(timezone="Central Time")
+    # WHEN prefs show runs THEN the default is in effect, and the line says why
+    lines = show(database_url, contractor, capsys)
+    assert lines["timezone"].startswith("America/Chicago ")
+    assert "from DEFAULT_TIMEZONE as set in this shell" in lines["timezone"]
+    assert "contractors.timezone 'Central Time' is not an IANA zone" in lines["timezone"]
+    assert pipeline_view(database_url, make_message(contractor))[0] == "America/Chicago"
+
+
+@pytest.mark.parametrize("window", ["none", "00:00-00:00"])
+def test_quiet_hours_that_start_when_they_end_read_none(
+    database_url: str, capsys: Any, make_contractor: Any, window: str
+) -> None:
+    contractor = str(make_contractor())
+    assert main(["--database-url", database_url, "prefs", "set", contractor, "--quiet-hours", window]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  quiet hours +none +from delivery\.contractor_preferences$", out, re.MULTILINE), out
+    assert "00:00-00:00" not in out
+
+
+def test_default_quiet_hours_of_none_from_this_shell_read_none(
+    database_url: str, capsys: Any, make_contractor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUIET_HOURS", "00:00-00:00")
+    lines = show(database_url, make_contractor(), capsys)
+    assert re.fullmatch(r"none +from QUIET_HOURS as set in this shell", lines["quiet hours"])
+    assert re.fullmatch(
+        r"3 +from the built-in default \(MAX_MESSAGES_PER_DAY is not set in this shell\)",
+        lines["max per day"],
+    )
+
+
+def test_a_channel_opted_out_in_our_row_is_named_with_its_source_and_the_rest_stay_open(
+    database_url: str, capsys: Any, conn: Any, make_contractor: Any, make_message: Any
+) -> None:
+    # GIVEN email then sms preferred, email opted out at the provider, and SMS off on the platform too
+    contractor = make_contractor(sms_opt_in=False)
+    conn.execute(
+        "INSERT INTO delivery.contractor_preferences (contractor_id, channels, opted_out_channels,"
+        " opted_out_at, opt_out_source)"
+        " VALUES (%s, '{email,sms,web_chat}', '{email}', '2026-05-01 12:00:00+00', 'twilio')",
+        (contractor,),
+    )
+    # WHEN prefs show runs THEN each blocked channel is named with where its opt-out comes from
+    lines = show(database_url, contractor, capsys)
+    email, sms = lines["opted out"].splitlines()
+    assert (
+        email.startswith("email ")
+        and "delivery.contractor_preferences, changed 2026-05-01 12:00:00 UTC by twilio (opted_out_channels)"
+        in email
+    )
+    assert sms.startswith("sms ") and "contractors.sms_opt_in = false" in sms
+    assert (
+        lines["channels"].startswith("email,sms,web_chat ")
+        and "from delivery.contractor_preferences" in lines["channels"]
+    )
+    assert lines["open channels"].startswith("web_chat ")
+    # AND the pipeline does not skip the contractor's messages as opted out (web chat is open)
+    assert pipeline_view(database_url, make_message(contractor))[1] is None
+
+
+def test_a_bad_default_in_this_shell_is_one_line_and_changes_nothing(
+    database_url: str, capsys: Any, conn: Any, make_contractor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEFAULT_TIMEZONE", "Mars/Base")
+    contractor = str(make_contractor())
+    assert main(["--database-url", database_url, "prefs", "set", contractor, "--max-per-day", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "DEFAULT_TIMEZONE" in err[0]
+    assert conn.execute("SELECT count(*) FROM delivery.contractor_preferences").fetchone()[0] == 0
+
+
+def test_prefs_show_on_a_platform_without_the_contact_rule_columns(
+    platform_database: Any, capsys: Any
+) -> None:
+    # GIVEN the seed document's platform tables (no contractors.timezone, no sms_opt_in)
+    url = platform_database(MINIMAL)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("INSERT INTO contractors (first_name) VALUES ('Ana') RETURNING id").fetchone()
+    assert row is not None
+    # WHEN prefs show runs THEN the defaults are in effect and nothing is opted out
+    lines = show(url, int(row[0]), capsys)
+    assert lines["opted out"] == "no"
+    assert lines["timezone"].startswith("America/New_York ") and "DEFAULT_TIMEZONE" in lines["timezone"]
+    assert lines["quiet hours"].startswith("21:00-08:00 ")

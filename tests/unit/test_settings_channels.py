@@ -8,7 +8,7 @@ import pytest
 
 from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError
-from proactive_delivery.settings import Settings
+from proactive_delivery.settings import Settings, policy_defaults_from_env
 from tests.unit.test_settings import deployed_env, local_env
 
 
@@ -62,6 +62,37 @@ def test_bad_channel_or_policy_setting_names_the_variable(overrides: dict[str, s
     # GIVEN one bad value WHEN the settings are read THEN the error names that variable
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(local_env(**overrides))
+
+
+def test_the_policy_defaults_alone_are_read_as_the_functions_read_them() -> None:
+    # GIVEN policy variables and none of the functions' other settings (an operator's shell)
+    env = {
+        "DEFAULT_CHANNELS": "email,sms",
+        "DEFAULT_TIMEZONE": "Europe/London",
+        "QUIET_HOURS": "22:00-07:00",
+        "MAX_MESSAGES_PER_DAY": "5",
+    }
+    # WHEN only the policy defaults are read THEN they equal what Settings.from_env reads
+    defaults = policy_defaults_from_env(env)
+    assert defaults == Settings.from_env(local_env(**env)).policy
+    assert (defaults.channels, defaults.timezone, defaults.max_per_day) == (
+        ("email", "sms"),
+        "Europe/London",
+        5,
+    )
+    # AND with nothing set, the same defaults as the functions'
+    assert policy_defaults_from_env({}) == Settings.from_env(local_env()).policy
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [({"DEFAULT_TIMEZONE": "Mars/Base"}, "DEFAULT_TIMEZONE"), ({"QUIET_HOURS": "9pm-8am"}, "QUIET_HOURS")],
+)
+def test_a_bad_policy_default_names_the_variable_when_read_alone(
+    overrides: dict[str, str], name: str
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        policy_defaults_from_env(overrides)
 
 
 def test_deployed_web_chat_must_be_https() -> None:

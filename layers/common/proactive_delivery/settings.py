@@ -341,3 +341,11 @@ class _Reader:
             return parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} is invalid: {exc}") from None
+
+
+def policy_defaults_from_env(environ: Mapping[str, str] | None = None) -> PolicyDefaults:
+    """The delivery policy's defaults (DEFAULT_CHANNELS, DEFAULT_TIMEZONE, QUIET_HOURS,
+    MAX_MESSAGES_PER_DAY, MESSAGE_MAX_AGE_HOURS, DEFAULT_PHONE_REGION) read and checked as
+    Settings.from_env reads them, without the rest of the settings: for the operator's
+    commands, which have the database but not the functions' other variables."""
+    return _policy_defaults(_Reader(os.environ if environ is None else environ))

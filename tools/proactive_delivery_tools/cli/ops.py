@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from proactive_delivery.adapters import aws
 from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.states import FAILED_REASONS
 
 if TYPE_CHECKING:
     from proactive_delivery_tools.ops.switch import Stack
@@ -36,7 +37,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, samconfig: bool) -> N
 
 def register(sub: Any, database_url: DatabaseUrl) -> None:
     status = sub.add_parser(
-        "status", help="backlog, failures, queue depths, the last evaluate run and the pause switch"
+        "status",
+        help="backlog, failures, queue depths, the last evaluate run of each source, the pause switch",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_stack_options(status, samconfig=False)
@@ -55,6 +57,11 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     replay.add_argument("--max", type=int, dest="max_messages", help="move at most N messages")
     replay.add_argument("--source", help="only messages of this source (e.g. proactive)")
     replay.add_argument("--rate", type=float, default=10.0, help="messages per second (default 10)")
+    replay.add_argument(
+        "--include-malformed",
+        action="store_true",
+        help="move malformed messages too (left in the DLQ otherwise: the deliverer cannot read them)",
+    )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_stack_options(replay, samconfig=False)
     replay.set_defaults(func=cmd_replay)
@@ -63,7 +70,10 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     resend.add_argument(
         "--failed-since", required=True, help="ISO 8601 timestamp; naive means UTC (2026-05-01T12:00Z)"
     )
-    resend.add_argument("--reason", help="only failures with this reason (e.g. attempts_exhausted)")
+    resend.add_argument(
+        "--reason",
+        help=f"only failures with this reason: {', '.join(sorted(FAILED_REASONS))}",
+    )
     resend.add_argument("--dry-run", action="store_true", help="count what would be resent; change nothing")
     resend.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_stack_options(resend, samconfig=False)
@@ -245,7 +255,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     sqs = sqs_client()
     queues = find_queues(sqs, _queue_url(_stack_for_queue(args)), args.dlq_url)
     options = ReplayOptions(
-        dry_run=args.dry_run, max_messages=args.max_messages, source=args.source, rate=args.rate
+        dry_run=args.dry_run,
+        max_messages=args.max_messages,
+        source=args.source,
+        rate=args.rate,
+        include_malformed=args.include_malformed,
     )
     with _progress_bar(args.max_messages) as progress:
         report = replay_dlq(sqs, queues, options, progress=progress)
@@ -255,10 +269,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for item in report.listed:
             identity = item["message_id"] or "(malformed)"
             print(f"{item['sqs_message_id']}  {identity}  receives={item['receive_count']}")
-        print(f"would move {len(report.listed)} message(s) from {queues.dlq_url}")
+        for sqs_id in report.malformed_kept:
+            print(f"{sqs_id}  (malformed: stays in the DLQ)")
+        print(
+            f"would move {len(report.listed)} message(s) from {queues.dlq_url}" + _kept(report, "would stay")
+        )
     else:
-        print(f"moved {report.moved} message(s) with {report.method}; {report.left} left in the DLQ")
+        print(
+            f"moved {report.moved} message(s) with {report.method}; {report.left} left in the DLQ"
+            + _kept(report, "kept")
+        )
     return 0
+
+
+def _kept(report: Any, verb: str) -> str:
+    """What the report says of the malformed messages it left in the DLQ."""
+    n = len(report.malformed_kept)
+    if not n:
+        return ""
+    return f"; {n} malformed {verb} (the deliverer cannot read them; --include-malformed moves them too)"
 
 
 def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
@@ -267,23 +296,31 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     from proactive_delivery.adapters.postgres.store import PostgresStore
     from proactive_delivery.adapters.sqs import SqsDeliveryQueue
     from proactive_delivery.app.evaluate import Enqueuer
-    from proactive_delivery_tools.ops.resend import parse_timestamp, resend_failed
+    from proactive_delivery_tools.ops.resend import (
+        check_reason,
+        count_failed,
+        parse_timestamp,
+        resend_failed,
+    )
     from proactive_delivery_tools.ops.store import OperationsStore
 
     since = parse_timestamp(args.failed_since)
-    queue_url = _queue_url(_stack_for_queue(args))
-    if queue_url is None and not args.dry_run:
-        raise ConfigError("DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue")
-    with _database(database_url(args)) as db, ThreadPoolExecutor(4, thread_name_prefix="enqueue") as pool:
-        enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url or ""), concurrency=4, executor=pool)
-        report = resend_failed(
-            OperationsStore(db),
-            enqueuer,
-            PostgresStore(db),
-            since=since,
-            reason=args.reason,
-            dry_run=args.dry_run,
-        )
+    check_reason(args.reason)
+    if args.dry_run:
+        # It only counts rows: no queue, no stack, no AWS.
+        with _database(database_url(args)) as db:
+            report = count_failed(OperationsStore(db), since=since, reason=args.reason)
+    else:
+        queue_url = _queue_url(_stack_for_queue(args))
+        if queue_url is None:
+            raise ConfigError(
+                "DELIVERY_QUEUE_URL is required: resend puts the messages on the delivery queue"
+            )
+        with _database(database_url(args)) as db, ThreadPoolExecutor(4, thread_name_prefix="enqueue") as pool:
+            enqueuer = Enqueuer(SqsDeliveryQueue(sqs_client(), queue_url), concurrency=4, executor=pool)
+            report = resend_failed(
+                OperationsStore(db), enqueuer, PostgresStore(db), since=since, reason=args.reason
+            )
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     elif args.dry_run:
@@ -353,14 +390,18 @@ def render_status(status: dict[str, Any]) -> str:
     else:
         for name, q in status["queues"].items():
             lines.append(f"  {name:<12} {q['visible']:>6} / {q['in_flight']:>6} / {q['delayed']:>6}")
-    run = status["last_evaluate_run"]
-    lines.append("Last evaluate run")
-    if run is None:
-        lines.append("  never")
-    else:
+    lines.append("Last evaluate run by source")
+    runs = status["last_evaluate_run_by_source"]
+    if not runs:
+        lines.append("  (no source table found)")
+    for source, run in runs.items():
+        if run is None:
+            lines.append(f"  {source:<12} never")
+            continue
+        shared = f" (a run of {','.join(run['sources'])})" if run["sources"] != [source] else ""
         lines.append(
-            f"  {run['finished_at']} ({_age(run['age_seconds'])} ago): {','.join(run['sources'])}, "
-            f"enqueued {run['enqueued']}{', stopped early' if run['stopped_early'] else ''}"
+            f"  {source:<12} {run['finished_at']} ({_age(run['age_seconds'])} ago): "
+            f"enqueued {run['enqueued']}{shared}{', stopped early' if run['stopped_early'] else ''}"
         )
     return "\n".join(lines)
 

@@ -1,27 +1,48 @@
-"""`proactive-delivery prefs show|set`: read and change a contractor's delivery preferences."""
+"""`proactive-delivery prefs show|set`: read and change a contractor's delivery preferences.
+
+`show` prints what the pipeline will use for the contractor, each value with where it comes
+from: our row (delivery.contractor_preferences), the platform's own columns
+(contractors.sms_opt_in, contractors.timezone) or the deployment's default (a setting). The
+values are resolved by the pipeline's own policy functions (core/policy.py: resolve,
+choose_channel) from the same columns the pipeline reads; the defaults are the settings as
+the functions read them, from this shell's environment.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC
 from typing import Any, TextIO
 
 import psycopg
-from psycopg.rows import dict_row
 
-from proactive_delivery.adapters.postgres.database import connect, load_queries
+from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError, StoreUnavailableError
 from proactive_delivery.core.policy import (
+    ChannelCatalog,
+    Contact,
+    PolicyDefaults,
     PolicyInputError,
+    Preferences,
+    QuietHours,
     StoredPreferences,
+    choose_channel,
     load_zone,
     parse_channels,
     parse_quiet_hours,
     resolve,
 )
-from proactive_delivery.settings import _policy_defaults, _Reader
+from proactive_delivery.settings import policy_defaults_from_env
+
+SQL_PACKAGE = "proactive_delivery_tools.ops.sql"
+# Where a value comes from.
+OUR_ROW = "delivery.contractor_preferences"
+PLATFORM_TIMEZONE_COLUMN = "contractors.timezone"
+PLATFORM_SMS_COLUMN = "contractors.sms_opt_in"
 
 
 def add_parser(sub: Any, database_url: Callable[[argparse.Namespace], str]) -> None:
@@ -47,27 +68,34 @@ def run(args: argparse.Namespace, conninfo: str, out: TextIO | None = None) -> i
     out = out or sys.stdout
     if args.contractor_id <= 0:
         raise ConfigError("CONTRACTOR_ID must be a positive integer")
-    params = {"contractor_id": args.contractor_id}
-    if args.prefs_command == "set":
+    params: dict[str, Any] = {"contractor_id": args.contractor_id}
+    changing = args.prefs_command == "set"
+    if changing:
         params.update(_changes(args))
-        name = "upsert_preferences"
-    else:
-        name = "get_preferences"
-    queries = load_queries("preferences.sql", "proactive_delivery_tools.ops.sql")
-    with connect(conninfo) as conn:
-        try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                row = cur.execute(queries[name], params).fetchone()
-        except psycopg.Error as exc:
-            what = "change" if args.prefs_command == "set" else "read"
-            raise StoreUnavailableError(f"cannot {what} preferences: {type(exc).__name__}") from exc
-    if row is None:
+    # Read (and checked) before anything is written: a bad default is one line, no change.
+    defaults = policy_defaults_from_env(os.environ)
+    db = Database(lambda: conninfo)
+    try:
+        found = True
+        if changing:
+            found = bool(db.fetch_all(_sql(db, "upsert_preferences"), params, retry=False))
+        rows = db.fetch_all(_sql(db, "get_preferences"), params) if found else []
+    except psycopg.Error as exc:
+        what = "change" if changing else "read"
+        raise StoreUnavailableError(f"cannot {what} preferences: {type(exc).__name__}") from exc
+    finally:
+        db.close()
+    if not rows:
         # Both statements find the contractor in the platform's table first; nothing was written.
         raise ConfigError(
             f"contractor {args.contractor_id} does not exist in the platform's contractors table"
         )
-    _print(args.contractor_id, row, out)
+    _print(args.contractor_id, rows[0], defaults, out)
     return 0
+
+
+def _sql(db: Database, name: str) -> Any:
+    return db.sql(name, "preferences.sql", package=SQL_PACKAGE)
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,31 +129,109 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
-def _print(contractor_id: int, row: dict[str, Any] | None, out: TextIO) -> None:
-    defaults = _policy_defaults(_Reader(os.environ))
-    has_row = bool(row and row["has_row"])
-    stored = (
-        StoredPreferences.from_row({f"pref_{k}": v for k, v in row.items() if k != "has_row"})
-        if row and has_row
-        else None
-    )
+def _print(contractor_id: int, row: Mapping[str, Any], defaults: PolicyDefaults, out: TextIO) -> None:
+    stored = StoredPreferences.from_row(row)
     print(f"contractor {contractor_id}", file=out)
-    if row is None or not has_row:
-        print("  no preference row: the defaults apply", file=out)
-    else:
-        opted = "all channels" if row["opted_out"] else ", ".join(row["opted_out_channels"]) or "no"
-        print(f"  opted out        {opted}", file=out)
-        if row["opted_out_at"]:
-            print(
-                f"  opt-out changed  {row['opted_out_at']:%Y-%m-%d %H:%M:%S %Z} by {row['opt_out_source']}",
-                file=out,
-            )
+    if stored is None:
+        print(f"  no preference row in {OUR_ROW}: the platform's columns and the defaults apply", file=out)
     try:
-        prefs = resolve(stored, defaults, known=CHANNELS.names)
+        prefs = resolve(stored, defaults, row["contractor_timezone"], known=CHANNELS.names)
     except PolicyInputError as exc:
-        print(f"  INVALID          {exc} (messages fail with this reason until it is fixed)", file=out)
+        print(
+            f"  INVALID          {exc} in {OUR_ROW} (messages fail with this reason until it is fixed)",
+            file=out,
+        )
         return
-    print(f"  channels         {','.join(prefs.channels)}", file=out)
-    print(f"  timezone         {prefs.zone.key}", file=out)
-    print(f"  quiet hours      {prefs.quiet_hours}", file=out)
-    print(f"  max per day      {prefs.max_per_day}", file=out)
+    for label, value, source in _effective(prefs, row):
+        print(f"  {label:<16} {value:<17} from {source}" if source else f"  {label:<16} {value}", file=out)
+
+
+def _effective(prefs: Preferences, row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value in effect, where it comes from), in the order the pipeline decides."""
+    stored = StoredPreferences.from_row(row)
+    platform_zone: str | None = row["contractor_timezone"]
+    sms_opt_in: bool | None = row["sms_opt_in"]
+    lines: list[tuple[str, str, str]] = []
+    # The preferred channels in their order, then the others (an opt-out holds either way).
+    every = [*prefs.channels, *(c for c in CHANNELS.names if c not in prefs.channels)]
+    blocked = [c for c in every if prefs.opted_out or _opted_out(prefs, sms_opt_in, c)]
+    if prefs.opted_out:
+        lines.append(("opted out", "all channels", _our_opt_out(row)))
+    elif blocked:
+        for channel in blocked:
+            why = []
+            if channel in prefs.opted_out_channels:
+                why.append(f"{_our_opt_out(row)} (opted_out_channels)")
+            if channel in _NOTHING_CONFIGURED.sms_consent and sms_opt_in is False:
+                why.append(f"{PLATFORM_SMS_COLUMN} = false (the platform's; --opt-in does not change it)")
+            lines.append(("opted out", channel, "; ".join(why)))
+    else:
+        lines.append(("opted out", "no", ""))
+    source = OUR_ROW if stored is not None and stored.channels else _default("DEFAULT_CHANNELS")
+    lines.append(("channels", ",".join(prefs.channels), source))
+    open_channels = [c for c in prefs.channels if c not in blocked]
+    lines.append(
+        (
+            "open channels",
+            ",".join(open_channels) + " (sent on the first that is configured and reachable)"
+            if open_channels
+            else "none: every message is skipped (opted_out)",
+            "",
+        )
+    )
+    lines.append(("timezone", prefs.zone.key, _zone_source(prefs, stored, platform_zone)))
+    quiet_from_row = stored is not None and stored.quiet_start is not None and stored.quiet_end is not None
+    lines.append(
+        ("quiet hours", _quiet(prefs.quiet_hours), OUR_ROW if quiet_from_row else _default("QUIET_HOURS"))
+    )
+    cap_from_row = stored is not None and stored.max_per_day is not None
+    lines.append(
+        ("max per day", str(prefs.max_per_day), OUR_ROW if cap_from_row else _default("MAX_MESSAGES_PER_DAY"))
+    )
+    return lines
+
+
+def _opted_out(prefs: Preferences, sms_opt_in: bool | None, channel: str) -> bool:
+    """Whether the pipeline's channel choice refuses `channel` as opted out (ours, or the
+    platform's sms_opt_in): asked about that channel alone with no channel configured,
+    choose_channel answers opted_out for an opt-out and no_contact otherwise."""
+    only = dataclasses.replace(prefs, channels=(channel,))
+    contact = Contact(phone=None, email=None, contractor_id=None, sms_opt_in=sms_opt_in)
+    return choose_channel(only, contact, _NOTHING_CONFIGURED).reason == "opted_out"
+
+
+# Every declared channel, none configured: choose_channel then only says whether it is opted out.
+_NOTHING_CONFIGURED = ChannelCatalog(
+    contacts={d.name: d.contact for d in CHANNELS},
+    sms_consent=frozenset(d.name for d in CHANNELS if d.sms_consent),
+)
+
+
+def _our_opt_out(row: Mapping[str, Any]) -> str:
+    when = row.get("opted_out_at")
+    if when is None:
+        return OUR_ROW
+    return f"{OUR_ROW}, changed {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC by {row.get('opt_out_source')}"
+
+
+def _zone_source(prefs: Preferences, stored: StoredPreferences | None, platform_zone: str | None) -> str:
+    if stored is not None and stored.timezone:
+        return OUR_ROW
+    if prefs.unusable_platform_zone is not None:
+        unusable = prefs.unusable_platform_zone[:64]
+        return f"{_default('DEFAULT_TIMEZONE')}: {PLATFORM_TIMEZONE_COLUMN} {unusable!r} is not an IANA zone"
+    if platform_zone and platform_zone.strip():
+        return f"{PLATFORM_TIMEZONE_COLUMN} (the platform's)"
+    return _default("DEFAULT_TIMEZONE")
+
+
+def _default(variable: str) -> str:
+    """A default of the deployment: the setting as this shell has it, or its built-in value."""
+    if os.environ.get(variable, "").strip():
+        return f"{variable} as set in this shell"
+    return f"the built-in default ({variable} is not set in this shell)"
+
+
+def _quiet(window: QuietHours) -> str:
+    # start == end is no window at all (QuietHours.contains is never true).
+    return "none" if window.start == window.end else str(window)

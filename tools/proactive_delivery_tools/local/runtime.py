@@ -30,7 +30,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 import psycopg
@@ -51,6 +51,9 @@ from proactive_delivery_tools.local.schedule import (
 from proactive_delivery_tools.local.sqs import LocalSqsServer, local_aws_environment, local_client
 from proactive_delivery_tools.local.template import LocalTemplate, load_env_file
 from proactive_delivery_tools.queues import queue_depth
+
+if TYPE_CHECKING:
+    from proactive_delivery_tools.local.seed import SeedResult
 
 LOCAL_DATABASE = "proactive_delivery_local"
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -172,15 +175,18 @@ def redacted_url(url: str) -> str:
     return url_from_params(dict(psycopg.conninfo.conninfo_to_dict(url)), mask=True)
 
 
-def prepare_database(server_url: str, count: int, *, contractors: int | None = None) -> str:
+def prepare_database(
+    server_url: str, count: int, *, contractors: int | None = None
+) -> tuple[str, SeedResult | None]:
     """With a sample to seed: a fresh database of our own on that server (never the one
-    DATABASE_URL names, whose tables may matter to someone). Without: DATABASE_URL as is."""
+    DATABASE_URL names, whose tables may matter to someone), and what was seeded into it.
+    Without: DATABASE_URL as is, and None."""
     from proactive_delivery_tools.local.seed import seed
     from proactive_delivery_tools.schema.migrate import apply_migrations
 
     if count <= 0:
         apply_migrations(server_url, reference_schema=True)
-        return server_url
+        return server_url, None
     try:
         with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{LOCAL_DATABASE}" WITH (FORCE)')
@@ -193,8 +199,8 @@ def prepare_database(server_url: str, count: int, *, contractors: int | None = N
     url = _admin_url(server_url, LOCAL_DATABASE)
     apply_migrations(url, reference_schema=True)
     with psycopg.connect(url, autocommit=True) as conn:
-        seed(conn, count=count, contractors=contractors or max(12, min(200, count // 5)))
-    return url
+        seeded = seed(conn, count=count, contractors=contractors or max(12, min(200, count // 5)))
+    return url, seeded
 
 
 class LocalRuntime:
@@ -417,9 +423,13 @@ class LocalRuntime:
                 pg = ThrowawayPostgres(keep_data=options.keep_data).start()
                 stack.callback(pg.stop)
                 server_url = pg.url
-            self.database_url = prepare_database(server_url, options.count)
-            if options.count > 0:
-                display.say(f"seeded {options.count} sample messages into {redacted_url(self.database_url)}")
+            self.database_url, seeded = prepare_database(server_url, options.count)
+            if seeded is not None:
+                # Both counts: the ledger at the end holds the follow-ups too.
+                display.say(
+                    f"seeded {seeded.messages} sample messages and {seeded.followups} follow-ups"
+                    f" into {redacted_url(self.database_url)}"
+                )
 
             sqs = LocalSqsServer().start()
             stack.callback(sqs.stop)

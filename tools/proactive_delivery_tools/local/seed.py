@@ -116,7 +116,7 @@ def seed_preferences_and_followups(
             " %s::integer IS NOT NULL, %s, %s, false, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
             [(c, t, tpl, st, item, item, rec, every) for c, t, tpl, st, item, rec, every in plan],
         )
-    return len(rows), followups
+    return len(rows), len(plan)
 
 
 def seed(
@@ -177,7 +177,7 @@ def seed(
     preferences, followups = seed_preferences_and_followups(conn, ids)
     return SeedResult(
         contractors=contractors,
-        messages=count,
+        messages=len(rows),
         without_phone=without_phone,
         followups=followups,
         preferences=preferences,

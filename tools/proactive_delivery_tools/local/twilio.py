@@ -36,6 +36,8 @@ class TwilioRequest:
     form: dict[str, str]
     status: int
     sid: str | None
+    # The idempotency-key header the request carried, if any.
+    idempotency_key: str | None = None
 
 
 class FakeTwilio:
@@ -85,7 +87,9 @@ class FakeTwilio:
         reply = self.plan(to, n)
         sid = "SM" + uuid.uuid4().hex if reply.status == 201 else None
         with self._lock:
-            self.requests.append(TwilioRequest(self.account_sid, form, reply.status, sid))
+            self.requests.append(
+                TwilioRequest(self.account_sid, form, reply.status, sid, headers.get("idempotency-key"))
+            )
         if reply.status == 201:
             return 201, {"sid": sid, "status": "queued", "to": to}, reply
         return reply.status, {"code": reply.code, "message": "error", "status": reply.status}, reply

@@ -9,11 +9,16 @@ moves what is left.
 
 Replay does not touch the database. A dead-lettered message whose row is `failed` is
 therefore acknowledged without a send when replayed: bringing failed messages back is
-`resend`, which resets them to queued in one conditional UPDATE and queues them again."""
+`resend`, which resets them to queued in one conditional UPDATE and queues them again.
+
+Malformed messages (a body the deliverer cannot read as a message key: MessageKey.from_body)
+stay in the DLQ unless `include_malformed` asks for them: moved back, they would only fail
+again, return to the DLQ and raise its alarm once more. A message move task moves every
+message, so it is started only when the DLQ holds no malformed one (or they are included);
+otherwise the receive / re-send / delete path moves the others and leaves those."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from proactive_delivery.adapters.aws import error_code, http_status
 from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT as SQS_BATCH_LIMIT
+from proactive_delivery.core.errors import MalformedRecordError
 from proactive_delivery.core.models import MessageKey
 from proactive_delivery_tools.ops.errors import OperationsError, call_aws, describe_aws_error
 from proactive_delivery_tools.ops.queues import Queues, queue_depth
@@ -55,6 +61,8 @@ class ReplayOptions:
     max_messages: int | None = None
     source: str | None = None
     rate: float = 10.0
+    # Move malformed messages too (they can never be delivered; left in the DLQ otherwise).
+    include_malformed: bool = False
     # How long a received DLQ message stays hidden while it is being moved.
     visibility_timeout: int = 60
     poll_seconds: float = 2.0
@@ -68,6 +76,8 @@ class ReplayReport:
     listed: list[dict[str, Any]] = field(default_factory=list)
     task_handle: str | None = None
     task_status: str | None = None
+    # SQS ids of the malformed messages seen and left in the DLQ (never their bodies).
+    malformed_kept: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,29 +85,20 @@ class ReplayReport:
             "moved": self.moved,
             "left_in_dlq": self.left,
             "listed": self.listed,
+            "malformed_kept": self.malformed_kept,
             "task_handle": self.task_handle,
             "task_status": self.task_status,
         }
 
 
 def _key_of(body: str | None) -> MessageKey | None:
-    """The identity in a DLQ message body, for any source name: a replay must not depend on
-    this package knowing every source (the deliverer decides what is malformed)."""
+    """The identity in a DLQ message body, or None for a malformed one: read as the
+    deliverer reads it (MessageKey.from_body), so what replay calls malformed is what the
+    deliverer would send back to the DLQ."""
     try:
-        data = json.loads(body or "")
-    except (json.JSONDecodeError, TypeError):
+        return MessageKey.from_body(body)
+    except MalformedRecordError:
         return None
-    if not isinstance(data, dict):
-        return None
-    source, source_id = data.get("source"), data.get("id")
-    if (
-        not isinstance(source, str)
-        or not source
-        or isinstance(source_id, bool)
-        or not isinstance(source_id, int)
-    ):
-        return None
-    return MessageKey(source, source_id)
 
 
 def replay_dlq(
@@ -117,6 +118,7 @@ def replay_dlq(
         raise OperationsError("--max must be > 0")
     if options.dry_run:
         return _list_dlq(sqs, queues, options)
+    # A move task moves every message: no filter can be applied to it.
     filtered = options.source is not None or options.max_messages is not None
     if not filtered:
         report = _move_task(sqs, queues, options, sleep)
@@ -138,22 +140,14 @@ def _move_task(
     if running is not None and running.get("Status") == "RUNNING":
         # A replay started earlier (and killed, or still going): follow it, do not stack a second.
         report.task_handle = running.get("TaskHandle")
+    elif not options.include_malformed and _holds_malformed(sqs, queues, options):
+        # The task would move them too: the manual path leaves them where they are.
+        return None
     else:
-        try:
-            response = sqs.start_message_move_task(
-                SourceArn=queues.dlq_arn,
-                DestinationArn=queues.queue_arn,
-                MaxNumberOfMessagesPerSecond=max(1, min(500, int(options.rate))),
-            )
-        except NotImplementedError:
+        started = _start_task(sqs, queues, options)
+        if started is None:
             return None
-        except ClientError as exc:
-            if _move_tasks_unavailable(exc):
-                return None
-            raise describe_aws_error(exc, "StartMessageMoveTask") from exc
-        except BotoCoreError as exc:
-            raise describe_aws_error(exc, "StartMessageMoveTask") from exc
-        report.task_handle = response.get("TaskHandle")
+        report.task_handle = started.get("TaskHandle")
     while True:
         try:
             task = _latest_task(sqs, queues)
@@ -174,6 +168,26 @@ def _move_task(
         raise OperationsError(f"the move task failed: {task.get('FailureReason', 'no reason given')}")
     report.left = queue_depth(sqs, queues.dlq_url, "dead-letter queue")["visible"]
     return report
+
+
+def _start_task(sqs: Any, queues: Queues, options: ReplayOptions) -> dict[str, Any] | None:
+    """StartMessageMoveTask's answer, or None when the endpoint has no move tasks."""
+    try:
+        return dict(
+            sqs.start_message_move_task(
+                SourceArn=queues.dlq_arn,
+                DestinationArn=queues.queue_arn,
+                MaxNumberOfMessagesPerSecond=max(1, min(500, int(options.rate))),
+            )
+        )
+    except NotImplementedError:
+        return None
+    except ClientError as exc:
+        if _move_tasks_unavailable(exc):
+            return None
+        raise describe_aws_error(exc, "StartMessageMoveTask") from exc
+    except BotoCoreError as exc:
+        raise describe_aws_error(exc, "StartMessageMoveTask") from exc
 
 
 class _MoveTasksUnavailable(Exception):
@@ -222,16 +236,43 @@ def _release(sqs: Any, queues: Queues, messages: Sequence[dict[str, Any]]) -> No
         )
 
 
-def _matches(message: dict[str, Any], source: str | None) -> bool:
-    if source is None:
-        return True
+def _holds_malformed(sqs: Any, queues: Queues, options: ReplayOptions) -> bool:
+    """Whether the DLQ holds a malformed message. Reads the messages (each hidden while it
+    is read, all visible again at the end) until the first malformed one or the end. A
+    malformed message that arrives between this look and the task's start is moved by the
+    task: seconds, where before every malformed message was."""
+    seen: set[str] = set()
+    held: list[dict[str, Any]] = []
+    try:
+        while True:
+            got = _receive(sqs, queues, SQS_BATCH_LIMIT, options.visibility_timeout)
+            held.extend(got)
+            fresh = [m for m in got if m["MessageId"] not in seen]
+            if not fresh:
+                return False
+            seen.update(m["MessageId"] for m in fresh)
+            if any(_key_of(m.get("Body")) is None for m in fresh):
+                return True
+    finally:
+        if held:
+            _release(sqs, queues, held)
+
+
+def _wanted(message: dict[str, Any], options: ReplayOptions) -> bool:
+    """Whether the filters take this message. A malformed one has no source: it is taken
+    only when malformed messages are included and no source is asked for."""
     key = _key_of(message.get("Body"))
-    return key is not None and key.source == source
+    if key is None:
+        return options.include_malformed and options.source is None
+    return options.source is None or key.source == options.source
 
 
-def _walk_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> Iterator[list[dict[str, Any]]]:
+def _walk_dlq(
+    sqs: Any, queues: Queues, options: ReplayOptions, report: ReplayReport
+) -> Iterator[list[dict[str, Any]]]:
     """Batches of DLQ messages that match the filters, each hidden while it is handled;
-    the ones that do not match are made visible again when the walk ends."""
+    the ones that do not match are made visible again when the walk ends. The malformed
+    ones left are noted in the report."""
     seen: set[str] = set()
     skipped: list[dict[str, Any]] = []
     taken = 0
@@ -245,8 +286,10 @@ def _walk_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> Iterator[list
             if not fresh:
                 break
             seen.update(m["MessageId"] for m in fresh)
-            batch = [m for m in fresh if _matches(m, options.source)][:want]
-            skipped.extend(m for m in fresh if m not in batch)
+            batch = [m for m in fresh if _wanted(m, options)][:want]
+            left = [m for m in fresh if m not in batch]
+            skipped.extend(left)
+            report.malformed_kept.extend(m["MessageId"] for m in left if _key_of(m.get("Body")) is None)
             if batch:
                 taken += len(batch)
                 yield batch
@@ -258,7 +301,7 @@ def _walk_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> Iterator[list
 def _list_dlq(sqs: Any, queues: Queues, options: ReplayOptions) -> ReplayReport:
     report = ReplayReport(method="dry-run")
     held: list[dict[str, Any]] = []
-    for batch in _walk_dlq(sqs, queues, options):
+    for batch in _walk_dlq(sqs, queues, options, report):
         # Kept hidden until the walk ends, so no message is listed twice; then released.
         held.extend(batch)
         for m in batch:
@@ -286,7 +329,7 @@ def _receive_resend_delete(
 ) -> ReplayReport:
     report = ReplayReport(method="receive-resend-delete")
     started = clock()
-    for batch in _walk_dlq(sqs, queues, options):
+    for batch in _walk_dlq(sqs, queues, options, report):
         # At most `rate` messages per second since the start.
         ahead = (report.moved + len(batch)) / options.rate - (clock() - started)
         if ahead > 0:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from proactive_delivery.app.evaluate import Enqueuer
+from proactive_delivery.core.states import FAILED_REASONS
 from proactive_delivery_tools.ops.errors import OperationsError
 from proactive_delivery_tools.ops.store import OperationsStore
 
@@ -43,6 +44,28 @@ class QueueMarks(Protocol):
     def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
 
 
+def check_reason(reason: str | None) -> None:
+    """A reason the pipeline records failed messages with, or none: a misspelt one would
+    match nothing and say so only by resending nothing."""
+    if reason is not None and reason not in FAILED_REASONS:
+        raise OperationsError(
+            f"--reason {reason!r} is not a reason failed messages are recorded with"
+            f" (known: {', '.join(sorted(FAILED_REASONS))})"
+        )
+
+
+def count_failed(store: OperationsStore, *, since: datetime, reason: str | None) -> ResendReport:
+    """What `resend --dry-run` reports: the failed messages a resend would take, by reason.
+    The database alone: no queue, no AWS."""
+    report = ResendReport(dry_run=True)
+    rows = store.failed_since(since, reason)
+    report.matched = len(rows)
+    for row in rows:
+        key = row["reason"] or "unknown"
+        report.by_reason[key] = report.by_reason.get(key, 0) + 1
+    return report
+
+
 def resend_failed(
     store: OperationsStore,
     enqueuer: Enqueuer,
@@ -50,16 +73,8 @@ def resend_failed(
     *,
     since: datetime,
     reason: str | None,
-    dry_run: bool,
 ) -> ResendReport:
-    report = ResendReport(dry_run=dry_run)
-    if dry_run:
-        rows = store.failed_since(since, reason)
-        report.matched = len(rows)
-        for row in rows:
-            key = row["reason"] or "unknown"
-            report.by_reason[key] = report.by_reason.get(key, 0) + 1
-        return report
+    report = ResendReport(dry_run=False)
     keys = store.reset_failed(since, reason)
     report.matched = len(keys)
     by_source: dict[str, list[int]] = {}

@@ -1,8 +1,10 @@
-"""`proactive-delivery status`: backlog, states, failures, queues, the last evaluate run and other senders."""
+"""`proactive-delivery status`: backlog, states, failures, queues, the last evaluate run of each
+source and other senders."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from proactive_delivery_tools.ops.queues import find_queues, queue_depth
@@ -32,17 +34,12 @@ def collect_status(
         for r in store.recent_failures()
     ]
     last = store.last_evaluate_run()
-    last_run = (
-        None
-        if last is None
-        else {
-            "finished_at": last["finished_at"].isoformat(),
-            "age_seconds": round(float(last["age_seconds"]), 1),
-            "sources": list(last["sources"]),
-            "enqueued": int(last["enqueued"]),
-            "stopped_early": bool(last["stopped_early"]),
-        }
-    )
+    # Per source as well: the schedules run each source on its own (follow-ups every 5
+    # minutes, proactive hourly), so the latest run of all is seldom the proactive one.
+    by_source = {
+        row["source"]: _run(row) if row["id"] is not None else None
+        for row in store.last_evaluate_run_by_source([s for s in sources if s in present])
+    }
     queues: dict[str, Any] | None = None
     if queue_url:
         found = find_queues(sqs, queue_url, None)
@@ -55,6 +52,17 @@ def collect_status(
         "states": states,
         "failures_24h": failures,
         "queues": queues,
-        "last_evaluate_run": last_run,
+        "last_evaluate_run": _run(last) if last is not None else None,
+        "last_evaluate_run_by_source": by_source,
         "sent_by_others_24h": sent_by_others,
+    }
+
+
+def _run(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "finished_at": row["finished_at"].astimezone(UTC).isoformat(),
+        "age_seconds": round(float(row["age_seconds"]), 1),
+        "sources": list(row["sources"]),
+        "enqueued": int(row["enqueued"]),
+        "stopped_early": bool(row["stopped_early"]),
     }

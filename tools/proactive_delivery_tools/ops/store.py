@@ -4,6 +4,7 @@ sql/operations.sql of this package."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -36,6 +37,10 @@ class OperationsStore:
     def last_evaluate_run(self) -> dict[str, Any] | None:
         rows = self.db.fetch_all(self._sql("last_evaluate_run"), {})
         return rows[0] if rows else None
+
+    def last_evaluate_run_by_source(self, sources: Sequence[str]) -> list[dict[str, Any]]:
+        """One row per source, in the order given; its run's columns are NULL when none ran."""
+        return self.db.fetch_all(self._sql("last_evaluate_run_by_source"), {"sources": list(sources)})
 
     def state_counts(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("state_counts"), {})

@@ -30,6 +30,23 @@ FROM delivery.evaluate_run
 ORDER BY finished_at DESC
 LIMIT 1;
 
+-- name: last_evaluate_run_by_source
+-- The last run that worked each source (a run lists its sources), NULL columns for a
+-- source no run has worked yet. With follow-ups every 5 minutes the hourly proactive run is
+-- seldom the latest of all; each source's run is found by reading evaluate_run_finished_idx
+-- backwards (a dozen rows for the hourly one).
+SELECT s.source, r.id, r.finished_at, r.sources, r.enqueued, r.stopped_early,
+       extract(epoch FROM now() - r.finished_at)::float8 AS age_seconds
+FROM unnest(%(sources)s::text[]) WITH ORDINALITY AS s(source, position)
+LEFT JOIN LATERAL (
+    SELECT e.id, e.finished_at, e.sources, e.enqueued, e.stopped_early
+    FROM delivery.evaluate_run e
+    WHERE s.source = ANY (e.sources)
+    ORDER BY e.finished_at DESC
+    LIMIT 1
+) r ON true
+ORDER BY s.position;
+
 -- name: state_counts
 -- Open messages (any age) and final ones of the last 24 hours, by source and state.
 SELECT source, state, count(*) AS messages

@@ -1,20 +1,32 @@
--- Named queries for the operator's `prefs` commands (prefs_cli.py).
+-- Named queries for the operator's `prefs` commands (cli/prefs.py), rendered for the
+-- platform's schema like the runtime's own (same placeholders and table aliases).
 
 -- name: get_preferences
--- No row: the platform has no such contractor. has_row false: a contractor without
--- preferences (the defaults apply).
-SELECT c.id AS contractor_id, p.contractor_id IS NOT NULL AS has_row, p.channels,
-       coalesce(p.opted_out, false) AS opted_out, coalesce(p.opted_out_channels, '{}') AS opted_out_channels,
-       p.opted_out_at, p.opt_out_source, p.timezone, p.quiet_start, p.quiet_end, p.max_per_day,
-       p.updated_at
-FROM contractors c
-LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = c.id
-WHERE c.id = %(contractor_id)s;
+-- What the pipeline resolves a contractor's delivery rules from, as message_facts reads it
+-- (sql/queries.sql of the runtime): our preference row (pref_*, NULL without one) and the
+-- platform's own contact rules (NULL where its schema has no such column). No row: the
+-- platform has no such contractor.
+SELECT k.id AS contractor_id,
+       {{opt(k.timezone, text)}} AS contractor_timezone,
+       {{opt(k.sms_opt_in, boolean)}} AS sms_opt_in,
+       p.contractor_id AS pref_contractor_id,
+       p.channels AS pref_channels,
+       p.opted_out AS pref_opted_out,
+       p.opted_out_channels AS pref_opted_out_channels,
+       p.timezone AS pref_timezone,
+       p.quiet_start AS pref_quiet_start,
+       p.quiet_end AS pref_quiet_end,
+       p.max_per_day AS pref_max_per_day,
+       p.opted_out_at, p.opt_out_source
+FROM contractors k
+LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = k.id
+WHERE k.id = %(contractor_id)s;
 
 -- name: upsert_preferences
 -- One statement: create the row or change only the values given (NULL = leave as is).
 -- --opt-in clears every opt-out, including per-channel ones a provider recorded. Only for
--- a contractor the platform has: otherwise nothing is written and no row comes back.
+-- a contractor the platform has: otherwise nothing is written and no row comes back. The
+-- command then shows the values in effect with get_preferences.
 INSERT INTO delivery.contractor_preferences AS p
     (contractor_id, channels, timezone, quiet_start, quiet_end, max_per_day,
      opted_out, opted_out_at, opt_out_source)
@@ -35,5 +47,4 @@ SET channels = coalesce(%(channels)s::text[], p.channels),
     opted_out_at = CASE WHEN %(opted_out)s::boolean IS NULL THEN p.opted_out_at ELSE now() END,
     opt_out_source = CASE WHEN %(opted_out)s::boolean IS NULL THEN p.opt_out_source ELSE 'operator' END,
     updated_at = now()
-RETURNING contractor_id, true AS has_row, channels, opted_out, opted_out_channels, opted_out_at,
-          opt_out_source, timezone, quiet_start, quiet_end, max_per_day, updated_at;
+RETURNING contractor_id;
