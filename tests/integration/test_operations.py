@@ -460,10 +460,18 @@ def test_status_shows_the_last_run_of_each_source_not_only_the_latest(
             " VALUES (now() - make_interval(mins => %s), '{followup}', %s, false, '{}')",
             (minutes, minutes),
         )
+    # AND runs of both sources that started a minute ago and have not finished (yet, or ever)
+    conn.execute(
+        "INSERT INTO delivery.evaluate_run (started_at, deadline_at, finished_at, sources, enqueued,"
+        " stopped_early, report) VALUES (now() - interval '1 minute', now() + interval '4 minutes', NULL,"
+        " '{proactive}', 0, false, '{}'), (now() - interval '1 minute', now() + interval '4 minutes', NULL,"
+        " '{followup}', 0, false, '{}')"
+    )
     # WHEN status --json runs
     assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    # THEN the latest run of all is the follow-up one, and each source has its own last run
+    # THEN the latest finished run of all is the follow-up one, and each source has its own
+    # last finished run
     assert status["last_evaluate_run"]["sources"] == ["followup"]
     runs = status["last_evaluate_run_by_source"]
     assert list(runs) == ["proactive", "followup"]

@@ -24,9 +24,12 @@ WHERE f.sent_at >= {{now(f.sent_at)}} - interval '24 hours'
   );
 
 -- name: last_evaluate_run
+-- The last run that finished (a run is recorded when it starts; one still running, or one
+-- killed before it finished, has no finished_at).
 SELECT id, finished_at, sources, enqueued, stopped_early, report,
        extract(epoch FROM now() - finished_at)::float8 AS age_seconds
 FROM delivery.evaluate_run
+WHERE finished_at IS NOT NULL
 ORDER BY finished_at DESC
 LIMIT 1;
 
@@ -41,7 +44,7 @@ FROM unnest(%(sources)s::text[]) WITH ORDINALITY AS s(source, position)
 LEFT JOIN LATERAL (
     SELECT e.id, e.finished_at, e.sources, e.enqueued, e.stopped_early
     FROM delivery.evaluate_run e
-    WHERE s.source = ANY (e.sources)
+    WHERE s.source = ANY (e.sources) AND e.finished_at IS NOT NULL
     ORDER BY e.finished_at DESC
     LIMIT 1
 ) r ON true
