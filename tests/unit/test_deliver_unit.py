@@ -579,7 +579,8 @@ def test_outcome_lines_are_written_while_the_outcomes_are_recorded_and_before_an
         # The lines are written by a worker meanwhile: wait (bounded) until they are there.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            lines = [r for r in caplog.records if r.getMessage() == "delivery outcome"]
+            records = [r for r in caplog.records if r.getMessage() == "delivery outcome"]
+            lines = [line for r in records for line in getattr(r, "message_lines", [])]
             if len(lines) == 2:
                 break
             time.sleep(0.005)

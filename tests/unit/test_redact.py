@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Logger
 
-from proactive_delivery.adapters.redact import RedactingFormatter, mask_email, mask_phone, redact_text
+from proactive_delivery.adapters.redact import (
+    DeliveryLogFormatter,
+    RedactingFormatter,
+    mask_email,
+    mask_phone,
+    redact_text,
+)
 
 E164 = "+13125550142"
 US = "(555) 010-4242"
@@ -161,3 +167,48 @@ def test_redact_text_masks_grouped_international_numbers() -> None:
     # WHEN / THEN no digits run of the originals survives
     redacted = redact_text(text)
     assert redacted == "call ***58 or ***42 or ***89"
+
+
+def test_contact_details_in_keys_are_masked() -> None:
+    logger, stream = make_logger()
+    logger.info("by number", replies={E164: 2, EMAIL: 1})
+    assert_no_raw_contact(stream.getvalue())
+    [line] = lines(stream)
+    assert line["replies"] == {"***42": 2, "a***@example.com": 1}
+
+
+def test_a_batchs_message_lines_leave_as_one_lean_line_per_message() -> None:
+    # GIVEN the deliver function's formatter
+    stream = io.StringIO()
+    logger = Logger(
+        service=f"lines-{uuid.uuid4().hex}", logger_formatter=DeliveryLogFormatter(), stream=stream
+    )
+    logger.append_keys(function_request_id="123e4567-e89b-12d3-a456-426614174000")
+
+    # WHEN two messages' outcomes are logged in one call (one carries a contact detail)
+    logger.info(
+        "delivery outcome",
+        message_lines=[
+            {"message_id": "proactive-1", "state": "sent", "http_status": 200, "reason": None},
+            {
+                "message_id": "proactive-2",
+                "state": "failed",
+                "reason": "rejected",
+                "error": f"refused {E164}",
+            },
+        ],
+    )
+
+    # THEN each message is a line of its own, with its identity as the correlation id, the
+    # record's level, message and time, its own fields (no None), masked, and nothing else
+    assert_no_raw_contact(stream.getvalue())
+    first, second = lines(stream)
+    assert set(first) == {"level", "message", "timestamp", "correlation_id", "state", "http_status"}
+    assert (first["level"], first["message"], first["correlation_id"]) == (
+        "INFO",
+        "delivery outcome",
+        "proactive-1",
+    )
+    assert second["correlation_id"] == "proactive-2"
+    assert (second["reason"], second["error"]) == ("rejected", "refused ***42")
+    assert first["timestamp"] == second["timestamp"]

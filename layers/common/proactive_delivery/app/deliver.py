@@ -367,15 +367,22 @@ def _outcome_of(
 
 
 def _log_outcomes(outcomes: Sequence[tuple[MessageKey, Outcome]]) -> None:
-    """One line per message outcome: what on-call searches by message id."""
-    for key, outcome in outcomes:
-        logger.info(
-            "delivery outcome",
-            message_id=key.idempotency_key,
-            state=outcome.state,
-            outcome=outcome.outcome,
-            reason=outcome.reason,
-            channel=outcome.channel,
-            http_status=outcome.http_status,
-            latency_ms=outcome.latency_ms,
-        )
+    """One line per message outcome, what on-call searches by message id, written in one
+    call (adapters/redact.py DeliveryLogFormatter: MESSAGE_LINES)."""
+    if not outcomes:
+        return
+    logger.info(
+        "delivery outcome",
+        message_lines=[
+            {
+                "message_id": key.idempotency_key,
+                "state": outcome.state,
+                "outcome": outcome.outcome,
+                "reason": outcome.reason,
+                "channel": outcome.channel,
+                "http_status": outcome.http_status,
+                "latency_ms": outcome.latency_ms,
+            }
+            for key, outcome in outcomes
+        ],
+    )
