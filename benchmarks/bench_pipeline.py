@@ -67,9 +67,6 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
     parser.add_argument(
-        "--receiver-as-shipped", action="store_true", help="do not set TCP_NODELAY on the local receiver"
-    )
-    parser.add_argument(
         "--queue-latency",
         type=float,
         default=0.02,
@@ -103,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = Table()
     run: Run | None = None
     try:
-        run = Run(sizes, Databases(f"pd_bench_{os.getpid()}"), args.queue_latency, args.receiver_as_shipped)
+        run = Run(sizes, Databases(f"pd_bench_{os.getpid()}"), args.queue_latency)
         for name, measure in SECTIONS:
             if args.only and name not in args.only:
                 continue

@@ -64,7 +64,6 @@ class Run:
     sizes: Sizes
     dbs: Databases
     queue_latency: float  # seconds a SendMessageBatch call of the evaluate rows takes
-    receiver_as_shipped: bool
     notes: list[str] = field(default_factory=list)
     # Filled by the deliver and enqueue sections, read by the cost section.
     deliver_by_size: dict[int, DeliverRun] = field(default_factory=dict)

@@ -11,12 +11,6 @@ The baseline, the httpx floor and the headline deliver run post to
 benchmarks/remote_receiver.py, a signature-verifying receiver in its own process (as n8n is
 on its own machine) that answers 200 after 50 ms. A second deliver run posts to the
 in-process local.receiver.WebhookReceiver, which shares this process's GIL with the handler.
-
-That receiver as shipped writes its response headers and body in two send() calls on a
-keep-alive socket without TCP_NODELAY, so Nagle's algorithm and the client's delayed ACK
-add about 40 ms to every request. The benchmark sets TCP_NODELAY on its own instance
-(StreamRequestHandler.disable_nagle_algorithm) so it answers after the intended 50 ms;
---receiver-as-shipped leaves it alone. The receiver's bare round trip is shown both ways.
 """
 
 from __future__ import annotations
@@ -112,10 +106,8 @@ class LocalReceiver:
     """The in-process WebhookReceiver answering 200 after the delay, with the accepted-POST
     count the remote one reports."""
 
-    def __init__(self, delay: float, *, nodelay: bool) -> None:
+    def __init__(self, delay: float) -> None:
         self.receiver = WebhookReceiver(SIGNING_SECRET, plan=lambda _id, _n: Reply(200, delay=delay))
-        if nodelay:
-            set_nodelay(self.receiver)
         self.receiver.__enter__()
         self.url = self.receiver.url
 
@@ -133,18 +125,11 @@ class LocalReceiver:
 Receiver = RemoteReceiver | LocalReceiver
 
 
-def set_nodelay(receiver: WebhookReceiver) -> None:
-    # _handler_class() builds a class per receiver, so this touches only this instance.
-    receiver._server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-
-
-def receiver_round_trip(nodelay: bool, requests: int = 21) -> float:
+def receiver_round_trip(requests: int = 21) -> float:
     """Median ms of a signed POST to an in-process receiver that answers at once."""
     signer = Webhook(SIGNING_SECRET)
     timings = []
     with WebhookReceiver(SIGNING_SECRET) as receiver, httpx.Client(timeout=10.0) as client:
-        if nodelay:
-            set_nodelay(receiver)
         for i in range(requests):
             headers = sign_headers(signer, msg_id=f"rtt-{i}", body="{}", now=datetime.now(UTC))
             started = time.perf_counter()
@@ -428,11 +413,10 @@ def run_deliver(
 # The section
 # --------------------------------------------------------------------------------------
 def measure(run: Run, table: Table) -> None:
-    """Receiver round trips, the baseline, deliver (batches of 10, 5, 1; in-process), the
+    """The receiver's round trip, the baseline, deliver (batches of 10, 5, 1; in-process), the
     httpx floor; each part its own section of the table, one receiver process for all."""
     with table.section("receiver round trip"):
-        table.info("receiver round trip, as shipped (ms, median)", f"{receiver_round_trip(False):.1f}")
-        table.info("receiver round trip, TCP_NODELAY (ms, median)", f"{receiver_round_trip(True):.1f}")
+        table.info("in-process receiver round trip, no delay (ms, median)", f"{receiver_round_trip():.1f}")
     with ExitStack() as stack:
         remote = RemoteReceiver(RECEIVER_DELAY)
         stack.callback(remote.close)
@@ -522,7 +506,7 @@ def deliver(
         for size, timed_run in sorted(run.deliver_by_size.items()):
             table.info(f"deliver ms per invocation, batches of {size}", f"{timed_run.ms_per_batch:.1f}")
 
-        local = LocalReceiver(RECEIVER_DELAY, nodelay=not run.receiver_as_shipped)
+        local = LocalReceiver(RECEIVER_DELAY)
         stack.callback(local.close)
         local_harness = DeliverHarness(local.url)
         stack.callback(local_harness.close)
@@ -545,6 +529,5 @@ def deliver(
         )
     run.notes.append(
         "deliver: the headline run's receiver is its own process (as n8n is on its own machine); "
-        "the in-process row shares this process's GIL with the function; the in-process receiver "
-        + ("as shipped (Nagle + delayed ACK)" if run.receiver_as_shipped else "has TCP_NODELAY set")
+        "the in-process row shares this process's GIL with the function"
     )

@@ -126,7 +126,7 @@ def run_statements(
 def measure(run: Run, table: Table) -> None:
     runs = run.sizes.statement_batches
     with ExitStack() as stack:
-        receiver = LocalReceiver(RECEIVER_DELAY, nodelay=not run.receiver_as_shipped)
+        receiver = LocalReceiver(RECEIVER_DELAY)
         stack.callback(receiver.close)
         harness = DeliverHarness(receiver.url)
         stack.callback(harness.close)
