@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""One cold start of the evaluate function, for bench_pipeline.py to time from outside: in a
-fresh interpreter, import functions/evaluate/app.py as Lambda's runtime does, then run the
-first invocation (settings, connection, schema read) with the event EventBridge sends. It
-imports nothing else, so the time is the function's own. Settings come from the environment
-(bench_pipeline.py sets them); exit status 1 if the run queued anything (it must find
-nothing due)."""
+"""One cold start of the evaluate function, for the pipeline benchmark (pipeline_bench/cost.py)
+to time from outside: in a fresh interpreter, import functions/evaluate/app.py as Lambda's
+runtime does, then run the first invocation (settings, connection, schema read) with the
+event EventBridge sends. It imports nothing else, so the time is the function's own.
+Settings come from the environment (the benchmark sets them); exit status 1 if the run
+queued anything (it must find nothing due)."""
 
 from __future__ import annotations
 

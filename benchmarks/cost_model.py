@@ -1,5 +1,5 @@
 """What a million deliveries cost, from durations measured in the benchmark run and cited
-prices. docs/cost.md explains every line; bench_pipeline.py feeds it its measurements.
+prices. docs/cost.md explains every line; pipeline_bench/cost.py feeds it its measurements.
 
 Prices: US East (N. Virginia), on-demand, without free tiers, as published on
   Lambda   https://aws.amazon.com/lambda/pricing/  (Arm: $0.0000133334 per GB-second for

@@ -39,8 +39,9 @@ def test_import_benchmark_runs_and_prints_its_table() -> None:
 
 
 def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold() -> None:
-    # WHEN the pipeline benchmark runs small (its speed targets are the benchmark's business:
-    # a loaded machine may miss them, so only exit codes 0 and 1 are accepted)
+    # WHEN the pipeline benchmark runs small (its targets are the benchmark's business: today
+    # some are missed on purpose, and a loaded machine may miss others, so only exit codes 0
+    # and 1 are accepted)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_pipeline.py"), "--quick", "--backlog-rows", "3000"],
         cwd=ROOT,
@@ -54,18 +55,37 @@ def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold()
     rows = {
         cells[0]: cells[1:]
         for line in out.splitlines()
-        if len(cells := [c.strip() for c in line.split("|")]) == 4
+        if len(cells := [c.strip() for c in line.split("|")]) == 4 and cells[0] != "measure"
     }
     # THEN no section failed to run
     assert not [m for m, (value, *_) in rows.items() if value.startswith("ERROR")], out
     # AND what must hold on any machine holds: every message sent once, every id queued once
     # (sequential, concurrent, the backlog), the due rows found by an index
-    assert rows["deliver correctness (all sent once)"][0] == "ok"
-    assert rows["backlog: every id sent exactly once"][0] == "ok"
-    enqueue = [v for m, v in rows.items() if m.startswith("enqueue msg/s,") and "rows)" in m]
-    assert len(enqueue) == 2 and all(v[2] == "ok" for v in enqueue), out
+    for check in (
+        "baseline correctness (all sent)",
+        "deliver correctness (all sent once)",
+        "SQL statements: every batch delivered",
+        "evaluate correctness (every due row queued)",
+        "enqueue correctness (every id queued once)",
+        "backlog: every id sent exactly once",
+    ):
+        assert rows[check][0] == "ok" and rows[check][2] == "ok", (check, out)
     plans = [v for m, v in rows.items() if m.startswith("EXPLAIN due-row page")]
     assert len(plans) == 2 and all(v[0].startswith("Index") for v in plans), out
+    # AND absolute rates are informational (no target, no verdict); the new deliver rows are
+    # targets, and the bytes were counted
+    rates = [m for m in rows if "msg/s" in m and " / " not in m]
+    assert len(rates) >= 6 and all(rows[m][1:] == ["-", "-"] for m in rates), out
+    assert rows["CPU per delivered message: deliver / floor"][1] == "<= 1.3"
+    log_bytes = rows["log + EMF bytes per delivered message"]
+    assert log_bytes[1] == "<= 300" and float(log_bytes[0]) > 0
+    # AND the exit status is 1 exactly when a target or a check says so, each one named
+    failing = [m for m, v in rows.items() if v[2] in ("MISSED", "FAILED")]
+    assert proc.returncode == (1 if failing else 0), out
+    results = [line for line in out.splitlines() if line.startswith("result: ")]
+    assert len(results) == max(1, len(failing)) and all(
+        any(line.split(": ", 2)[2].startswith(m + ":") for line in results) for m in failing
+    ), out
     # AND the cost rows add up: each total is the sum of its four parts
     totals = [m for m in rows if m.startswith("cost per 1M deliveries")]
     assert len(totals) == 3
