@@ -153,15 +153,18 @@ def emit_dimensioned(name: str, value: float, **dimensions: str) -> None:
             metric.add_dimension(name=key, value=dim_value or "unknown")
 
 
-def emit_dimensioned_values(name: str, values: list[float], **dimensions: str) -> None:
-    """Several values of one metric with its own dimensions, as ONE EMF blob (a list of
-    values): a batch's latencies cost one line, not one per message."""
-    check_registered(name, dimensions)
+def emit_dimensioned_values(values: dict[str, list[float]], **dimensions: str) -> None:
+    """Metrics that share their dimensions, each with one or more values, as ONE EMF blob
+    (lists of values): a batch's deliveries and latencies per source and channel cost one
+    line, not one per metric or per message."""
+    for name in values:
+        check_registered(name, dimensions)
     blob = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
     for key, dim_value in dimensions.items():
         blob.add_dimension(name=key, value=dim_value or "unknown")
-    for value in values:
-        blob.add_metric(name=name, unit=_UNITS[name], value=value)
+    for name, metric_values in values.items():
+        for value in metric_values:
+            blob.add_metric(name=name, unit=_UNITS[name], value=value)
     blob.flush_metrics()
 
 
@@ -185,16 +188,18 @@ def emit_deliver(metrics: Metrics, result: BatchReport, *, now: datetime | None 
             due_at = result.due_at.get(key)
             sent_at = outcome.finished_at or now or datetime.now(UTC)
             if due_at is not None:
-                latency = max(0.0, (sent_at - due_at).total_seconds())
+                # Milliseconds are precision enough, and keep the blob short.
+                latency = round(max(0.0, (sent_at - due_at).total_seconds()), 3)
                 latencies.setdefault((key.source, channel), []).append(latency)
-    for (source, channel), values in latencies.items():
-        emit_dimensioned_values("DeliveryLatency", values, source=source, channel=channel)
+    for (source, channel), n in delivered.items():
+        values = {"MessagesDelivered": [float(n)]}
+        if latencies.get((source, channel)):
+            values["DeliveryLatency"] = latencies[(source, channel)]
+        emit_dimensioned_values(values, source=source, channel=channel)
     for reason_class, n in failed.items():
         emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
     for reason, n in skipped.items():
         emit_dimensioned("MessagesSkipped", n, reason=reason)
-    for (source, channel), n in delivered.items():
-        emit_dimensioned("MessagesDelivered", n, source=source, channel=channel)
 
 
 def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
