@@ -180,7 +180,7 @@ def due_row_plans(url: str, sql: str, page_size: int, after_ids: Sequence[int]) 
         for after_id in after_ids:
             row = conn.execute(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + sql,
-                {"run_id": None, "after_id": after_id, "page_size": page_size},
+                {"source": "proactive", "run_id": None, "after_id": after_id, "page_size": page_size},
             ).fetchone()
             conn.rollback()
             assert row is not None

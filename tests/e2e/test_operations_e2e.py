@@ -149,10 +149,14 @@ def test_e2e_logs_mask_contact_details_and_carry_the_message_id(
     for secret in seeded["phones"] + seeded["emails"]:
         assert secret not in everything
         assert secret.lstrip("+") not in everything
-    # AND every line about one message carries its identity as the correlation id
-    per_message = [line for line in lines if "message_id" in line]
-    assert {line["message_id"] for line in per_message} >= {f"proactive-{i}" for i in seeded["ids"]}
-    assert all(line["correlation_id"] == line["message_id"] for line in per_message)
+    # AND every line about one message carries its identity as the correlation id (each
+    # message's outcome line among them), and a line that names it otherwise agrees
+    per_message = [line for line in lines if "correlation_id" in line]
+    assert {line["correlation_id"] for line in per_message} >= {f"proactive-{i}" for i in seeded["ids"]}
+    # (the one without a phone is held at queue time and never reaches deliver)
+    outcomes = [line for line in per_message if line["message"] == "delivery outcome"]
+    assert {line["correlation_id"] for line in outcomes} == {f"proactive-{i}" for i in seeded["ids"][:3]}
+    assert all(line["correlation_id"] == line["message_id"] for line in per_message if "message_id" in line)
 
 
 def test_e2e_metrics_are_all_registered_and_cover_outcomes_and_backlog(

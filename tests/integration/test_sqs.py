@@ -67,7 +67,7 @@ def test_reconciliation_requeues_lost_and_expired(database_url: str, make_messag
         store = PostgresStore(db := Database(lambda: database_url))
         page = store.enqueue_new(
             "proactive",
-            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            store.start_evaluate_run(["proactive"], lease_seconds=300),
             after_id=0,
             page_size=100,
         )
@@ -162,18 +162,17 @@ def test_a_concurrent_sweeps_rows_are_not_taken_twice(
         store = PostgresStore(db := Database(lambda: database_url))
         store.enqueue_new(
             "proactive",
-            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            store.start_evaluate_run(["proactive"], lease_seconds=300),
             after_id=0,
             page_size=100,
         )
         _age_rows(conn, 31)
         swept = store.requeue_stranded(
             "proactive",
-            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            store.start_evaluate_run(["proactive"], lease_seconds=300),
             after_id=0,
             page_size=100,
             reconcile_after_seconds=1800,
-            run_lease_seconds=300,
         )
         assert len(swept) == 3
         # WHEN an overlapping run sweeps

@@ -36,7 +36,7 @@ def _store(url: str) -> PostgresStore:
 def _queue_all(store: PostgresStore) -> list[int]:
     page = store.enqueue_new(
         "proactive",
-        run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+        store.start_evaluate_run(["proactive"], lease_seconds=300),
         after_id=0,
         page_size=10_000,
     )
@@ -225,11 +225,10 @@ def test_dropped_connection_is_reopened_once(database_url: str, make_message: An
     assert (
         store.requeue_stranded(
             "proactive",
-            run_id=store.start_evaluate_run(["proactive"], lease_seconds=300),
+            store.start_evaluate_run(["proactive"], lease_seconds=300),
             after_id=0,
             page_size=10,
             reconcile_after_seconds=3600,
-            run_lease_seconds=300,
         )
         == []
     )

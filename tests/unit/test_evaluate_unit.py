@@ -15,6 +15,7 @@ from proactive_delivery.core.errors import MalformedRecordError, QueueError
 from proactive_delivery.core.models import (
     SOURCES,
     EnqueuePage,
+    EvaluateRun,
     MessageFacts,
     MessageKey,
     QueueDecision,
@@ -48,10 +49,10 @@ class FakeEvaluateStore:
 
     runs: dict[int, dict[str, object]] = field(default_factory=dict)
 
-    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> int:
+    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> EvaluateRun:
         run_id = len(self.runs) + 1
         self.runs[run_id] = {"sources": list(sources), "lease_seconds": lease_seconds, "finished": False}
-        return run_id
+        return EvaluateRun(run_id, lease_seconds)
 
     def finish_evaluate_run(
         self, run_id: int, *, enqueued: int, stopped_early: bool, report: dict[str, object]
@@ -62,8 +63,8 @@ class FakeEvaluateStore:
         waiting = [i for i in self.unsent_ids if self.state.get(i) not in ("sent", "skipped", "failed")]
         return UnsentBacklog(count=len(waiting), oldest_age_seconds=0.0)
 
-    def enqueue_new(self, source: str, *, run_id: int, after_id: int, page_size: int) -> EnqueuePage:
-        assert self.runs[run_id]["finished"] is False
+    def enqueue_new(self, source: str, run: EvaluateRun, *, after_id: int, page_size: int) -> EnqueuePage:
+        assert self.runs[run.run_id]["finished"] is False
         self.enqueue_calls.append((source, after_id, page_size))
         assert len(self.enqueue_calls) < 100, "enqueue_new called in a loop: the cursor is not advancing"
         page = sorted(i for i in self.unsent_ids if i > after_id)[:page_size]
@@ -75,12 +76,11 @@ class FakeEvaluateStore:
     def requeue_stranded(
         self,
         source: str,
+        run: EvaluateRun,
         *,
-        run_id: int,
         after_id: int,
         page_size: int,
         reconcile_after_seconds: int,
-        run_lease_seconds: int,
     ) -> list[tuple[int, int]]:
         self.requeue_calls.append((source, after_id, page_size))
         assert len(self.requeue_calls) < 100, "requeue_stranded called in a loop: the cursor is not advancing"

@@ -271,28 +271,21 @@ def _hold(row: ClaimedRow, verdict: Verdict, now: datetime) -> tuple[Outcome, Di
         )
         return outcome, Disposition("done", decision.reason, state=state)
     delay = decision.queue_delay(now)
-    if delay is None:
-        # Too long for the queue to hold: stored as deferred, the next evaluate run re-queues it.
-        outcome = Outcome(
-            row.delivery_id,
-            State.DEFERRED,
-            "deferred",
-            attempted=False,
-            reason=decision.reason,
-            next_attempt_at=decision.not_before,
-        )
-        return outcome, Disposition("done", decision.reason, state=State.DEFERRED)
-    # Short enough for the queue: stays queued and comes back when the window opens. Not an
-    # attempt (nothing is logged) and not a failure (no backoff, no budget).
+    # Too long for the queue to hold: stored as deferred, the next evaluate run re-queues it.
+    # Short enough: stays queued and comes back when the window opens. Neither is an attempt
+    # (nothing is logged) nor a failure (no backoff, no budget).
+    state = State.DEFERRED if delay is None else State.QUEUED
     outcome = Outcome(
         row.delivery_id,
-        State.QUEUED,
+        state,
         "deferred",
         attempted=False,
         reason=decision.reason,
         next_attempt_at=decision.not_before,
     )
-    return outcome, Disposition("hold", decision.reason or "deferred", delay, State.QUEUED)
+    if delay is None:
+        return outcome, Disposition("done", decision.reason, state=state)
+    return outcome, Disposition("hold", decision.reason or "deferred", delay, state)
 
 
 def _outcome_of(

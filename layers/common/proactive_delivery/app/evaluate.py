@@ -16,9 +16,12 @@ from proactive_delivery import SERVICE
 from proactive_delivery.app.gate import QueueGate
 from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT, DeliveryQueue, EvaluateStore
 from proactive_delivery.core.errors import MalformedRecordError, QueueError
-from proactive_delivery.core.models import SOURCES, MessageKey, UnsentBacklog
+from proactive_delivery.core.models import SOURCES, EvaluateRun, MessageKey, UnsentBacklog
 
 logger = Logger(service=SERVICE, child=True)
+
+# What a page's work returns when time ran out while it sent (cursors are ids, all > 0).
+_STOPPED = -1
 
 
 @dataclass
@@ -119,8 +122,7 @@ class Evaluator:
         # Runs of this function live at most as long as this one can (the same timeout): rows
         # a run recorded as queued but never handed to SQS are another run's orphans once the
         # run is past this and has not finished.
-        lease_seconds = max(1, -(-remaining_ms() // 1000))
-        run = _Run(self._store.start_evaluate_run(sources, lease_seconds=lease_seconds), lease_seconds)
+        run = self._store.start_evaluate_run(sources, lease_seconds=max(1, -(-remaining_ms() // 1000)))
         report.run_id = run.run_id
         present = self._store.sources()
         for source in sources:
@@ -149,45 +151,47 @@ class Evaluator:
     def _out_of_time(self, remaining_ms: Callable[[], int]) -> bool:
         return remaining_ms() < self._safety_margin_ms
 
-    def _enqueue_new(
-        self, run: _Run, source: str, report: SourceReport, remaining_ms: Callable[[], int]
-    ) -> bool:
-        after_id = 0
-        while True:
-            if self._out_of_time(remaining_ms):
+    def _pages(self, remaining_ms: Callable[[], int], work: Callable[[int], int | None]) -> bool:
+        """Page after page, a keyset cursor from 0: `work(after_id)` does one page and says
+        where the next one starts (None: that was the last; _STOPPED: time ran out while it
+        sent). False when time ran out."""
+        after_id: int | None = 0
+        while after_id is not None:
+            if after_id == _STOPPED or self._out_of_time(remaining_ms):
                 return False
-            page = self._store.enqueue_new(
-                source, run_id=run.run_id, after_id=after_id, page_size=self._page_size
-            )
+            after_id = work(after_id)
+        return True
+
+    def _enqueue_new(
+        self, run: EvaluateRun, source: str, report: SourceReport, remaining_ms: Callable[[], int]
+    ) -> bool:
+        def page(after_id: int) -> int | None:
+            page = self._store.enqueue_new(source, run, after_id=after_id, page_size=self._page_size)
             report.scanned += page.scanned
             report.queued_new += len(page.queued_ids)
             if not self._queue_fresh(source, page.queued_ids, report, remaining_ms):
-                return False
-            if page.last_id is None or page.scanned < self._page_size:
-                return True
-            after_id = page.last_id
+                return _STOPPED
+            return None if page.last_id is None or page.scanned < self._page_size else page.last_id
+
+        return self._pages(remaining_ms, page)
 
     def _requeue_stranded(
-        self, run: _Run, source: str, report: SourceReport, remaining_ms: Callable[[], int]
+        self, run: EvaluateRun, source: str, report: SourceReport, remaining_ms: Callable[[], int]
     ) -> bool:
-        after_id = 0
-        while True:
-            if self._out_of_time(remaining_ms):
-                return False
+        def page(after_id: int) -> int | None:
             rows = self._store.requeue_stranded(
                 source,
-                run_id=run.run_id,
+                run,
                 after_id=after_id,
                 page_size=self._page_size,
                 reconcile_after_seconds=self._reconcile_after,
-                run_lease_seconds=run.lease_seconds,
             )
             report.requeued += len(rows)
             if not self._queue_again(source, [source_id for _, source_id in rows], report, remaining_ms):
-                return False
-            if len(rows) < self._page_size:
-                return True
-            after_id = rows[-1][0]
+                return _STOPPED
+            return None if len(rows) < self._page_size else rows[-1][0]
+
+        return self._pages(remaining_ms, page)
 
     def _queue_fresh(
         self, source: str, source_ids: Sequence[int], report: SourceReport, remaining_ms: Callable[[], int]
@@ -237,13 +241,6 @@ class Evaluator:
             logger.warning("evaluate out of time; leaving the rest for the next run", unsent=len(sent.unsent))
             return False
         return True
-
-
-@dataclass(frozen=True)
-class _Run:
-    run_id: int
-    # How long a run of this function can live (its deadline, from its start).
-    lease_seconds: int
 
 
 @dataclass

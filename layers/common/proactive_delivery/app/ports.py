@@ -10,6 +10,7 @@ from typing import Any, Final, Protocol
 from proactive_delivery.core.models import (
     ClaimedRow,
     EnqueuePage,
+    EvaluateRun,
     MessageFacts,
     MessageKey,
     OutboundMessage,
@@ -31,24 +32,17 @@ class EvaluateStore(Protocol):
         """The sources whose platform table exists in this database."""
         ...
 
-    def enqueue_new(self, source: str, *, run_id: int, after_id: int, page_size: int) -> EnqueuePage: ...
+    def enqueue_new(self, source: str, run: EvaluateRun, *, after_id: int, page_size: int) -> EnqueuePage: ...
 
     def requeue_stranded(
-        self,
-        source: str,
-        *,
-        run_id: int,
-        after_id: int,
-        page_size: int,
-        reconcile_after_seconds: int,
-        run_lease_seconds: int,
+        self, source: str, run: EvaluateRun, *, after_id: int, page_size: int, reconcile_after_seconds: int
     ) -> list[tuple[int, int]]: ...
 
     def return_to_pending(self, source: str, source_ids: Sequence[int]) -> int: ...
 
     def mark_enqueued(self, source: str, source_ids: Sequence[int]) -> int: ...
 
-    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> int:
+    def start_evaluate_run(self, sources: Sequence[str], *, lease_seconds: int) -> EvaluateRun:
         """Record a run as started; its id marks the rows it queues."""
         ...
 

@@ -198,6 +198,15 @@ class UnsentBacklog:
 
 
 @dataclass(frozen=True)
+class EvaluateRun:
+    """An evaluate run as recorded when it starts: the rows it queues carry its id, and it is
+    certainly over `lease_seconds` after its start (the function's timeout)."""
+
+    run_id: int
+    lease_seconds: int
+
+
+@dataclass(frozen=True)
 class EnqueuePage:
     """One keyset page of evaluate's scan: where it ended, how many rows it saw, and the
     ids it recorded as queued (the ones no earlier or concurrent run had)."""

@@ -25,17 +25,7 @@ WITH page AS (
     ORDER BY m.id
     LIMIT %(page_size)s
 ),
-fresh AS (
-    INSERT INTO delivery.message_state
-        (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id, queued_by_run)
-    SELECT 'proactive', p.id, 'queued', now(), now(), now(), p.contractor_id, %(run_id)s
-    FROM page p
-    ON CONFLICT (source, source_id) DO NOTHING
-    RETURNING source_id
-)
-SELECT (SELECT max(id) FROM page) AS last_id,
-       (SELECT count(*) FROM page) AS scanned,
-       coalesce((SELECT array_agg(source_id ORDER BY source_id) FROM fresh), '{}'::bigint[]) AS queued_ids;
+{{> record_page_as_queued}}
 
 -- name: enqueue_new_followup
 -- The same for contractor_followup_schedules, due as the platform's own sender had it:
@@ -52,17 +42,22 @@ WITH page AS (
     ORDER BY f.id
     LIMIT %(page_size)s
 ),
+{{> record_page_as_queued}}
+
+-- name: record_page_as_queued
+-- The end of both enqueue_new statements: a page `page` (id, contractor_id) of the source
+-- %(source)s recorded as queued by the run, and what the run needs back.
 fresh AS (
     INSERT INTO delivery.message_state
         (source, source_id, state, queued_at, enqueued_at, next_attempt_at, contractor_id, queued_by_run)
-    SELECT 'followup', p.id, 'queued', now(), now(), now(), p.contractor_id, %(run_id)s
+    SELECT %(source)s, p.id, 'queued', now(), now(), now(), p.contractor_id, %(run_id)s
     FROM page p
     ON CONFLICT (source, source_id) DO NOTHING
     RETURNING source_id
 )
 SELECT (SELECT max(id) FROM page) AS last_id,
        (SELECT count(*) FROM page) AS scanned,
-       coalesce((SELECT array_agg(source_id ORDER BY source_id) FROM fresh), '{}'::bigint[]) AS queued_ids;
+       coalesce((SELECT array_agg(source_id ORDER BY source_id) FROM fresh), '{}'::bigint[]) AS queued_ids
 
 -- name: requeue_stranded
 -- The reconciliation sweep: messages that are ours but reachable by nothing. pending = a
@@ -271,25 +266,11 @@ LEFT JOIN LATERAL ({{> message_facts}}) facts ON true;
 -- updates keep "sent_at IS NULL" so a value set by anyone else is never overwritten.
 WITH outcome AS (
     SELECT *
-    FROM unnest(
-        %(delivery_ids)s::bigint[],
-        %(states)s::text[],
-        %(outcomes)s::text[],
-        %(attempted)s::boolean[],
-        %(channels)s::text[],
-        %(provider_refs)s::text[],
-        %(reasons)s::text[],
-        %(errors)s::text[],
-        %(http_statuses)s::integer[],
-        %(started_ats)s::timestamptz[],
-        %(finished_ats)s::timestamptz[],
-        %(latencies_ms)s::integer[],
-        %(next_attempt_ats)s::timestamptz[],
-        %(opt_out_contractor_ids)s::bigint[],
-        %(opt_out_channels)s::text[]
-    ) AS o(delivery_id, state, outcome, attempted, channel, provider_ref, reason, error,
-           http_status, started_at, finished_at, latency_ms, next_attempt_at,
-           opt_out_contractor_id, opt_out_channel)
+    FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+        delivery_id bigint, state text, outcome text, attempted boolean, channel text, provider_ref text,
+        reason text, error text, http_status integer, started_at timestamptz, finished_at timestamptz,
+        latency_ms integer, next_attempt_at timestamptz, opt_out_contractor_id bigint, opt_out_channel text
+    )
 ),
 updated AS (
     UPDATE delivery.message_state s
@@ -379,13 +360,7 @@ next_occurrence AS (
 {{/recurrence}}
 followup_cancelled AS (
     -- skip_if_completed and the action item is completed: cancelled, as the platform did.
-    UPDATE contractor_followup_schedules f
-    SET status = 'cancelled'
-        {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
-    FROM updated u
-    WHERE u.state = 'skipped' AND u.reason = 'action_completed' AND u.source = 'followup'
-      AND f.id = u.source_id AND f.status = 'scheduled' AND f.sent_at IS NULL
-    RETURNING f.id
+    {{> cancel_completed_followups}}
 ),
 {{/followup}}
 opted_out AS (
@@ -419,9 +394,8 @@ FROM updated u;
 -- item is completed is cancelled on the platform in the same statement.
 WITH decision AS (
     SELECT *
-    FROM unnest(%(source_ids)s::bigint[], %(states)s::text[], %(reasons)s::text[],
-                %(next_attempt_ats)s::timestamptz[])
-         AS d(source_id, state, reason, next_attempt_at)
+    FROM jsonb_to_recordset(%(decisions)s::jsonb)
+         AS d(source_id bigint, state text, reason text, next_attempt_at timestamptz)
 ),
 updated AS (
     UPDATE delivery.message_state s
@@ -437,17 +411,23 @@ updated AS (
 )
 {{#followup}}
 , followup_cancelled AS (
-    UPDATE contractor_followup_schedules f
-    SET status = 'cancelled'
-        {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
-    FROM updated u
-    WHERE u.state = 'skipped' AND u.reason = 'action_completed' AND u.source = 'followup'
-      AND f.id = u.source_id AND f.status = 'scheduled' AND f.sent_at IS NULL
-    RETURNING f.id
+    {{> cancel_completed_followups}}
 )
 {{/followup}}
 SELECT u.source_id, u.state
 FROM updated u;
+
+-- name: cancel_completed_followups
+-- Inside record_outcomes and apply_queue_decisions, over their `updated` rows: a follow-up
+-- skipped because its action item is completed (skip_if_completed) is cancelled on the
+-- platform, with updated_at, as the platform's own sender did.
+UPDATE contractor_followup_schedules f
+SET status = 'cancelled'
+    {{#f.updated_at}}, updated_at = {{stored(f.updated_at, now())}}{{/f.updated_at}}
+FROM updated u
+WHERE u.state = 'skipped' AND u.reason = 'action_completed' AND u.source = 'followup'
+  AND f.id = u.source_id AND f.status = 'scheduled' AND f.sent_at IS NULL
+RETURNING f.id
 
 -- name: unsent_backlog_proactive
 -- Platform messages that nobody has sent and that did not end skipped or failed: what
