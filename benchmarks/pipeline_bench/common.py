@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
@@ -26,9 +26,6 @@ from proactive_delivery_tools.fakes import InMemoryQueue
 from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.postgres import url_from_environment
 from proactive_delivery_tools.schema.migrate import apply_migrations
-
-if TYPE_CHECKING:
-    from .deliver import DeliverRun
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_SCRIPT = ROOT / "benchmarks" / "bench_pipeline.py"
@@ -57,6 +54,18 @@ class Sizes:
         if quick:
             return cls(100, 300, 5, (2_000, 20_000), 2_000, backlog)
         return cls(300, 1000, 20, (10_000, 100_000), 10_000, backlog)
+
+
+@dataclass
+class DeliverRun:
+    label: str
+    rate: float  # messages/s
+    timed: int  # messages in the timed batches
+    problems: list[str]
+    cpu_ms_per_message: float  # process CPU (every thread) / messages
+    ms_per_batch: float  # wall time of one invocation
+    log_bytes_per_message: float  # log and EMF bytes written to stdout
+    visibility_calls_per_message: float
 
 
 @dataclass

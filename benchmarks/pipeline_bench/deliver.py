@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +41,7 @@ from .common import (
     RECEIVER_DELAY,
     ROOT,
     SIGNING_SECRET,
+    DeliverRun,
     Run,
     StdoutBytes,
     batches,
@@ -311,18 +311,6 @@ class DeliverHarness:
             self.release()
         finally:
             self.stdout.close()
-
-
-@dataclass
-class DeliverRun:
-    label: str
-    rate: float  # messages/s
-    timed: int  # messages in the timed batches
-    problems: list[str]
-    cpu_ms_per_message: float  # process CPU (every thread) / messages
-    ms_per_batch: float  # wall time of one invocation
-    log_bytes_per_message: float  # log and EMF bytes written to stdout
-    visibility_calls_per_message: float
 
 
 def run_deliver(
