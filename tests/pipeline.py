@@ -80,6 +80,8 @@ def base_env(database_url: str, queue_url: str, webhook_url: str, secret: str) -
         # hours and no practical cap unless a test sets them (tests/e2e/test_policy.py).
         "QUIET_HOURS": "none",
         "MAX_MESSAGES_PER_DAY": "1000",
+        # Nor on the providers' pace, unless a test sets it (tests/e2e/test_pace.py).
+        "PROVIDER_RATE_LIMITS": "none",
     }
 
 

@@ -115,6 +115,9 @@ def test_the_templates_retry_budget_is_the_queues_and_the_functions(
     parameters = json.loads((ROOT / "events" / "env.local.json").read_text())["Parameters"]
     parameters.update(retry_env(max_receive_count))
     parameters.pop("MAX_RECEIVE_COUNT")  # the template's mapping decides it
+    # The retry budget alone: an always-failing provider would otherwise open its circuit
+    # (tests/e2e/test_pace.py) and its messages would wait instead of spending attempts.
+    parameters["CIRCUIT_BREAKER"] = "off"
     env_file.write_text(json.dumps({"Parameters": parameters}))
     seed_messages(database_url, 4, contractors=4)
     # WHEN the runtime runs one pass

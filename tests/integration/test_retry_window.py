@@ -22,12 +22,14 @@ from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.adapters.sqs_batch import SqsBatch
 from proactive_delivery.app.deliver import DeliverConfig, Deliverer
 from proactive_delivery.core.models import MessageKey
+from proactive_delivery.core.pace import CircuitPolicy, PacePolicy
 from proactive_delivery.core.retry import RetryPolicy
 from tests.pipeline import make_evaluator
 from tests.support.db import state_row
 from tests.support.policy import SENDABLE_ANY_TIME, SIGNING_SECRET, configured
 
 VISIBILITY_TIMEOUT = timedelta(seconds=360)
+UNPACED = PacePolicy(limits={}, circuit=CircuitPolicy(enabled=False))
 
 
 class Clock:
@@ -66,6 +68,12 @@ class SimulatedQueue:
 
     def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
         self.dead_letters.extend(body for body, _ in letters)
+        return []
+
+    def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
+        for body, delay_seconds in messages:
+            at = self.clock.now + timedelta(seconds=delay_seconds)
+            self.messages[f"m-{len(self.messages) + len(self.dead_letters)}-again"] = _Message(body, at)
         return []
 
     def change_visibility(self, receipts: Sequence[tuple[str, int]]) -> list[str]:
@@ -178,12 +186,16 @@ def simulation(database_url: str) -> Iterator[Callable[..., Simulation]]:
             )
             db = Database(lambda: database_url)
             databases.append(db)
-            store = PostgresStore(db)
+            # The retry schedule alone, on the injected clock: the pace and the circuit breaker
+            # keep their state in PostgreSQL's own time (tests/integration/test_pace.py and
+            # the fault tests cover them), so they are off here.
+            store = PostgresStore(db, pace=UNPACED)
             config = DeliverConfig(
                 lease_seconds=120,
                 retry=retry,
                 max_receive_count=retry.max_receive_count,
                 send_budget_ms=13_000,
+                pace=UNPACED,
             )
             deliverer = Deliverer(
                 store,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import time, timedelta
 from typing import Final
 
@@ -36,9 +37,10 @@ ALL_CHANNELS: Final = ChannelCatalog(
     contacts={"sms": "phone", "email": "email", "web_chat": "contractor_id"},
     configured=frozenset({"sms", "email", "web_chat"}),
     sms_consent=frozenset({"sms"}),
+    segmented=frozenset({"sms"}),
 )
 
 
 def configured(*names: str) -> ChannelCatalog:
     """ALL_CHANNELS with only `names` configured in the deployment."""
-    return ChannelCatalog(ALL_CHANNELS.contacts, frozenset(names), ALL_CHANNELS.sms_consent)
+    return replace(ALL_CHANNELS, configured=frozenset(names))

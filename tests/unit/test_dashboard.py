@@ -101,7 +101,7 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
     # GIVEN the alarms in the template
     found = alarms(template)
-    # THEN the seven alarms of docs/operations.md exist
+    # THEN the eight alarms of docs/operations.md exist
     assert set(found) == {
         "DlqNotEmptyAlarm",
         "OldestUnsentAlarm",
@@ -110,6 +110,7 @@ def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: d
         "DeliveryQueueAgeAlarm",
         "MessagesFailedAlarm",
         "StalledDeliveryAlarm",
+        "ProviderCircuitOpenAlarm",
     }
     for name, props in found.items():
         # AND each notifies the alarm topic and links its runbook section

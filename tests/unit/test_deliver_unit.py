@@ -31,6 +31,8 @@ from proactive_delivery.core.models import (
     OutboundMessage,
     Outcome,
     SendResult,
+    Slot,
+    SlotRequest,
 )
 from proactive_delivery.core.retry import RetryPolicy
 from tests.support.policy import SENDABLE_ANY_TIME, configured
@@ -52,7 +54,7 @@ PLENTY_MS = 300_000
 # The delivery mechanics must not depend on the hour the tests run at: no quiet hours and no
 # practical cap (tests/unit/test_policy.py covers those through the same verdict).
 POLICY = SENDABLE_ANY_TIME
-_ROW_FIELDS = {"delivery_id", "previous_state", "claimed", "attempts"}
+_ROW_FIELDS = {"delivery_id", "previous_state", "claimed", "attempts", "paced_until"}
 
 
 def claimed_row(source_id: int, source: str = "proactive", **overrides: Any) -> ClaimedRow:
@@ -84,6 +86,9 @@ class FakeDeliverStore:
     rows: dict[MessageKey, ClaimedRow] = field(default_factory=dict)
     claims: list[tuple[list[MessageKey], uuid.UUID, int]] = field(default_factory=list)
     recorded: list[tuple[list[Outcome], uuid.UUID]] = field(default_factory=list)
+    # take_slots answers these in order (then "send"), and remembers what it was asked.
+    slots: list[Slot] = field(default_factory=list)
+    slot_requests: list[list[SlotRequest]] = field(default_factory=list)
 
     def add(self, *rows: ClaimedRow) -> None:
         for row in rows:
@@ -103,6 +108,11 @@ class FakeDeliverStore:
     def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
         self.recorded.append((list(outcomes), claim_token))
         return {o.delivery_id for o in outcomes}
+
+    def take_slots(self, requests: Sequence[SlotRequest]) -> list[Slot]:
+        self.slot_requests.append(list(requests))
+        answers = [self.slots.pop(0) if self.slots else Slot("send") for _ in requests]
+        return answers
 
     def outcome_for(self, source_id: int) -> Outcome:
         [(outcomes, _)] = self.recorded
@@ -596,3 +606,101 @@ def test_outcome_lines_are_written_while_the_outcomes_are_recorded_and_before_an
     # THEN both outcome lines were written while the statement ran, and the error came after
     assert logged_during_record == [2]
     assert h.channel.sent_ids == [1, 2]
+
+
+# --- the providers' pace ------------------------------------------------------------------------
+
+
+def test_a_message_without_a_free_slot_is_held_as_a_new_queue_message_not_an_attempt(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN two messages, the second of which finds no token now: its slot is 2.4 s ahead
+    h = make_harness(claimed_row(1), claimed_row(2))
+    h.store.slots = [Slot("send"), Slot("reserve", 2.4, "rate_limited")]
+
+    # WHEN they are delivered
+    result = h.deliver(receive(1), receive(2, receives=7))
+
+    # THEN one statement asked for both slots, at the channel's provider, one token each
+    assert h.store.slot_requests == [[SlotRequest("fake", 1.0), SlotRequest("fake", 1.0)]]
+    # AND the first is sent; the second is not attempted, keeps its slot, and is held until
+    # then as a new queue message (no receive spent, whatever its receive count)
+    assert h.channel.sent_ids == [1]
+    assert result.dispositions[key(2)] == Disposition("hold", "rate_limited", 3, "queued", requeue=True)
+    held = h.store.outcome_for(2)
+    assert (held.state, held.outcome, held.attempted, held.provider) == ("queued", "paced", False, "fake")
+    assert held.paced_until == held.next_attempt_at == NOW + timedelta(seconds=2.4)
+
+
+def test_a_message_back_at_its_slot_takes_no_second_token(make_harness: Callable[..., Harness]) -> None:
+    # GIVEN a message that holds a slot that has come
+    h = make_harness(claimed_row(1, paced_until=NOW - timedelta(milliseconds=10)))
+
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
+
+    # THEN it asks only for the circuit's say (cost 0) and is sent; its slot is given up
+    assert h.store.slot_requests == [[SlotRequest("fake", 0.0)]]
+    assert result.dispositions[key(1)].kind == "sent"
+    assert h.store.outcome_for(1).paced_until is None
+
+
+def test_a_message_back_before_its_slot_is_held_again_without_asking(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness(claimed_row(1, paced_until=NOW + timedelta(seconds=30)))
+    result = h.deliver(receive(1))
+    assert h.store.slot_requests == []
+    assert h.channel.sent == []
+    assert result.dispositions[key(1)] == Disposition("hold", "rate_limited", 30, "queued", requeue=True)
+    assert h.store.outcome_for(1).paced_until == NOW + timedelta(seconds=30)
+
+
+def test_an_open_circuit_holds_without_a_slot_and_lets_the_probe_through(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # GIVEN a provider whose circuit lets one probe through and holds the rest
+    h = make_harness(claimed_row(1), claimed_row(2))
+    h.store.slots = [Slot("probe"), Slot("wait", 30.0, "circuit_open")]
+
+    # WHEN they are delivered
+    result = h.deliver(receive(1), receive(2))
+
+    # THEN the probe is sent; the other waits out the cool-off, holding no slot
+    assert h.channel.sent_ids == [1]
+    assert result.dispositions[key(2)] == Disposition("hold", "circuit_open", 30, "queued", requeue=True)
+    assert h.store.outcome_for(2).paced_until is None
+
+
+def test_a_transient_failure_is_reported_to_the_providers_circuit_and_a_429_holds_it(
+    make_harness: Callable[..., Harness],
+) -> None:
+    h = make_harness(
+        claimed_row(1),
+        claimed_row(2),
+        claimed_row(3),
+        errors={
+            1: TransientSendError("rate_limited", http_status=429, retry_after=7),
+            2: TransientSendError("server_error", http_status=503, retry_after=9),
+            3: PermanentSendError("rejected", http_status=400),
+        },
+    )
+    h.deliver(receive(1), receive(2), receive(3))
+    first, second, third = (h.store.outcome_for(i) for i in (1, 2, 3))
+    assert (first.provider, first.transient, first.retry_after) == ("fake", True, 7)
+    # a 503's Retry-After paces that message's retry, not the whole provider
+    assert (second.transient, second.retry_after) == (True, None)
+    # a refusal is an answer: the provider is up
+    assert (third.transient, third.retry_after) == (False, None)
+
+
+def test_an_sms_costs_its_segments_at_a_segment_counted_provider(executor: ThreadPoolExecutor) -> None:
+    # GIVEN a Twilio-like channel and a 200-character text (two GSM-7 segments)
+    store = FakeDeliverStore()
+    store.add(claimed_row(1, body="a" * 200))
+    channel = FakeChannel()
+    channel.provider = "twilio"
+    deliverer(store, channel, executor).deliver([receive(1)], lambda: PLENTY_MS)
+    # THEN it takes two tokens, and the sent outcome says how many segments went out
+    assert store.slot_requests == [[SlotRequest("twilio", 2.0)]]
+    assert (store.outcome_for(1).segments, store.outcome_for(1).ucs2) == (2, False)

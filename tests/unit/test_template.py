@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from proactive_delivery.core.pace import format_rate_limits
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 EVENTS_DIR = ROOT / "events"
@@ -777,6 +779,9 @@ CODE_DEFAULT_ONLY = frozenset(
         "HTTP_READ_TIMEOUT_SECONDS",
         "SECRET_MAX_AGE_SECONDS",
         "SEND_CONCURRENCY",
+        "CIRCUIT_WINDOW",
+        "CIRCUIT_MIN_ATTEMPTS",
+        "CIRCUIT_FAILURE_SHARE",
     }
 )
 
@@ -784,7 +789,7 @@ CODE_DEFAULT_ONLY = frozenset(
 def settings_read() -> set[str]:
     """Every environment variable Settings.from_env reads."""
     source = (ROOT / "layers" / "common" / "proactive_delivery" / "settings.py").read_text(encoding="utf-8")
-    return set(re.findall(r'reader\.(?:text|optional|integer|number)\(\s*"([A-Z0-9_]+)"', source))
+    return set(re.findall(r'reader\.(?:text|optional|integer|number|parsed)\(\s*"([A-Z0-9_]+)"', source))
 
 
 def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, Any]) -> None:
@@ -820,6 +825,8 @@ PARAMETER_DEFAULTS: dict[str, tuple[str, Any]] = {
     "QUIET_HOURS": ("QuietHours", lambda s: str(s.policy.quiet_hours)),
     "MAX_MESSAGES_PER_DAY": ("MaxMessagesPerDay", lambda s: str(s.policy.max_per_day)),
     "MESSAGE_MAX_AGE_HOURS": ("MessageMaxAgeHours", lambda s: f"{s.policy.max_age.total_seconds() / 3600:g}"),
+    "PROVIDER_RATE_LIMITS": ("ProviderRateLimits", lambda s: format_rate_limits(s.provider_rate_limits)),
+    "CIRCUIT_COOL_OFF_SECONDS": ("CircuitCoolOffSeconds", lambda s: str(s.circuit.cool_off_seconds)),
 }
 
 

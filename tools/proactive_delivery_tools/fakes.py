@@ -17,6 +17,7 @@ class InMemoryQueue:
     visibility: list[tuple[str, int]] = field(default_factory=list)
     fail_ids: set[MessageKey] = field(default_factory=set)
     dead_letters: list[tuple[str, str]] = field(default_factory=list)
+    requeued: list[tuple[str, int]] = field(default_factory=list)
     keep: bool = True
     count: int = 0
 
@@ -36,4 +37,8 @@ class InMemoryQueue:
 
     def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
         self.dead_letters.extend(letters)
+        return []
+
+    def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
+        self.requeued.extend(messages)
         return []

@@ -99,8 +99,12 @@ class Services:
 
     @property
     def store(self) -> PostgresStore:
+        settings = self.settings
         return self._once(
-            "store", lambda: PostgresStore(self.database, followup_sent_by=self.settings.followup_sent_by)
+            "store",
+            lambda: PostgresStore(
+                self.database, followup_sent_by=settings.followup_sent_by, pace=settings.pace
+            ),
         )
 
     @property
@@ -207,6 +211,7 @@ class Services:
             retry=settings.retry_policy,
             max_receive_count=settings.receive_budget,
             send_budget_ms=int(settings.send_budget_seconds * 1000),
+            pace=settings.pace,
         )
         return Deliverer(
             self.store,

@@ -92,6 +92,8 @@ class ChannelDeclaration:
     receipts: Callable[[Settings], bool]
     # contractors.sms_opt_in = false (the platform's own consent flag) blocks this channel.
     sms_consent: bool = False
+    # Its texts go out as SMS: counted in segments (GSM-7 or UCS-2) when judged.
+    sms: bool = False
 
 
 class ChannelRegistry:
@@ -125,6 +127,7 @@ class ChannelRegistry:
             contacts={d.name: d.contact for d in self},
             configured=frozenset(d.name for d in self.configured(settings)),
             sms_consent=frozenset(d.name for d in self if d.sms_consent),
+            segmented=frozenset(d.name for d in self if d.sms),
         )
 
     def build(self, wiring: ChannelWiring) -> list[Channel]:
@@ -216,6 +219,7 @@ CHANNELS = ChannelRegistry(
             build=_build_sms,
             receipts=lambda s: s.sms_provider == "twilio",
             sms_consent=True,
+            sms=True,
         ),
         ChannelDeclaration(
             name="email",

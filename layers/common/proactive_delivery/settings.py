@@ -16,6 +16,14 @@ from urllib.parse import urlsplit
 from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.content import is_region
 from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.pace import (
+    DEFAULT_RATE_LIMITS,
+    MAX_RESERVATION_SECONDS,
+    CircuitPolicy,
+    PacePolicy,
+    RateLimit,
+    parse_rate_limits,
+)
 from proactive_delivery.core.policy import (
     PolicyDefaults,
     PolicyInputError,
@@ -90,10 +98,19 @@ class Settings:
     n8n_email_webhook_url: str | None = None
     email_from_name: str = "Power100 Concierge"
     policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
+    # Each provider's pace (core/pace.py has the defaults and where they come from).
+    provider_rate_limits: Mapping[str, RateLimit] = field(
+        default_factory=lambda: parse_rate_limits(DEFAULT_RATE_LIMITS)
+    )
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
 
     @property
     def is_deployed(self) -> bool:
         return self.stage not in LOCAL_STAGES
+
+    @property
+    def pace(self) -> PacePolicy:
+        return PacePolicy(limits=self.provider_rate_limits, circuit=self.circuit)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -168,6 +185,10 @@ class Settings:
             n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
             email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
             policy=_policy_defaults(reader),
+            provider_rate_limits=reader.parsed(
+                "PROVIDER_RATE_LIMITS", DEFAULT_RATE_LIMITS, parse_rate_limits
+            ),
+            circuit=_circuit_policy(reader),
         )
         settings.validate()
         return settings
@@ -244,6 +265,28 @@ class Settings:
             raise ConfigError("FOLLOWUP_SENT_BY must be at most 100 characters (the column's size)")
         if self.web_chat_webhook_url:
             check_webhook_url("WEB_CHAT_WEBHOOK_URL", self.web_chat_webhook_url, deployed=self.is_deployed)
+
+
+def _on_off(value: str) -> bool:
+    if value.strip().lower() not in ("on", "off"):
+        raise ValueError(f"expected on or off, got {value!r}")
+    return value.strip().lower() == "on"
+
+
+def _circuit_policy(reader: _Reader) -> CircuitPolicy:
+    d = CircuitPolicy()
+    try:
+        return CircuitPolicy(
+            enabled=reader.parsed("CIRCUIT_BREAKER", "on", _on_off),
+            window=reader.integer("CIRCUIT_WINDOW", d.window, minimum=1, maximum=1000),
+            min_attempts=reader.integer("CIRCUIT_MIN_ATTEMPTS", d.min_attempts, minimum=1, maximum=1000),
+            failure_share=reader.number("CIRCUIT_FAILURE_SHARE", d.failure_share, maximum=1.0),
+            cool_off_seconds=reader.integer(
+                "CIRCUIT_COOL_OFF_SECONDS", d.cool_off_seconds, minimum=1, maximum=MAX_RESERVATION_SECONDS
+            ),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"CIRCUIT_* settings are inconsistent: {exc}") from None
 
 
 def _policy_defaults(reader: _Reader) -> PolicyDefaults:

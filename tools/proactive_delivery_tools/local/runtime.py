@@ -394,17 +394,27 @@ class LocalRuntime:
     def drained(self) -> bool:
         """Nothing in flight and the source queues read empty twice in a row (a message whose
         visibility timeout ends between GetQueueAttributes' two counts is in neither; see
-        SqsEventSourceMapping.drain)."""
+        SqsEventSourceMapping.drain). A delayed message counts while its message is due
+        within a minute (one held for its provider's pace, seconds away); one deferred
+        further (quiet hours open in ten minutes) does not keep a one-pass run waiting."""
         if any(m.stats.in_flight for m in self.mappings):
             self._empty_reads = 0
             return False
-        depths = self.queue_depths()
-        sources = {url for url in (m.queue_url for m in self.mappings)}
-        empty = all(
-            depths[logical_id] == (0, 0) for logical_id, url in self.queue_urls.items() if url in sources
-        )
+        sources = {m.queue_url for m in self.mappings}
+        depths = [queue_depth(self.sqs_client, url) for url in self.queue_urls.values() if url in sources]
+        empty = all(d.pair == (0, 0) for d in depths)
+        if empty and any(d.delayed for d in depths):
+            empty = not self._due_within_a_minute()
         self._empty_reads = self._empty_reads + 1 if empty else 0
         return self._empty_reads >= 2
+
+    def _due_within_a_minute(self) -> bool:
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM delivery.message_state"
+                " WHERE state = 'queued' AND next_attempt_at <= now() + interval '60 seconds'"
+            ).fetchone()
+        return bool(row and row[0])
 
     # The run ------------------------------------------------------------------------------------
     def run(self) -> RunResult:

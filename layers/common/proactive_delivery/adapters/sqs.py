@@ -50,6 +50,23 @@ class SqsDeliveryQueue:
             failed.extend(int(f["Id"]) for f in response.get("Failed", []))
         return failed
 
+    def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
+        failed: list[int] = []
+        for start in range(0, len(messages), QUEUE_BATCH_LIMIT):
+            chunk = messages[start : start + QUEUE_BATCH_LIMIT]
+            entries = [
+                {"Id": str(start + i), "MessageBody": body, "DelaySeconds": max(0, min(delay, 900))}
+                for i, (body, delay) in enumerate(chunk)
+            ]
+            try:
+                with subsegment("sqs.SendMessageBatch"):
+                    response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError):
+                failed.extend(range(start, start + len(chunk)))
+                continue
+            failed.extend(int(f["Id"]) for f in response.get("Failed", []))
+        return failed
+
     def send_keys(self, keys: Sequence[MessageKey], *, delay_seconds: int = 0) -> list[MessageKey]:
         if not keys:
             return []

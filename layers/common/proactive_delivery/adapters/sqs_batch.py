@@ -27,6 +27,9 @@ from proactive_delivery.core.models import MessageKey, Outcome
 
 logger = Logger(service=SERVICE, child=True)
 
+# SQS DelaySeconds: at most 15 minutes.
+MAX_DELAY_SECONDS = 900
+
 
 class QueueActions(Protocol):
     """The SQS calls the edge makes (adapters/sqs.py SqsDeliveryQueue)."""
@@ -38,6 +41,11 @@ class QueueActions(Protocol):
     def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
         """Put (body, reason) on the dead-letter queue; return the indexes that did not get
         there (those are left to the queue's redrive)."""
+        ...
+
+    def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
+        """Put (body, delay seconds) on the delivery queue again as new messages (receive
+        count 1); return the indexes that did not get there."""
         ...
 
 
@@ -64,7 +72,9 @@ class BatchReport:
 
 
 # The count each disposition adds to (telemetry.DELIVER_COUNTS names the metrics).
-_KIND_COUNTS = {"sent": "delivered", "hold": "deferred", "dead_letter": "failed", "failed": "malformed"}
+_KIND_COUNTS = {"sent": "delivered", "dead_letter": "failed", "failed": "malformed"}
+# Holds at a provider's pace, by reason (any other hold is a deferral: quiet hours, the cap).
+_PACE_COUNTS = {"rate_limited": "paced", "provider_throttled": "paced", "circuit_open": "circuit_held"}
 _RETRY_COUNTS = {"claimed_concurrently": "busy", "deadline": "released"}
 _DONE_COUNTS = {"skipped": "skipped", "failed": "failed", "deferred": "deferred"}
 
@@ -73,6 +83,8 @@ def count_of(disposition: Disposition) -> str:
     kind, reason = disposition.kind, disposition.reason or ""
     if kind in _KIND_COUNTS:
         return _KIND_COUNTS[kind]
+    if kind == "hold":
+        return _PACE_COUNTS.get(reason, "deferred")
     if kind == "retry":
         return _RETRY_COUNTS.get(reason, "retried")
     if disposition.state is not None:
@@ -122,27 +134,23 @@ class SqsBatch:
         failures: list[str] = []
         later: list[tuple[str, int]] = []
         letters: list[_Record] = []
+        again: list[tuple[_Record, int]] = []
         for key, record in work.items():
             disposition = dispositions[key]
             report.counts[count_of(disposition)] += 1
-            if disposition.kind in ("hold", "retry"):
+            if disposition.kind == "hold" and disposition.requeue:
+                again.append((record, min(disposition.delay_seconds, MAX_DELAY_SECONDS)))
+            elif disposition.kind in ("hold", "retry"):
                 later.append((record.receipt_handle, disposition.delay_seconds))
                 failures.append(record.message_id)
             elif disposition.kind == "dead_letter":
                 letters.append(record)
             elif disposition.kind == "failed":
                 failures.append(record.message_id)
+        if again:
+            self._requeue(again, later, failures, report)
         if letters:
-            # Put on the dead-letter queue now, with the reason: the queue's redrive leaves
-            # room for receives that are not attempts, so it would take its time. What the
-            # dead-letter queue refuses comes back at once, for the redrive to move.
-            refused = set(self._queue.dead_letter([(r.body, "attempts_exhausted") for r in letters]))
-            for index, record in enumerate(letters):
-                if index in refused:
-                    later.append((record.receipt_handle, 0))
-                    failures.append(record.message_id)
-            if len(letters) > len(refused):
-                report.counts["dead_lettered"] += len(letters) - len(refused)
+            self._dead_letter(letters, later, failures, report)
         if later:
             late = len(self._queue.change_visibility(later))
             if late:
@@ -151,6 +159,38 @@ class SqsBatch:
                 logger.warning("ChangeMessageVisibility refused; records return later", refused=late)
                 report.counts["visibility_failed"] += late
         return failures
+
+    def _requeue(
+        self,
+        again: list[tuple[_Record, int]],
+        later: list[tuple[str, int]],
+        failures: list[str],
+        report: BatchReport,
+    ) -> None:
+        # A new message with the delay, this one acknowledged: waiting spends no receive
+        # (maxReceiveCount counts receives). What SQS refuses waits out a visibility
+        # change instead, receive and all: later than planned, never lost.
+        refused_again = set(self._queue.requeue([(r.body, delay) for r, delay in again]))
+        for index, (record, delay) in enumerate(again):
+            if index in refused_again:
+                later.append((record.receipt_handle, delay))
+                failures.append(record.message_id)
+        if refused_again:
+            report.counts["requeue_failed"] += len(refused_again)
+
+    def _dead_letter(
+        self, letters: list[_Record], later: list[tuple[str, int]], failures: list[str], report: BatchReport
+    ) -> None:
+        # Put on the dead-letter queue now, with the reason: the queue's redrive leaves
+        # room for receives that are not attempts, so it would take its time. What the
+        # dead-letter queue refuses comes back at once, for the redrive to move.
+        refused = set(self._queue.dead_letter([(r.body, "attempts_exhausted") for r in letters]))
+        for index, record in enumerate(letters):
+            if index in refused:
+                later.append((record.receipt_handle, 0))
+                failures.append(record.message_id)
+        if len(letters) > len(refused):
+            report.counts["dead_lettered"] += len(letters) - len(refused)
 
 
 def _records_of(event: Any) -> list[Any] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -76,6 +76,17 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _spec("MessagesReleased", _C, "deliver", "sends not started: the deadline was near"),
     _spec("ClaimContention", _C, "deliver", "records held by a concurrent claim"),
     _spec("MessagesDeadLettered", _C, "deliver", "messages put on the DLQ when their retry window was spent"),
+    _spec("MessagesPaced", _C, "deliver", "messages held for their provider's rate limit (not attempts)"),
+    _spec("CircuitOpenHolds", _C, "deliver", "messages held because their provider's circuit is open"),
+    _spec("CircuitOpenHolds", _C, "deliver", "messages held by an open circuit, by provider", "provider"),
+    _spec(
+        "RequeueFailures",
+        _C,
+        "deliver",
+        "held messages SQS would not take again (they came back after a visibility change instead)",
+    ),
+    _spec("SegmentsSent", _C, "deliver", "SMS segments of the messages sent (GSM-7 or UCS-2)"),
+    _spec("MessagesUcs2", _C, "deliver", "SMS sent as UCS-2 (a character outside GSM-7: 70 a segment)"),
     _spec(
         "VisibilityChangeFailures",
         _C,
@@ -113,6 +124,9 @@ DELIVER_COUNTS: Final = {
     "busy": "ClaimContention",
     "dead_lettered": "MessagesDeadLettered",
     "visibility_failed": "VisibilityChangeFailures",
+    "paced": "MessagesPaced",
+    "circuit_held": "CircuitOpenHolds",
+    "requeue_failed": "RequeueFailures",
 }
 
 # Why a message failed, coarsely enough for a dashboard line and an alarm: the provider
@@ -168,38 +182,62 @@ def emit_dimensioned_values(values: dict[str, list[float]], **dimensions: str) -
     blob.flush_metrics()
 
 
-def emit_deliver(metrics: Metrics, result: BatchReport, *, now: datetime | None = None) -> None:
-    for count_name, value in result.counts.items():
-        metric = DELIVER_COUNTS.get(count_name)
-        if metric:
-            emit_total(metrics, metric, value)
-    failed: Counter[str] = Counter()
-    skipped: Counter[str] = Counter()
-    delivered: Counter[tuple[str, str]] = Counter()
-    latencies: dict[tuple[str, str], list[float]] = {}
+@dataclass
+class _DeliverTally:
+    """What a batch's outcomes add up to, for the dimensioned metrics."""
+
+    failed: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[tuple[str, str]] = field(default_factory=Counter)
+    circuit: Counter[str] = field(default_factory=Counter)
+    latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    segments: int = 0
+    ucs2: int = 0
+
+
+def _tally(result: BatchReport, now: datetime | None) -> _DeliverTally:
+    tally = _DeliverTally()
     for key, outcome in result.outcomes:
+        if outcome.outcome == "paced" and outcome.reason == "circuit_open":
+            tally.circuit[outcome.provider or "unknown"] += 1
         if outcome.state == "failed":
-            failed[failure_class(outcome.reason)] += 1
+            tally.failed[failure_class(outcome.reason)] += 1
         elif outcome.state == "skipped":
-            skipped[outcome.reason or "unknown"] += 1
+            tally.skipped[outcome.reason or "unknown"] += 1
         elif outcome.state == "sent":
+            tally.segments += outcome.segments
+            tally.ucs2 += outcome.ucs2
             channel = outcome.channel or "unknown"
-            delivered[(key.source, channel)] += 1
+            tally.delivered[(key.source, channel)] += 1
             due_at = result.due_at.get(key)
             sent_at = outcome.finished_at or now or datetime.now(UTC)
             if due_at is not None:
                 # Milliseconds are precision enough, and keep the blob short.
                 latency = round(max(0.0, (sent_at - due_at).total_seconds()), 3)
-                latencies.setdefault((key.source, channel), []).append(latency)
-    for (source, channel), n in delivered.items():
+                tally.latencies.setdefault((key.source, channel), []).append(latency)
+    return tally
+
+
+def emit_deliver(metrics: Metrics, result: BatchReport, *, now: datetime | None = None) -> None:
+    for count_name, value in result.counts.items():
+        metric = DELIVER_COUNTS.get(count_name)
+        if metric:
+            emit_total(metrics, metric, value)
+    tally = _tally(result, now)
+    for (source, channel), n in tally.delivered.items():
         values = {"MessagesDelivered": [float(n)]}
-        if latencies.get((source, channel)):
-            values["DeliveryLatency"] = latencies[(source, channel)]
+        if tally.latencies.get((source, channel)):
+            values["DeliveryLatency"] = tally.latencies[(source, channel)]
         emit_dimensioned_values(values, source=source, channel=channel)
-    for reason_class, n in failed.items():
+    for reason_class, n in tally.failed.items():
         emit_dimensioned("MessagesFailed", n, reason_class=reason_class)
-    for reason, n in skipped.items():
+    for reason, n in tally.skipped.items():
         emit_dimensioned("MessagesSkipped", n, reason=reason)
+    for provider, n in tally.circuit.items():
+        emit_dimensioned("CircuitOpenHolds", n, provider=provider)
+    for name, total in (("SegmentsSent", tally.segments), ("MessagesUcs2", tally.ucs2)):
+        if total:
+            emit_total(metrics, name, total)
 
 
 def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:

@@ -11,11 +11,12 @@ functions of their inputs (`_hold`, `_unclaimed`, `_outcome_of`).
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -32,7 +33,10 @@ from proactive_delivery.core.models import (
     OutboundMessage,
     Outcome,
     SendResult,
+    Slot,
+    SlotRequest,
 )
+from proactive_delivery.core.pace import CircuitPolicy, PacePolicy
 from proactive_delivery.core.policy import ChannelCatalog, PolicyDefaults
 from proactive_delivery.core.retry import RetryPolicy
 from proactive_delivery.core.states import State
@@ -41,6 +45,8 @@ logger = Logger(service=SERVICE, child=True)
 
 # A queued message locked by a concurrent claim that has not committed yet: look again soon.
 BUSY_RETRY_SECONDS = 5
+# A message back this close to its reserved slot goes now (the provider's burst covers it).
+SLOT_TOLERANCE = timedelta(milliseconds=250)
 
 DispositionKind = Literal["sent", "done", "hold", "retry", "dead_letter", "failed"]
 
@@ -52,8 +58,8 @@ class Disposition:
     sent         delivered: acknowledge it.
     done         nothing more to do (skipped, failed for good, deferred past what the queue
                  can hold, already sent, owned by another deliverer): acknowledge it.
-    hold         not now, and not an attempt (quiet hours, the daily cap): back after
-                 `delay_seconds`.
+    hold         not now, and not an attempt (quiet hours, the daily cap, the provider's
+                 pace): back after `delay_seconds`.
     retry        an attempt failed for now (or the message was busy, or the deadline near):
                  back after `delay_seconds`.
     dead_letter  the retry window is spent (recorded `failed`): to the dead-letter queue.
@@ -66,6 +72,9 @@ class Disposition:
     delay_seconds: int = 0
     # The state recorded for the message by this batch, when one was.
     state: State | None = None
+    # A hold that must not use up a receive (waiting at a provider's pace is not an attempt,
+    # and a backlog may wait many times): the queue carries it again as a new message.
+    requeue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,9 @@ class DeliverConfig:
     max_receive_count: int
     send_budget_ms: int
     safety_margin_ms: int = 2_000
+    # What a message costs at its provider's pace (rate limits, segments), and the circuit
+    # breaker's settings; the shared state is the store's (take_slots, record_outcomes).
+    pace: PacePolicy = field(default_factory=lambda: PacePolicy(limits={}, circuit=CircuitPolicy()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +149,7 @@ class Deliverer:
         self._store = store
         self._by_name = {c.name: c for c in channels}
         # The verdict may only choose a channel that has an adapter here.
-        self._catalog = ChannelCatalog(
-            contacts=catalog.contacts,
-            configured=catalog.configured & frozenset(self._by_name),
-            sms_consent=catalog.sms_consent,
-        )
+        self._catalog = replace(catalog, configured=catalog.configured & frozenset(self._by_name))
         self._policy = policy
         self._executor = executor
         self._config = config
@@ -157,7 +165,7 @@ class Deliverer:
         )
         dispositions: dict[MessageKey, Disposition] = {}
         settled: list[tuple[MessageKey, Outcome, Disposition]] = []
-        sends: list[tuple[_Send, Future[_Attempt]]] = []
+        to_send: list[_Send] = []
         now = self._clock()
         # Sends decided earlier in this batch count toward each contractor's daily cap.
         planned: dict[int, int] = {}
@@ -172,9 +180,12 @@ class Deliverer:
                 continue
             assert decision.channel is not None and verdict.message is not None
             planned[verdict.message.contractor_id] = planned.get(verdict.message.contractor_id, 0) + 1
-            send = _Send(row, self._by_name[decision.channel], verdict.message, receive_counts[row.key])
-            # Off at once: the next rows are judged while this one is on the wire.
-            sends.append((send, self._executor.submit(self._send_one, send, remaining_ms)))
+            to_send.append(
+                _Send(row, self._by_name[decision.channel], verdict.message, receive_counts[row.key])
+            )
+        paced, go = self._at_providers_pace(to_send, now)
+        settled.extend(paced)
+        sends = [(send, self._executor.submit(self._send_one, send, remaining_ms)) for send in go]
 
         due_at: dict[MessageKey, datetime] = {}
         for send, future in sends:
@@ -197,6 +208,41 @@ class Deliverer:
             recorded_here = outcome.delivery_id in recorded
             dispositions[key] = disposition if recorded_here else Disposition("done", "lease_lost")
         return DeliverResult(dispositions, outcomes, due_at)
+
+    def _at_providers_pace(
+        self, sends: Sequence[_Send], now: datetime
+    ) -> tuple[list[tuple[MessageKey, Outcome, Disposition]], list[_Send]]:
+        """The holds of the messages that may not go yet, and the sends that may. One
+        statement takes the batch's slots at each provider's shared pace; a message that holds
+        a slot already (it was held before) takes no new token, and one that came back before
+        its slot is held again until then without asking."""
+        held: list[tuple[MessageKey, Outcome, Disposition]] = []
+        asking: list[_Send] = []
+        for send in sends:
+            slot_at = send.row.paced_until
+            if slot_at is not None and slot_at > now + SLOT_TOLERANCE:
+                held.append(
+                    (send.row.key, *_paced(send, Slot("reserve", (slot_at - now).total_seconds()), now))
+                )
+            else:
+                asking.append(send)
+        if not asking:
+            return held, []
+        pace = self._config.pace
+        requests = [
+            SlotRequest(
+                send.channel.provider,
+                0.0 if send.row.paced_until else pace.cost(send.channel.provider, send.message.segments),
+            )
+            for send in asking
+        ]
+        go: list[_Send] = []
+        for send, slot in zip(asking, self._store.take_slots(requests), strict=True):
+            if slot.action in ("send", "probe"):
+                go.append(send)
+            else:
+                held.append((send.row.key, *_paced(send, slot, now)))
+        return held, go
 
     def _verdict(self, row: ClaimedRow, now: datetime, planned: Mapping[int, int]) -> Verdict:
         # The verdict again, just before the send: the platform's row, preferences, opt-outs
@@ -299,6 +345,7 @@ def _outcome_of(
         return outcome, Disposition("retry", "deadline", 0, State.QUEUED)
     wire: dict[str, Any] = {
         "channel": send.channel.name,
+        "provider": send.channel.provider,
         "started_at": attempt.started_at,
         "finished_at": attempt.finished_at,
         "latency_ms": attempt.latency_ms,
@@ -313,6 +360,8 @@ def _outcome_of(
             attempted=True,
             provider_ref=attempt.result.provider_ref,
             http_status=attempt.result.http_status,
+            segments=send.message.segments,
+            ucs2=send.message.ucs2,
             **wire,
         )
         return outcome, Disposition("sent", state=State.SENT)
@@ -332,6 +381,9 @@ def _outcome_of(
         )
         return outcome, Disposition("done", error.reason, state=error.final_state)
     retry_after = error.retry_after if isinstance(error, TransientSendError) else None
+    # A transient failure counts against the provider's circuit; a 429's Retry-After holds
+    # the provider for every deliverer.
+    wire.update(transient=True, retry_after=retry_after if error.http_status == 429 else None)
     delay = config.retry.next_delay(send.row.attempts + 1, retry_after=retry_after)
     if delay is None or send.receive_count >= config.max_receive_count:
         outcome = Outcome(
@@ -357,6 +409,27 @@ def _outcome_of(
         **wire,
     )
     return outcome, Disposition("retry", error.reason, delay, State.QUEUED)
+
+
+def _paced(send: _Send, slot: Slot, now: datetime) -> tuple[Outcome, Disposition]:
+    """A message held at its provider's pace: still queued, not an attempt, back when its
+    slot comes (a reserved slot is kept with the message) or when the provider may take it."""
+    assert send.row.delivery_id is not None
+    until = now + timedelta(seconds=slot.wait_seconds)
+    reserved = slot.action == "reserve"
+    outcome = Outcome(
+        send.row.delivery_id,
+        State.QUEUED,
+        "paced",
+        attempted=False,
+        reason=slot.reason or "rate_limited",
+        channel=send.channel.name,
+        provider=send.channel.provider,
+        next_attempt_at=until,
+        paced_until=until if reserved else None,
+    )
+    delay = max(1, math.ceil(slot.wait_seconds))
+    return outcome, Disposition("hold", outcome.reason, delay, State.QUEUED, requeue=True)
 
 
 def _log_outcomes(outcomes: Sequence[tuple[MessageKey, Outcome]]) -> None:

@@ -17,6 +17,8 @@ from proactive_delivery.core.models import (
     Outcome,
     QueueDecision,
     SendResult,
+    Slot,
+    SlotRequest,
     UnsentBacklog,
 )
 
@@ -70,6 +72,11 @@ class DeliverStore(Protocol):
 
     def record_outcomes(self, outcomes: Sequence[Outcome], *, claim_token: uuid.UUID) -> set[int]:
         """The delivery ids whose outcome was recorded (all, unless the lease was lost)."""
+        ...
+
+    def take_slots(self, requests: Sequence[SlotRequest]) -> list[Slot]:
+        """One Slot per request, in order, at each provider's pace shared by every deliverer
+        (one statement for the batch)."""
         ...
 
 

@@ -24,6 +24,7 @@ from proactive_delivery.core.policy import (
     decide,
     resolve,
 )
+from proactive_delivery.core.segments import sms_size
 
 logger = Logger(service=SERVICE, child=True)
 
@@ -132,6 +133,7 @@ def judge(
     )
     if decision.action != "send":
         return Verdict(decision)
+    size = sms_size(text) if decision.channel in channels.segmented else None
     message = OutboundMessage(
         key=key,
         contractor_id=facts.contractor_id,
@@ -141,5 +143,7 @@ def judge(
         phone=phone,
         email=facts.email,
         display_name=facts.names.display_name,
+        segments=size.segments if size else 0,
+        ucs2=size is not None and size.encoding == "UCS-2",
     )
     return Verdict(decision, message=message)

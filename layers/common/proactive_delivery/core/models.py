@@ -20,7 +20,9 @@ SOURCES: Final = ("proactive", "followup")
 FINAL_STATES: Final = frozenset({State.SENT, State.SKIPPED, State.FAILED})
 # What happened on an attempt, or why a claimed message was not attempted
 # (delivery.attempt_log.outcome for the attempts).
-AttemptOutcome = Literal["delivered", "rejected", "retry", "failed", "released", "deferred", "skipped"]
+AttemptOutcome = Literal[
+    "delivered", "rejected", "retry", "failed", "released", "deferred", "skipped", "paced"
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -125,6 +127,8 @@ class ClaimedRow:
     claimed: bool
     attempts: int
     facts: MessageFacts | None = None
+    # A slot at its provider's pace that this message already holds (its token is taken).
+    paced_until: datetime | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ClaimedRow:
@@ -136,6 +140,7 @@ class ClaimedRow:
             claimed=row["claimed"],
             attempts=row["attempts"] or 0,
             facts=MessageFacts.from_row(key, row) if row["claimed"] else None,
+            paced_until=aware(row.get("paced_until"), "paced_until"),
         )
 
 
@@ -153,6 +158,9 @@ class OutboundMessage:
     email: str | None
     # For an e-mail's To name.
     display_name: str | None = None
+    # What the text takes as one SMS (core/segments.py); 0 on a channel that is not SMS.
+    segments: int = 0
+    ucs2: bool = False
 
     @property
     def idempotency_key(self) -> str:
@@ -186,6 +194,38 @@ class Outcome:
     # Set when the provider reported the recipient opted out of this channel.
     opt_out_contractor_id: int | None = None
     opt_out_channel: str | None = None
+    # The provider attempted, whether the attempt failed transiently (its circuit breaker
+    # counts those), and a 429's Retry-After (which holds the provider for everyone).
+    provider: str | None = None
+    transient: bool = False
+    retry_after: float | None = None
+    # A slot reserved at the provider's pace (held, not attempted); None gives it up.
+    paced_until: datetime | None = None
+    # A sent SMS: its segments and whether it went UCS-2 (for the metrics).
+    segments: int = 0
+    ucs2: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """One message that is about to go to `provider`, taking `cost` tokens (0: it holds a
+    slot already)."""
+
+    provider: str
+    cost: float
+
+
+SlotAction = Literal["send", "probe", "reserve", "wait"]
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """What a message may do at its provider's pace: send now, be the half-open circuit's
+    probe, hold a reserved slot `wait_seconds` ahead, or wait that long without one."""
+
+    action: SlotAction
+    wait_seconds: float = 0.0
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,14 @@ ContactField = Literal["phone", "email", "contractor_id"]
 class ChannelCatalog:
     """The channels the policy chooses among, as the channel registry (channels.py) declares
     them: every known channel with the contact detail it needs, which of them this deployment
-    configured, and which ones the platform's contractors.sms_opt_in governs."""
+    configured, which ones the platform's contractors.sms_opt_in governs, and which send SMS
+    (counted in segments)."""
 
     contacts: Mapping[str, ContactField]
     configured: frozenset[str] = field(default_factory=frozenset)
     sms_consent: frozenset[str] = field(default_factory=frozenset)
+    # Channels whose texts go out as SMS and are counted in segments.
+    segmented: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def names(self) -> tuple[str, ...]:

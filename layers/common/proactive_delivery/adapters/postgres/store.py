@@ -18,8 +18,11 @@ from proactive_delivery.core.models import (
     MessageKey,
     Outcome,
     QueueDecision,
+    Slot,
+    SlotRequest,
     UnsentBacklog,
 )
+from proactive_delivery.core.pace import MAX_RESERVATION_SECONDS, CircuitPolicy, PacePolicy
 
 # Recorded with an opt-out the provider reported (Twilio error 21610).
 OPT_OUT_SOURCE = "twilio"
@@ -41,10 +44,28 @@ def as_json(rows: Sequence[Any]) -> str:
 
 
 class PostgresStore:
-    def __init__(self, db: Database, *, followup_sent_by: str = "scheduler") -> None:
+    def __init__(
+        self, db: Database, *, followup_sent_by: str = "scheduler", pace: PacePolicy | None = None
+    ) -> None:
         self.db = db
         # What a sent follow-up's sent_by says (the platform's senders each wrote their name).
         self._followup_sent_by = followup_sent_by
+        pace = pace or PacePolicy(limits={}, circuit=CircuitPolicy())
+        self._limits = json.dumps(
+            {p: {"rate": limit.per_second, "burst": limit.burst} for p, limit in pace.limits.items()}
+        )
+        circuit = pace.circuit
+        self._circuit = json.dumps(
+            {
+                "enabled": circuit.enabled,
+                "window": circuit.window,
+                "min_attempts": circuit.min_attempts,
+                "failure_share": circuit.failure_share,
+                "cool_off": circuit.cool_off_seconds,
+                "max_cool_off": circuit.max_cool_off_seconds,
+            }
+        )
+        self._probe_interval = circuit.cool_off_seconds
 
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """The named query (rendered for this database's platform schema), run once."""
@@ -119,8 +140,23 @@ class PostgresStore:
             outcomes=as_json(outcomes),
             opt_out_source=OPT_OUT_SOURCE,
             sent_by=self._followup_sent_by,
+            circuit=self._circuit,
         )
         return {int(r["id"]) for r in rows}
+
+    def take_slots(self, requests: Sequence[SlotRequest]) -> list[Slot]:
+        if not requests:
+            return []
+        rows = self._run(
+            "take_provider_slots",
+            requests=json.dumps(
+                [{"ord": i, "provider": r.provider, "cost": r.cost} for i, r in enumerate(requests)]
+            ),
+            limits=self._limits,
+            horizon=float(MAX_RESERVATION_SECONDS),
+            probe_interval=float(self._probe_interval),
+        )
+        return [Slot(r["action"], float(r["wait_seconds"] or 0.0), r["reason"]) for r in rows]
 
     # the evaluate run's bookkeeping --------------------------------------------------------
     def unsent_backlog(self, source: str) -> UnsentBacklog:

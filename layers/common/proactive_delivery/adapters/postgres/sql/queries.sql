@@ -238,6 +238,7 @@ SELECT w.source,
        s.state AS previous_state,
        (c.id IS NOT NULL) AS claimed,
        coalesce(c.attempts, s.attempts) AS attempts,
+       s.paced_until,
        facts.*
 FROM wanted w
 LEFT JOIN delivery.message_state s ON s.source = w.source AND s.source_id = w.source_id
@@ -269,7 +270,8 @@ WITH outcome AS (
     FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
         delivery_id bigint, state text, outcome text, attempted boolean, channel text, provider_ref text,
         reason text, error text, http_status integer, started_at timestamptz, finished_at timestamptz,
-        latency_ms integer, next_attempt_at timestamptz, opt_out_contractor_id bigint, opt_out_channel text
+        latency_ms integer, next_attempt_at timestamptz, opt_out_contractor_id bigint, opt_out_channel text,
+        provider text, transient boolean, retry_after double precision, paced_until timestamptz
     )
 ),
 updated AS (
@@ -281,6 +283,8 @@ updated AS (
         reason = o.reason,
         last_error = coalesce(o.error, s.last_error),
         next_attempt_at = coalesce(o.next_attempt_at, s.next_attempt_at),
+        -- A slot held for the provider's pace, or none: any other outcome gives it up.
+        paced_until = o.paced_until,
         sent_at = CASE WHEN o.state = 'sent' THEN o.finished_at ELSE s.sent_at END,
         lease_expires_at = NULL,
         claim_token = NULL,
@@ -382,9 +386,29 @@ opted_out AS (
         opt_out_source = EXCLUDED.opt_out_source,
         updated_at = now()
     RETURNING contractor_id
+),
+paced AS (
+    -- Each provider's attempts of this batch, for its circuit breaker and a 429's block.
+    SELECT delivery.note_provider_attempts(
+        coalesce(
+            (SELECT jsonb_agg(jsonb_build_object(
+                        'provider', o.provider, 'failed', o.transient, 'retry_after', o.retry_after)
+                    ORDER BY o.finished_at)
+             FROM outcome o
+             WHERE o.attempted AND o.provider IS NOT NULL),
+            '[]'::jsonb),
+        %(circuit)s::jsonb
+    ) AS providers
 )
 SELECT u.id, u.state
-FROM updated u;
+FROM updated u, paced;
+
+-- name: take_provider_slots
+-- What each message of a batch may do now at its provider's pace (migration 0006 holds the
+-- function and why it is one): one statement a batch, whatever its providers.
+SELECT t.ord, t.action, t.wait_seconds, t.reason
+FROM delivery.take_provider_slots(%(requests)s::jsonb, %(limits)s::jsonb, %(horizon)s, %(probe_interval)s) AS t
+ORDER BY t.ord;
 
 -- name: apply_queue_decisions
 -- The queue-time verdicts on freshly queued messages, in one statement: deferred (with the
