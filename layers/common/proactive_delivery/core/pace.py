@@ -31,14 +31,15 @@ _LIMIT = re.compile(r"^([a-z][a-z0-9_-]*)=(\d+(?:\.\d+)?)/(s|min)$")
 @dataclass(frozen=True)
 class RateLimit:
     per_second: float
-    # Tokens that may be spent at once: half a second's worth (at least one), so the
-    # provider's own window never sees more than it allows, even with sends a little apart
-    # from the moment their tokens were taken.
+    # Tokens that may be spent at once: one second's worth (at least one). A held message
+    # comes back on the whole second (SQS DelaySeconds), so the slots of one second arrive
+    # together: a provider that takes R a second with a burst of R (GoHighLevel takes 100
+    # per 10 s) sees no more than it allows.
     burst: float
 
     @classmethod
     def of(cls, per_second: float) -> RateLimit:
-        return cls(per_second, max(1.0, per_second / 2))
+        return cls(per_second, max(1.0, per_second))
 
 
 def parse_rate_limits(text: str) -> dict[str, RateLimit]:
