@@ -4,6 +4,7 @@ Retry-After, and the circuit breaker."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +40,6 @@ def ask(store: PostgresStore, n: int, provider: str = "n8n", cost: float = 1.0) 
 
 def note(store: PostgresStore, results: list[bool], retry_after: float | None = None) -> None:
     """Report attempts as the outcome statement does (only its pace part)."""
-    import json
-
     attempts = [{"provider": "n8n", "failed": failed, "retry_after": retry_after} for failed in results]
     store.db.fetch_all(
         "SELECT delivery.note_provider_attempts(%(a)s::jsonb, %(p)s::jsonb)",
@@ -178,3 +177,23 @@ def test_few_or_rare_failures_keep_it_closed(store: PostgresStore) -> None:
     assert pace_row(store.db.connection())["circuit"] == "closed"
     note(store, [False] * 7)  # 3 of the last 10 failed
     assert pace_row(store.db.connection())["circuit"] == "closed"
+
+
+def test_status_shows_each_providers_limit_circuit_and_rate(
+    store: PostgresStore, database_url: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proactive_delivery_tools import cli
+
+    monkeypatch.delenv("DELIVERY_QUEUE_URL", raising=False)
+    # GIVEN a deliverer that applied n8n's limit of 10/s and whose attempts opened the circuit
+    ask(store, 3)
+    note(store, [True] * 4)
+    # WHEN status runs
+    assert cli.main(["--database-url", database_url, "status", "--json"]) == 0
+    [n8n] = json.loads(capsys.readouterr().out)["providers"]
+    # THEN it shows the limit the function applied and the open circuit
+    assert (n8n["provider"], n8n["rate_limit_per_second"], n8n["circuit"]) == ("n8n", 10.0, "open")
+    assert n8n["open_until"] is not None
+    assert cli.main(["--database-url", database_url, "status"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("n8n"))
+    assert "limit 10/s" in line and "OPEN since" in line

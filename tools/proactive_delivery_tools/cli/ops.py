@@ -371,6 +371,7 @@ def render_status(status: dict[str, Any]) -> str:
             f"WARNING: another sender is still running: the platform shows {what} sent in the"
             " last 24 h that this pipeline did not send (docs/cutover.md)"
         )
+    lines.extend(_provider_lines(status.get("providers", [])))
     lines.append("Unsent backlog (due and waiting: not sent, skipped, failed or deferred to later)")
     for source, b in status["backlog"].items():
         lines.append(f"  {source:<12} {b['unsent']:>8}   oldest {_age(b['oldest_unsent_age_seconds'])}")
@@ -404,6 +405,24 @@ def render_status(status: dict[str, Any]) -> str:
             f"enqueued {run['enqueued']}{shared}{', stopped early' if run['stopped_early'] else ''}"
         )
     return "\n".join(lines)
+
+
+def _provider_lines(providers: list[dict[str, Any]]) -> list[str]:
+    lines = ["Providers (the limit in effect, the circuit, attempts a second over the last minute)"]
+    if not providers:
+        lines.append("  (none sent to yet)")
+    for p in providers:
+        limit = f"{p['rate_limit_per_second']:g}/s" if p["rate_limit_per_second"] is not None else "no limit"
+        circuit = {
+            "open": f"OPEN since {p['opened_at']}, probe after {p['open_until']}",
+            "half_open": f"HALF-OPEN: a probe is out (until {p['probe_until']})",
+        }.get(p["circuit"], p["circuit"])
+        held = f", held by a 429 until {p['blocked_until']}" if p["blocked_until"] else ""
+        lines.append(
+            f"  {p['provider']:<12} limit {limit:<10} circuit {circuit}{held};"
+            f" {p['attempts_per_second_last_minute']:g} attempts/s"
+        )
+    return lines
 
 
 def _age(seconds: float) -> str:

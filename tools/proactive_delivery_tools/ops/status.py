@@ -48,6 +48,7 @@ def collect_status(
             "dlq": {"url": found.dlq_url, **queue_depth(sqs, found.dlq_url, "dead-letter queue")},
         }
     return {
+        "providers": [_provider(row) for row in store.provider_pace()],
         "backlog": backlog,
         "states": states,
         "failures_24h": failures,
@@ -65,4 +66,21 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
         "sources": list(row["sources"]),
         "enqueued": int(row["enqueued"]),
         "stopped_early": bool(row["stopped_early"]),
+    }
+
+
+def _when(value: Any) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _provider(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "provider": row["provider"],
+        "rate_limit_per_second": row["rate"],
+        "circuit": row["circuit"],
+        "open_until": _when(row["open_until"]),
+        "opened_at": _when(row["opened_at"]),
+        "probe_until": _when(row["probe_until"]),
+        "blocked_until": _when(row["blocked_until"]) if row["blocked"] else None,
+        "attempts_per_second_last_minute": round(float(row["attempts_per_second"]), 2),
     }

@@ -42,6 +42,9 @@ class OperationsStore:
         """One row per source, in the order given; its run's columns are NULL when none ran."""
         return self.db.fetch_all(self._sql("last_evaluate_run_by_source"), {"sources": list(sources)})
 
+    def provider_pace(self) -> list[dict[str, Any]]:
+        return self.db.fetch_all(self._sql("provider_pace"), {})
+
     def state_counts(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("state_counts"), {})
 

@@ -121,3 +121,19 @@ SELECT a.attempt, a.channel, a.outcome, a.http_status, a.latency_ms, a.error, a.
 FROM delivery.attempt_log a
 WHERE a.delivery_id = %(delivery_id)s
 ORDER BY a.id;
+
+-- name: provider_pace
+-- Each provider the deliver function has sent to: the limit it last applied, its circuit, a
+-- 429's hold, and the attempts it actually made in the last minute (per second).
+SELECT p.provider, p.rate, p.burst, p.circuit, p.open_until, p.probe_until, p.opened_at, p.opens,
+       p.blocked_until,
+       (p.blocked_until > now()) AS blocked,
+       coalesce(a.attempts, 0) / 60.0 AS attempts_per_second
+FROM delivery.provider_pace p
+LEFT JOIN (
+    SELECT l.provider, count(*) AS attempts
+    FROM delivery.attempt_log l
+    WHERE l.finished_at > now() - interval '1 minute'
+    GROUP BY l.provider
+) a ON a.provider = p.provider
+ORDER BY p.provider;

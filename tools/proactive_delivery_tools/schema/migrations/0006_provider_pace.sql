@@ -7,6 +7,9 @@
 -- limit, and each batch still costs one round trip.
 CREATE TABLE IF NOT EXISTS delivery.provider_pace (
     provider      text PRIMARY KEY,
+    -- The limit in effect, as the deliver function last applied it (NULL: not limited).
+    rate          double precision,
+    burst         double precision,
     -- Tokens left; below zero when future slots are reserved (held messages hold them).
     tokens        double precision NOT NULL DEFAULT 0,
     refilled_at   timestamptz      NOT NULL DEFAULT now(),
@@ -28,6 +31,9 @@ CREATE TABLE IF NOT EXISTS delivery.provider_pace (
 -- A message held for its provider's pace keeps its reserved slot here: when it comes back it
 -- is sent without taking another token (the token was taken when the slot was reserved).
 ALTER TABLE delivery.message_state ADD COLUMN IF NOT EXISTS paced_until timestamptz;
+
+-- Which provider each attempt went to (the rate each one is actually sent at, in `status`).
+ALTER TABLE delivery.attempt_log ADD COLUMN IF NOT EXISTS provider text;
 
 -- take_provider_slots(requests, limits, horizon, probe_interval): what each message of a batch
 -- may do now.
@@ -51,8 +57,8 @@ DECLARE
     p record;
     r record;
     st delivery.provider_pace%ROWTYPE;
-    rate double precision;
-    burst double precision;
+    lim_rate double precision;
+    lim_burst double precision;
     available double precision;
     spent double precision;
     wait double precision;
@@ -64,8 +70,12 @@ BEGIN
         VALUES (p.provider, coalesce((limits #>> ARRAY[p.provider, 'burst'])::double precision, 0))
         ON CONFLICT (provider) DO NOTHING;
         SELECT * INTO st FROM delivery.provider_pace s WHERE s.provider = p.provider FOR UPDATE;
-        rate := (limits #>> ARRAY[p.provider, 'rate'])::double precision;
-        burst := (limits #>> ARRAY[p.provider, 'burst'])::double precision;
+        lim_rate := (limits #>> ARRAY[p.provider, 'rate'])::double precision;
+        lim_burst := (limits #>> ARRAY[p.provider, 'burst'])::double precision;
+        IF st.rate IS DISTINCT FROM lim_rate OR st.burst IS DISTINCT FROM lim_burst THEN
+            UPDATE delivery.provider_pace s SET rate = lim_rate, burst = lim_burst
+            WHERE s.provider = p.provider;
+        END IF;
 
         IF st.circuit = 'open' AND st.open_until > now() THEN
             RETURN QUERY
@@ -108,7 +118,7 @@ BEGIN
                 WHERE w.provider = p.provider;
             CONTINUE;
         END IF;
-        IF rate IS NULL THEN
+        IF lim_rate IS NULL THEN
             RETURN QUERY
                 SELECT w.ord, 'send'::text, 0::double precision, NULL::text
                 FROM jsonb_to_recordset(requests) AS w(ord integer, provider text)
@@ -119,7 +129,7 @@ BEGIN
         -- The token bucket: refill since the last take, capped at the burst; then each
         -- message in order takes its cost, those beyond what is there taking the next free
         -- slots (debt) up to the horizon.
-        available := least(burst, st.tokens + rate * extract(epoch FROM now() - st.refilled_at));
+        available := least(lim_burst, st.tokens + lim_rate * extract(epoch FROM now() - st.refilled_at));
         spent := 0;
         FOR r IN SELECT w.ord, w.cost FROM jsonb_to_recordset(requests) AS w(ord integer, provider text, cost double precision)
                  WHERE w.provider = p.provider ORDER BY w.ord LOOP
@@ -127,7 +137,7 @@ BEGIN
             IF r.cost <= 0 THEN
                 action := 'send'; wait_seconds := 0; reason := NULL;
             ELSE
-                wait := (spent + r.cost - available) / rate;
+                wait := (spent + r.cost - available) / lim_rate;
                 IF wait <= 0 THEN
                     action := 'send'; wait_seconds := 0; reason := NULL;
                     spent := spent + r.cost;

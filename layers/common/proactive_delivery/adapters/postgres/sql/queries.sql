@@ -297,10 +297,10 @@ updated AS (
 ),
 logged AS (
     INSERT INTO delivery.attempt_log
-        (delivery_id, attempt, channel, started_at, finished_at, http_status, outcome, error, latency_ms)
-    SELECT u.id, u.attempts, o.channel, coalesce(o.started_at, now()), coalesce(o.finished_at, now()),
-           o.http_status, o.outcome, o.error,
-           o.latency_ms
+        (delivery_id, attempt, channel, provider, started_at, finished_at, http_status, outcome, error,
+         latency_ms)
+    SELECT u.id, u.attempts, o.channel, o.provider, coalesce(o.started_at, now()),
+           coalesce(o.finished_at, now()), o.http_status, o.outcome, o.error, o.latency_ms
     FROM updated u
     JOIN outcome o ON o.delivery_id = u.id
     WHERE o.attempted
