@@ -230,7 +230,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
         return 0
     lines = render_switch(after)
     wanted = RUNNING if args.enabled else PAUSED
-    unsettled = [t.logical_id for t in after.triggers if t.state not in SETTLED_STATES]
+    unsettled = [t.logical_id for t in after.switched if t.state not in SETTLED_STATES]
     if after.state == wanted and not unsettled:
         lines.append(
             "Nothing is queued or sent until `proactive-delivery resume`; due messages wait in the database "
@@ -239,7 +239,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
             else "Deliveries and schedules run again; what waited is sent now."
         )
     else:
-        settling = unsettled or [t.logical_id for t in after.triggers if t.off == args.enabled]
+        settling = unsettled or [t.logical_id for t in after.switched if t.off == args.enabled]
         lines.append(
             f"not {wanted} yet after {args.wait:g} s: {', '.join(settling)}; "
             f"check again with `proactive-delivery status --stack-name {after.name}`"
