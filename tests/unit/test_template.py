@@ -269,7 +269,7 @@ def test_functions_and_layer_use_the_same_supported_python(template: dict[str, A
     # WHEN their runtimes are compared
     runtimes = {name: props.get("Runtime") for name, props in functions(template).items()}
     # THEN every function runs python3.12, the runtime the layer is built for
-    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction"}
+    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
     assert set(runtimes.values()) == {RUNTIME}, runtimes
     assert set(layers) == {"CommonLayer", "TracingLayer"}
     # AND the common layer is built by SAM's pip builder for that runtime, the tracing
@@ -395,6 +395,41 @@ def test_schedules_parse_and_send_the_documented_input(template: dict[str, Any])
     assert json.loads(schedules["ProactiveSchedule"]["Input"]) == {"sources": ["proactive"]}
     assert default_of(template, schedules["FollowupSchedule"]["Schedule"]) == "rate(5 minutes)"
     assert json.loads(schedules["FollowupSchedule"]["Input"]) == {"sources": ["followup"]}
+
+
+def test_the_purge_runs_daily_on_its_own_schedule_outside_the_pause_switch(template: dict[str, Any]) -> None:
+    from proactive_delivery.settings import MIN_RETENTION_DAYS
+
+    # GIVEN the purge function and its schedule
+    props = function_properties(template, "PurgeFunction")
+    [(name, schedule)] = events_of_type(props, "Schedule").items()
+    # THEN it fires once a day (a parameter whose default is a valid daily cron)...
+    expression = default_of(template, schedule["Schedule"])
+    assert schedule["Schedule"] == {"Ref": "PurgeScheduleExpression"}
+    assert schedule_expression_is_valid(expression)
+    minute, hour, day, month, weekday, year = expression.removeprefix("cron(").removesuffix(")").split()
+    assert (day, month, weekday, year) == ("*", "*", "?", "*") and minute.isdigit() and hour.isdigit()
+    # ...away from the hourly evaluate run's minute
+    assert f"cron({minute} " not in default_of(
+        template, template["Parameters"]["ProactiveScheduleExpression"]
+    )
+    # AND it is not one of the pause switch's triggers: no State from DeliveryEnabled, and the
+    # operators' switch leaves its rule (SAM names it <Function><Event>) alone
+    from proactive_delivery_tools.ops.switch import HOUSEKEEPING_RULES
+
+    assert "State" not in schedule and "Enabled" not in schedule
+    assert f"PurgeFunction{name}" in HOUSEKEEPING_RULES
+    assert template["Outputs"]["PurgeScheduleRuleName"]["Value"] == {"Ref": f"PurgeFunction{name}"}
+    for event_name, event in events_of_type(
+        function_properties(template, "EvaluateFunction"), "Schedule"
+    ).items():
+        assert f"EvaluateFunction{event_name}" not in HOUSEKEEPING_RULES
+        assert event["State"] == {"Fn::If": ["DeliveryIsEnabled", "ENABLED", "DISABLED"]}
+    # AND RetentionDays cannot go below what the code accepts, and its timeout leaves room
+    parameter = template["Parameters"]["RetentionDays"]
+    assert int(parameter["MinValue"]) == MIN_RETENTION_DAYS
+    assert props["Environment"]["Variables"]["RETENTION_DAYS"] == {"Ref": "RetentionDays"}
+    assert int(props["Timeout"]) >= 60
 
 
 def test_followup_event_is_what_its_schedule_delivers(template: dict[str, Any]) -> None:
@@ -603,9 +638,10 @@ def test_each_function_writes_logs_only_to_its_own_log_group(template: dict[str,
 
 def test_secrets_are_readable_only_by_arn_and_only_where_needed(template: dict[str, Any]) -> None:
     expected = {
-        # Evaluate never signs a webhook.
+        # Evaluate and the purge never sign a webhook.
         "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}],
         "DeliverFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "WebhookSigningSecretArn"}],
+        "PurgeFunction": [{"Ref": "DatabaseSecretArn"}],
     }
     for name, secrets in expected.items():
         # GIVEN a function's role
@@ -634,6 +670,9 @@ def test_only_evaluate_sends_and_only_deliver_consumes(template: dict[str, Any])
     # send to the DLQ (a message whose retry window is spent)
     [send] = evaluate
     assert as_list(send["Action"]) == ["sqs:SendMessage"]
+    # AND the purge touches no queue at all
+    purge = [s for owner, s in iam_statements(template) if owner == role_of(template, "PurgeFunction")]
+    assert purge and not [s for s in purge if "sqs:" in json.dumps(s)]
     assert send["Resource"] == queue
     consume, dead_letter = deliver
     assert set(as_list(consume["Action"])) == DELIVER_QUEUE_ACTIONS
@@ -775,6 +814,7 @@ CODE_DEFAULT_ONLY = frozenset(
         "EVALUATE_PAGE_SIZE",
         "HTTP_CONNECT_TIMEOUT_SECONDS",
         "HTTP_READ_TIMEOUT_SECONDS",
+        "PURGE_BATCH_SIZE",
         "SECRET_MAX_AGE_SECONDS",
         "SEND_CONCURRENCY",
     }
@@ -820,6 +860,7 @@ PARAMETER_DEFAULTS: dict[str, tuple[str, Any]] = {
     "QUIET_HOURS": ("QuietHours", lambda s: str(s.policy.quiet_hours)),
     "MAX_MESSAGES_PER_DAY": ("MaxMessagesPerDay", lambda s: str(s.policy.max_per_day)),
     "MESSAGE_MAX_AGE_HOURS": ("MessageMaxAgeHours", lambda s: f"{s.policy.max_age.total_seconds() / 3600:g}"),
+    "RETENTION_DAYS": ("RetentionDays", lambda s: str(s.retention.days)),
 }
 
 
