@@ -17,13 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from aws_lambda_powertools import Logger
-
-from proactive_delivery import SERVICE
 from proactive_delivery.app.ports import RetentionStore
 from proactive_delivery.core.models import PurgeCursor, PurgePage
-
-logger = Logger(service=SERVICE, child=True)
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class PurgeReport:
     # Rows deleted, by table (a dry run: rows a purge would have deleted).
     deleted: Counter[str] = field(default_factory=Counter)
     # Rows past the horizon a table's pages read and kept, by table: for message_state, the
-    # messages the platform still has due (and any a concurrent transaction held).
+    # messages the platform still has due (rows another transaction holds are not read).
     kept: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     # Time ran out before every table was done; the next run goes on.
@@ -105,7 +100,6 @@ class Purger:
             if not self._purge(entry, horizon, report, remaining_ms):
                 report.stopped_early = True
                 break
-        logger.info("retention purge finished", **report.as_dict())
         return report
 
     def _purge(
