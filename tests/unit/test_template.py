@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -410,9 +411,20 @@ def test_the_purge_runs_daily_on_its_own_schedule_outside_the_pause_switch(templ
     minute, hour, day, month, weekday, year = expression.removeprefix("cron(").removesuffix(")").split()
     assert (day, month, weekday, year) == ("*", "*", "?", "*") and minute.isdigit() and hour.isdigit()
     # ...away from the hourly evaluate run's minute
-    assert f"cron({minute} " not in default_of(
-        template, template["Parameters"]["ProactiveScheduleExpression"]
-    )
+    assert not template["Parameters"]["ProactiveScheduleExpression"]["Default"].startswith(f"cron({minute} ")
+    # ...and inside the default quiet hours (21:00-08:00) of every zone of the contiguous US,
+    # winter and summer, when least is sent
+    assert template["Parameters"]["QuietHours"]["Default"] == "21:00-08:00"
+    for zone in (
+        "America/New_York",
+        "America/Chicago",
+        "America/Denver",
+        "America/Phoenix",
+        "America/Los_Angeles",
+    ):
+        for month in (1, 7):
+            local = datetime(2026, month, 15, int(hour), int(minute), tzinfo=UTC).astimezone(ZoneInfo(zone))
+            assert local.hour >= 21 or local.hour < 8, (zone, month, local)
     # AND it is not one of the pause switch's triggers: no State from DeliveryEnabled, and the
     # operators' switch leaves its rule (SAM names it <Function><Event>) alone
     from proactive_delivery_tools.ops.switch import HOUSEKEEPING_RULES
