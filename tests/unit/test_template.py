@@ -779,6 +779,24 @@ def test_evaluate_event_is_what_the_schedule_delivers(template: dict[str, Any]) 
     assert event == json.loads(schedule["Input"])
 
 
+def test_purge_event_is_what_its_schedule_delivers(template: dict[str, Any]) -> None:
+    [schedule] = events_of_type(function_properties(template, "PurgeFunction"), "Schedule").values()
+    assert load_event("purge-schedule.json") == json.loads(schedule["Input"]) == {}
+
+
+def test_the_purge_stops_with_the_runbooks_time_left() -> None:
+    import inspect
+
+    from proactive_delivery.app.purge import Purger
+
+    # The runbook: "stops between batches when less than 10 s of its 300 s are left".
+    timeout = function_properties(load_template(), "PurgeFunction")["Timeout"]
+    margin = inspect.signature(Purger).parameters["safety_margin_ms"].default
+    assert (timeout, margin) == (300, 10_000)
+    runbook = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
+    assert f"less than {margin // 1000} s of its {timeout} s are left" in runbook
+
+
 def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> None:
     # GIVEN the sample SQS batch
     records = load_event("deliver-batch.json")["Records"]
@@ -806,7 +824,7 @@ def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> N
 def test_env_file_only_sets_variables_the_template_declares(template: dict[str, Any]) -> None:
     # GIVEN the sam local --env-vars example
     env_file = load_event("env.json")
-    assert set(env_file) == {"EvaluateFunction", "DeliverFunction"}
+    assert set(env_file) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
     for name, overrides in env_file.items():
         # WHEN its variables are compared with the function's declared environment
         declared = set(function_properties(template, name)["Environment"]["Variables"])
