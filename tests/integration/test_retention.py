@@ -20,6 +20,7 @@ from proactive_delivery.adapters.postgres.retention import RETENTION_SQL, Postgr
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.app.purge import PURGED_TABLES, Purger, PurgeReport
 from proactive_delivery.core.models import PurgeCursor, PurgePage
+from tests.support.db import VARIANTS
 from tests.support.retention import (
     PLATFORM_TABLES,
     attempt_delivery_ids,
@@ -343,3 +344,52 @@ def test_the_cursor_of_an_empty_page_stays_where_it_was(db: Database) -> None:
     assert (page.scanned, page.cursor) == (0, after)
     with pytest.raises(TypeError, match="naive"):
         store.purge_page("purge_message_state", horizon=datetime(2020, 1, 1), after=after, batch_size=10)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_purge_runs_on_every_platform_variant(
+    platform_database: Callable[[str], str], variant: str
+) -> None:
+    # GIVEN a database of one platform variant (timestamptz columns, no follow-up table, no
+    # proactive table...), and for each source it has: an old message sent on the platform and
+    # an old one skipped that the platform still has due; plus an old follow-up of a table this
+    # database does not have (such a message can never come back)
+    ddl, sources = VARIANTS[variant]
+    url = platform_database(ddl)
+    expected_gone, expected_kept = set(), set()
+    with psycopg.connect(url, autocommit=True) as conn:
+        [(contractor,)] = conn.execute(
+            "INSERT INTO contractors (first_name, phone, email)"
+            " VALUES ('Ana', '+13125550101', 'a@example.com') RETURNING id"
+        ).fetchall()
+        for source in sources:
+            for sent in (True, False):
+                if source == "proactive":
+                    insert = (
+                        "INSERT INTO ai_proactive_messages (contractor_id, message_type,"
+                        " message_content, ai_reasoning, sent_at)"
+                        " VALUES (%s, 'check_in', 'Hi', 'why', CASE WHEN %s THEN now() END) RETURNING id"
+                    )
+                else:
+                    insert = (
+                        "INSERT INTO contractor_followup_schedules (contractor_id, scheduled_time,"
+                        " followup_type, message_template, status, sent_at, created_at)"
+                        " VALUES (%s, now(), 'check_in', 'Hi',"
+                        " CASE WHEN %s THEN 'sent' ELSE 'scheduled' END, CASE WHEN %s THEN now() END, now())"
+                        " RETURNING id"
+                    )
+                params = (contractor, sent) if source == "proactive" else (contractor, sent, sent)
+                [(source_id,)] = conn.execute(insert, params).fetchall()  # type: ignore[arg-type]
+                row = finished_row(conn, source, source_id, "sent" if sent else "skipped", days_ago=OLD)
+                (expected_gone if sent else expected_kept).add(row)
+        for absent in {"proactive", "followup"} - set(sources):
+            expected_gone.add(finished_row(conn, absent, 7, "sent", days_ago=OLD, attempts=1))
+        # WHEN the purge runs
+        database = Database(lambda: url)
+        try:
+            report = purger(database).run(lambda: ALWAYS_TIME)
+        finally:
+            database.close()
+        # THEN what can never come back went, what the platform still has due stayed
+        assert delivery_ids(conn) == expected_kept
+        assert report.deleted["message_state"] == len(expected_gone)
