@@ -204,16 +204,26 @@ def test_the_daily_purge_fires_once_a_day_and_once_in_a_single_pass(
     assert [at.hour for at, _ in fired] == [7, 7, 7]
     # WHEN the local runtime makes one pass over fresh sample data (as `make demo` does)
     seed_messages(database_url, 20)
-    result = run(tmp_path, database_url, path)
+    runtime = LocalRuntime(
+        RuntimeOptions(
+            template=path,
+            env_vars=ROOT / "events" / "env.local.json",
+            once=True,
+            count=0,
+            live=False,
+            latency=0.0,
+            database_url=database_url,
+            max_wait=120,
+            run_dir=tmp_path / "run",
+        ),
+        out=io.StringIO(),
+    )
+    result = runtime.run()
     # THEN the purge ran once among the schedules, without an error, and deleted nothing
     assert result.summary["invocations"]["PurgeFunction"] == 1
     assert result.summary["function_errors"]["PurgeFunction"] == 0
-    [line] = [
-        json.loads(line)
-        for line in Path(result.summary["functions_log"]).read_text().splitlines()
-        if "retention purge finished" in line
-    ]
-    assert line["deleted"] == {"message_state": 0, "attempt_log": 0}
+    report = runtime.functions["PurgeFunction"].last_result
+    assert (report["deleted"], report["stopped_early"]) == ({"message_state": 0, "attempt_log": 0}, False)
     assert result.summary["states"]["sent"] >= 15 and not result.summary["unbalanced"]
     assert result.exit_code == 0
 
