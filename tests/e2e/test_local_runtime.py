@@ -186,6 +186,51 @@ def test_schedule_in_the_template_sets_how_often_evaluate_runs(
     assert fired[0].input == {"sources": ["proactive"]}
 
 
+def test_the_daily_purge_fires_once_a_day_and_once_in_a_single_pass(
+    tmp_path: Path, database_url: str
+) -> None:
+    # GIVEN the shipped template: its purge runs on its own daily schedule (06:35 UTC)
+    path = template_copy(tmp_path)
+    template = LocalTemplate(path)
+    (schedule,) = template.functions["PurgeFunction"].schedules
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    clock = ManualClock(start)
+    target = ScheduledTarget(
+        "PurgeFunction", schedule.name, ScheduleExpression.parse(schedule.expression), schedule.input, start
+    )
+    scheduler = Scheduler([target], clock)
+    fired = []
+    for hour in range(1, 3 * 24 + 1):
+        clock.current = start + timedelta(hours=hour)
+        fired += [(clock.current, t.name) for t in scheduler.due()]
+    # THEN it fires once a day, in the hour after 06:35 UTC
+    assert [at.hour for at, _ in fired] == [7, 7, 7]
+    # WHEN the local runtime makes one pass over fresh sample data (as `make demo` does)
+    seed_messages(database_url, 20)
+    runtime = LocalRuntime(
+        RuntimeOptions(
+            template=path,
+            env_vars=ROOT / "events" / "env.local.json",
+            once=True,
+            count=0,
+            live=False,
+            latency=0.0,
+            database_url=database_url,
+            max_wait=120,
+            run_dir=tmp_path / "run",
+        ),
+        out=io.StringIO(),
+    )
+    result = runtime.run()
+    # THEN the purge ran once among the schedules, without an error, and deleted nothing
+    assert result.summary["invocations"]["PurgeFunction"] == 1
+    assert result.summary["function_errors"]["PurgeFunction"] == 0
+    report = runtime.functions["PurgeFunction"].last_result
+    assert (report["deleted"], report["stopped_early"]) == ({"message_state": 0, "attempt_log": 0}, False)
+    assert result.summary["states"]["sent"] >= 15 and not result.summary["unbalanced"]
+    assert result.exit_code == 0
+
+
 def test_speed_compresses_scheduled_time_in_a_running_runtime(tmp_path: Path, database_url: str) -> None:
     # GIVEN a template firing evaluate every 10 minutes for proactive messages (and hourly
     # for follow-ups), and time running 600x faster

@@ -53,6 +53,18 @@ def _schedule(expression: str, sources: str) -> dict[str, Any]:
     }
 
 
+# The daily purge's rule, as the template declares it: no State from DeliveryEnabled.
+PURGE_SCHEDULE = {
+    "Type": "AWS::Events::Rule",
+    "Properties": {
+        "ScheduleExpression": "cron(35 6 * * ? *)",
+        "Targets": [
+            {"Arn": {"Fn::GetAtt": ["PurgeFunction", "Arn"]}, "Id": "PurgeFunctionTarget", "Input": "{}"}
+        ],
+    },
+}
+
+
 STACK_TEMPLATE = {
     "AWSTemplateFormatVersion": "2010-09-09",
     "Parameters": {
@@ -90,6 +102,8 @@ STACK_TEMPLATE = {
         "DeliverFunction": _function("FunctionRole"),
         "EvaluateFunctionProactiveSchedule": _schedule("rate(1 hour)", "proactive"),
         "EvaluateFunctionFollowupSchedule": _schedule("rate(5 minutes)", "followup"),
+        "PurgeFunction": _function("FunctionRole"),
+        "PurgeFunctionDailySchedule": PURGE_SCHEDULE,
         "DeliverFunctionDeliveryQueueEvent": {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": {
@@ -119,6 +133,9 @@ class Aws:
             name: self.events.describe_rule(Name=self.physical(name))["State"]
             for name in ("EvaluateFunctionProactiveSchedule", "EvaluateFunctionFollowupSchedule")
         }
+
+    def purge_rule_state(self) -> str:
+        return str(self.events.describe_rule(Name=self.physical("PurgeFunctionDailySchedule"))["State"])
 
     def mapping_state(self) -> str:
         uuid = self.physical("DeliverFunctionDeliveryQueueEvent")
@@ -186,10 +203,11 @@ def test_status_shows_running_paused_and_partly(aws: Aws, database_url: str, cap
     # GIVEN the stack as deployed THEN status says running, naming each trigger
     state = switch()
     assert state["state"] == RUNNING
-    assert sorted(t["logical_id"] for t in state["triggers"]) == [
-        "DeliverFunctionDeliveryQueueEvent",
-        "EvaluateFunctionFollowupSchedule",
-        "EvaluateFunctionProactiveSchedule",
+    assert [(t["kind"], t["logical_id"]) for t in state["triggers"]] == [
+        ("event source", "DeliverFunctionDeliveryQueueEvent"),
+        ("schedule", "EvaluateFunctionFollowupSchedule"),
+        ("schedule", "EvaluateFunctionProactiveSchedule"),
+        ("housekeeping", "PurgeFunctionDailySchedule"),
     ]
     assert state["deployed_delivery_enabled"] == "true"
     # WHEN only the follow-up schedule is disabled (by hand, in the console) THEN partly paused
@@ -201,6 +219,31 @@ def test_status_shows_running_paused_and_partly(aws: Aws, database_url: str, cap
     code, out, _ = run(capsys, "--database-url", database_url, "status", "--stack-name", STACK)
     assert code == 0
     assert f"Delivery switch: paused (stack {STACK})" in out
+
+
+def test_pause_and_resume_leave_the_daily_purge_alone(aws: Aws, database_url: str, capsys: Any) -> None:
+    # GIVEN a running stack with its daily purge schedule
+    assert aws.purge_rule_state() == "ENABLED"
+    # WHEN the operator pauses it
+    code, out, _ = run(capsys, "pause", "--stack-name", STACK)
+    # THEN what queues and sends is off, the purge (which does neither) still runs, and the
+    # stack reads as paused, the purge listed apart
+    assert code == 0
+    assert set(aws.rule_states().values()) == {"DISABLED"} and aws.mapping_state() == "Disabled"
+    assert aws.purge_rule_state() == "ENABLED"
+    assert f"Delivery switch: paused (stack {STACK})" in out
+    [line] = [line for line in out.splitlines() if "PurgeFunctionDailySchedule" in line]
+    assert "housekeeping" in line and "ENABLED" in line and "not switched" in line
+    # WHEN the purge rule is disabled by hand and the stack resumed THEN resume does not
+    # turn it on, and does not count it as a trigger still off
+    aws.events.disable_rule(Name=aws.physical("PurgeFunctionDailySchedule"))
+    code, out, _ = run(capsys, "resume", "--stack-name", STACK)
+    assert code == 0
+    assert aws.purge_rule_state() == "DISABLED"
+    assert f"Delivery switch: running (stack {STACK})" in out
+    assert "Deliveries and schedules run again" in out
+    code, out, _ = run(capsys, "--database-url", database_url, "status", "--stack-name", STACK, "--json")
+    assert json.loads(out)["switch"]["state"] == RUNNING
 
 
 def test_status_finds_the_delivery_queue_from_the_stack(aws: Aws, database_url: str, capsys: Any) -> None:

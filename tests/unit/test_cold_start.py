@@ -32,14 +32,15 @@ loaded = sorted(m for m in sys.modules if m.startswith({watched!r}))
 print(",".join(loaded))
 """
 # What each handler must not load as it starts, deployed (tracing on): no local tooling,
-# and the evaluate function sends nothing over HTTP and works no SQS batch.
+# the evaluate function and the purge send nothing over HTTP and work no SQS batch.
 MUST_NOT_LOAD = {
     "evaluate": (*LOCAL_ONLY, "httpx", "aws_lambda_powertools.utilities.batch"),
     "deliver": LOCAL_ONLY,
+    "purge": (*LOCAL_ONLY, "httpx", "aws_lambda_powertools.utilities.batch"),
 }
 
 
-@pytest.mark.parametrize("handler", ["evaluate", "deliver"])
+@pytest.mark.parametrize("handler", ["evaluate", "deliver", "purge"])
 @pytest.mark.parametrize("where", ["lambda", "local"])
 def test_handler_imports_only_what_the_layer_ships(handler: str, where: str) -> None:
     # GIVEN an interpreter in which the dev-only packages cannot be imported, as in Lambda

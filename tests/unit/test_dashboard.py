@@ -201,3 +201,32 @@ def test_deliver_metrics_by_reason_class_reason_channel_and_latency(capsys: Any)
     }
     classes = {json.loads(line).get("reason_class") for line in out.splitlines() if "reason_class" in line}
     assert classes == {"exhausted", "permanent"}
+
+
+def test_purge_metrics_by_table_zeros_included(capsys: Any) -> None:
+    from collections import Counter
+
+    from aws_lambda_powertools import Metrics
+
+    from proactive_delivery.app.purge import PurgeReport
+    from tests.support.telemetry import emf_metrics
+
+    # GIVEN a purge run that deleted rows of two tables, kept 4 tombstones and ran out of time
+    report = PurgeReport(90, datetime(2026, 5, 1, tzinfo=UTC), stopped_early=True)
+    report.deleted = Counter({"message_state": 12, "attempt_log": 0})
+    report.kept = Counter({"message_state": 4})
+    metrics = Metrics(service="proactive-delivery", namespace=telemetry.NAMESPACE)
+    # WHEN its metrics are emitted and flushed
+    telemetry.emit_purge(metrics, report)
+    metrics.flush_metrics()
+    out = capsys.readouterr().out
+    # THEN each table has its own line, a 0 too, and the run's total says it stopped early
+    assert emf_metrics(out) == {"PurgeStoppedEarly": 1}
+    by_table = frozenset({"service", "table"})
+    lines = [line for line in out.splitlines() if '"table"' in line]
+    seen = [(json.loads(line)["table"], *emf_metrics(line, by_table).items()) for line in lines]
+    assert sorted(seen) == [
+        ("attempt_log", ("RowsPurged", 0)),
+        ("message_state", ("RowsPurged", 12)),
+        ("message_state", ("RowsRetained", 4)),
+    ]

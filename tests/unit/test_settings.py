@@ -446,3 +446,52 @@ def test_platform_defaults_match_the_platform() -> None:
 def test_sms_tags_are_a_comma_separated_list() -> None:
     settings = Settings.from_env(local_env(SMS_TAGS=" tpe, proactive ,,"))
     assert settings.sms_tags == ("tpe", "proactive")
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def test_retention_defaults_and_values() -> None:
+    from proactive_delivery.settings import Retention
+
+    # GIVEN no retention variable THEN finished rows are kept 90 days, purged 1,000 a statement
+    assert Settings.from_env(local_env()).retention == Retention(days=90, batch_size=1000)
+    # AND the variables set them
+    settings = Settings.from_env(local_env(RETENTION_DAYS="180", PURGE_BATCH_SIZE="250"))
+    assert settings.retention == Retention(days=180, batch_size=250)
+
+
+@pytest.mark.parametrize(("value", "said"), [("7", "at least 30, got 7"), ("29", "at least 30, got 29")])
+def test_a_retention_shorter_than_what_the_tools_read_back_is_refused(value: str, said: str) -> None:
+    # GIVEN RETENTION_DAYS below what status, resend and a DLQ replay read back
+    # WHEN the settings are read THEN one error names the variable, the minimum and why
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(local_env(RETENTION_DAYS=value))
+    message = str(excinfo.value)
+    assert names_in(message) == {"RETENTION_DAYS"}
+    assert said in message and "replay" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RETENTION_DAYS", "ninety"), ("RETENTION_DAYS", "0"), ("RETENTION_DAYS", "3651"),
+     ("PURGE_BATCH_SIZE", "0"), ("PURGE_BATCH_SIZE", "10001"), ("PURGE_BATCH_SIZE", "lots")],
+)  # fmt: skip
+def test_a_bad_retention_setting_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env(local_env(**{name: value}))
+    assert names_in(str(excinfo.value)) == {name}
+
+
+def test_the_purge_command_reads_retention_as_the_functions_do() -> None:
+    from proactive_delivery.settings import retention_from_env
+
+    # GIVEN only the retention variables (no queue, webhook or database settings)
+    # THEN they are read and checked exactly as Settings.from_env reads them
+    assert (
+        retention_from_env({"RETENTION_DAYS": "45"})
+        == Settings.from_env(local_env(RETENTION_DAYS="45")).retention
+    )
+    assert retention_from_env({}).days == 90
+    with pytest.raises(ConfigError, match="RETENTION_DAYS must be at least 30"):
+        retention_from_env({"RETENTION_DAYS": "10"})

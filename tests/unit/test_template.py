@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -271,7 +272,7 @@ def test_functions_and_layer_use_the_same_supported_python(template: dict[str, A
     # WHEN their runtimes are compared
     runtimes = {name: props.get("Runtime") for name, props in functions(template).items()}
     # THEN every function runs python3.12, the runtime the layer is built for
-    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction"}
+    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
     assert set(runtimes.values()) == {RUNTIME}, runtimes
     assert set(layers) == {"CommonLayer", "TracingLayer"}
     # AND the common layer is built by SAM's pip builder for that runtime, the tracing
@@ -397,6 +398,52 @@ def test_schedules_parse_and_send_the_documented_input(template: dict[str, Any])
     assert json.loads(schedules["ProactiveSchedule"]["Input"]) == {"sources": ["proactive"]}
     assert default_of(template, schedules["FollowupSchedule"]["Schedule"]) == "rate(5 minutes)"
     assert json.loads(schedules["FollowupSchedule"]["Input"]) == {"sources": ["followup"]}
+
+
+def test_the_purge_runs_daily_on_its_own_schedule_outside_the_pause_switch(template: dict[str, Any]) -> None:
+    from proactive_delivery.settings import MIN_RETENTION_DAYS
+
+    # GIVEN the purge function and its schedule
+    props = function_properties(template, "PurgeFunction")
+    [(name, schedule)] = events_of_type(props, "Schedule").items()
+    # THEN it fires once a day (a parameter whose default is a valid daily cron)...
+    expression = default_of(template, schedule["Schedule"])
+    assert schedule["Schedule"] == {"Ref": "PurgeScheduleExpression"}
+    assert schedule_expression_is_valid(expression)
+    minute, hour, day, month, weekday, year = expression.removeprefix("cron(").removesuffix(")").split()
+    assert (day, month, weekday, year) == ("*", "*", "?", "*") and minute.isdigit() and hour.isdigit()
+    # ...away from the hourly evaluate run's minute
+    assert not template["Parameters"]["ProactiveScheduleExpression"]["Default"].startswith(f"cron({minute} ")
+    # ...and inside the default quiet hours (21:00-08:00) of every zone of the contiguous US,
+    # winter and summer, when least is sent
+    assert template["Parameters"]["QuietHours"]["Default"] == "21:00-08:00"
+    for zone in (
+        "America/New_York",
+        "America/Chicago",
+        "America/Denver",
+        "America/Phoenix",
+        "America/Los_Angeles",
+    ):
+        for month in (1, 7):
+            local = datetime(2026, month, 15, int(hour), int(minute), tzinfo=UTC).astimezone(ZoneInfo(zone))
+            assert local.hour >= 21 or local.hour < 8, (zone, month, local)
+    # AND it is not one of the pause switch's triggers: no State from DeliveryEnabled, and the
+    # operators' switch leaves its rule (SAM names it <Function><Event>) alone
+    from proactive_delivery_tools.ops.switch import HOUSEKEEPING_RULES
+
+    assert "State" not in schedule and "Enabled" not in schedule
+    assert f"PurgeFunction{name}" in HOUSEKEEPING_RULES
+    assert template["Outputs"]["PurgeScheduleRuleName"]["Value"] == {"Ref": f"PurgeFunction{name}"}
+    for event_name, event in events_of_type(
+        function_properties(template, "EvaluateFunction"), "Schedule"
+    ).items():
+        assert f"EvaluateFunction{event_name}" not in HOUSEKEEPING_RULES
+        assert event["State"] == {"Fn::If": ["DeliveryIsEnabled", "ENABLED", "DISABLED"]}
+    # AND RetentionDays cannot go below what the code accepts, and its timeout leaves room
+    parameter = template["Parameters"]["RetentionDays"]
+    assert int(parameter["MinValue"]) == MIN_RETENTION_DAYS
+    assert props["Environment"]["Variables"]["RETENTION_DAYS"] == {"Ref": "RetentionDays"}
+    assert int(props["Timeout"]) >= 60
 
 
 def test_followup_event_is_what_its_schedule_delivers(template: dict[str, Any]) -> None:
@@ -605,9 +652,10 @@ def test_each_function_writes_logs_only_to_its_own_log_group(template: dict[str,
 
 def test_secrets_are_readable_only_by_arn_and_only_where_needed(template: dict[str, Any]) -> None:
     expected = {
-        # Evaluate never signs a webhook.
+        # Evaluate and the purge never sign a webhook.
         "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}],
         "DeliverFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "WebhookSigningSecretArn"}],
+        "PurgeFunction": [{"Ref": "DatabaseSecretArn"}],
     }
     for name, secrets in expected.items():
         # GIVEN a function's role
@@ -636,6 +684,9 @@ def test_only_evaluate_sends_and_only_deliver_consumes(template: dict[str, Any])
     # send to the DLQ (a message whose retry window is spent)
     [send] = evaluate
     assert as_list(send["Action"]) == ["sqs:SendMessage"]
+    # AND the purge touches no queue at all
+    purge = [s for owner, s in iam_statements(template) if owner == role_of(template, "PurgeFunction")]
+    assert purge and not [s for s in purge if "sqs:" in json.dumps(s)]
     assert send["Resource"] == queue
     consume, dead_letter = deliver
     assert set(as_list(consume["Action"])) == DELIVER_QUEUE_ACTIONS
@@ -730,6 +781,24 @@ def test_evaluate_event_is_what_the_schedule_delivers(template: dict[str, Any]) 
     assert event == json.loads(schedule["Input"])
 
 
+def test_purge_event_is_what_its_schedule_delivers(template: dict[str, Any]) -> None:
+    [schedule] = events_of_type(function_properties(template, "PurgeFunction"), "Schedule").values()
+    assert load_event("purge-schedule.json") == json.loads(schedule["Input"]) == {}
+
+
+def test_the_purge_stops_with_the_runbooks_time_left() -> None:
+    import inspect
+
+    from proactive_delivery.app.purge import Purger
+
+    # The runbook: "stops between batches when less than 10 s of its 300 s are left".
+    timeout = function_properties(load_template(), "PurgeFunction")["Timeout"]
+    margin = inspect.signature(Purger).parameters["safety_margin_ms"].default
+    assert (timeout, margin) == (300, 10_000)
+    runbook = " ".join((ROOT / "docs" / "operations.md").read_text(encoding="utf-8").split())
+    assert f"less than {margin // 1000} s of its {timeout} s are left" in runbook
+
+
 def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> None:
     # GIVEN the sample SQS batch
     records = load_event("deliver-batch.json")["Records"]
@@ -757,7 +826,7 @@ def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> N
 def test_env_file_only_sets_variables_the_template_declares(template: dict[str, Any]) -> None:
     # GIVEN the sam local --env-vars example
     env_file = load_event("env.json")
-    assert set(env_file) == {"EvaluateFunction", "DeliverFunction"}
+    assert set(env_file) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
     for name, overrides in env_file.items():
         # WHEN its variables are compared with the function's declared environment
         declared = set(function_properties(template, name)["Environment"]["Variables"])
@@ -777,6 +846,7 @@ CODE_DEFAULT_ONLY = frozenset(
         "EVALUATE_PAGE_SIZE",
         "HTTP_CONNECT_TIMEOUT_SECONDS",
         "HTTP_READ_TIMEOUT_SECONDS",
+        "PURGE_BATCH_SIZE",
         "SECRET_MAX_AGE_SECONDS",
         "SEND_CONCURRENCY",
         "CIRCUIT_WINDOW",
@@ -827,6 +897,7 @@ PARAMETER_DEFAULTS: dict[str, tuple[str, Any]] = {
     "MESSAGE_MAX_AGE_HOURS": ("MessageMaxAgeHours", lambda s: f"{s.policy.max_age.total_seconds() / 3600:g}"),
     "PROVIDER_RATE_LIMITS": ("ProviderRateLimits", lambda s: format_rate_limits(s.provider_rate_limits)),
     "CIRCUIT_COOL_OFF_SECONDS": ("CircuitCoolOffSeconds", lambda s: str(s.circuit.cool_off_seconds)),
+    "RETENTION_DAYS": ("RetentionDays", lambda s: str(s.retention.days)),
 }
 
 

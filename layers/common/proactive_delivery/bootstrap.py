@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from proactive_delivery.app.deliver import Deliverer
     from proactive_delivery.app.evaluate import Evaluator
     from proactive_delivery.app.ports import Channel
+    from proactive_delivery.app.purge import Purger
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -189,6 +190,10 @@ class Services:
     def deliverer(self) -> Deliverer:
         return self._once("deliverer", self._build_deliverer)
 
+    @property
+    def purger(self) -> Purger:
+        return self._once("purger", self._build_purger)
+
     def _build_evaluator(self) -> Evaluator:
         from proactive_delivery.app.evaluate import Enqueuer, Evaluator
         from proactive_delivery.app.gate import QueueGate
@@ -220,6 +225,18 @@ class Services:
             config,
             policy=settings.policy,
             catalog=self.catalog,
+            clock=self.clock,
+        )
+
+    def _build_purger(self) -> Purger:
+        from proactive_delivery.adapters.postgres.retention import PostgresRetentionStore
+        from proactive_delivery.app.purge import Purger
+
+        retention = self.settings.retention
+        return Purger(
+            PostgresRetentionStore(self.database),
+            retention_days=retention.days,
+            batch_size=retention.batch_size,
             clock=self.clock,
         )
 

@@ -90,3 +90,11 @@ def deliver(event: Any, context: LambdaContext, services: Services) -> dict[str,
     )
     telemetry.emit_deliver(metrics, report)
     return response
+
+
+def purge(event: Any, context: LambdaContext, services: Services) -> dict[str, Any]:
+    # The scheduled event carries nothing the purge needs: RETENTION_DAYS decides what goes.
+    report = services.purger.run(context.get_remaining_time_in_millis)
+    logger.info("retention purge finished", **report.as_dict())
+    telemetry.emit_purge(metrics, report)
+    return report.as_dict()

@@ -43,6 +43,23 @@ N8N_PAYLOAD_FORMATS: Final = ("ghl", "flat")
 # Where the platform's contractors mostly are; a contractor elsewhere gets a preference row.
 DEFAULT_TIMEZONE: Final = "America/New_York"
 
+# Our own rows are kept at least this long, whatever RETENTION_DAYS says: the operators'
+# tools read back that far (status: the last 24 hours and the evaluate runs, kept 30 days;
+# resend: failures since a date), a dead-lettered message waits up to 14 days for a replay
+# that needs its row, and the widest retry window is 3 days.
+MIN_RETENTION_DAYS: Final = 30
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What the retention purge keeps (docs/operations.md#retention-purge)."""
+
+    # Finished messages and their attempt logs older than this go (RETENTION_DAYS).
+    days: int = 90
+    # Rows a purge statement reads (and at most deletes) in one short transaction.
+    batch_size: int = 1000
+
+
 # Stages that run on a developer's machine or in CI. Anything else is a deployed stage,
 # where webhook URLs must be public HTTPS endpoints.
 LOCAL_STAGES: Final = frozenset({"local", "test"})
@@ -103,6 +120,7 @@ class Settings:
         default_factory=lambda: parse_rate_limits(DEFAULT_RATE_LIMITS)
     )
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def is_deployed(self) -> bool:
@@ -189,6 +207,7 @@ class Settings:
                 "PROVIDER_RATE_LIMITS", DEFAULT_RATE_LIMITS, parse_rate_limits
             ),
             circuit=_circuit_policy(reader),
+            retention=_retention(reader),
         )
         settings.validate()
         return settings
@@ -305,6 +324,20 @@ def _policy_defaults(reader: _Reader) -> PolicyDefaults:
     )
 
 
+def _retention(reader: _Reader) -> Retention:
+    default = Retention()
+    days = reader.integer("RETENTION_DAYS", default.days, minimum=1, maximum=3650)
+    if days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"RETENTION_DAYS must be at least {MIN_RETENTION_DAYS}, got {days}: the operators' tools"
+            " read back 30 days (evaluate runs) and a dead-lettered message waits 14 days for a replay"
+        )
+    return Retention(
+        days=days,
+        batch_size=reader.integer("PURGE_BATCH_SIZE", default.batch_size, minimum=1, maximum=10000),
+    )
+
+
 def check_http_url(name: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -392,3 +425,10 @@ def policy_defaults_from_env(environ: Mapping[str, str] | None = None) -> Policy
     Settings.from_env reads them, without the rest of the settings: for the operator's
     commands, which have the database but not the functions' other variables."""
     return _policy_defaults(_Reader(os.environ if environ is None else environ))
+
+
+def retention_from_env(environ: Mapping[str, str] | None = None) -> Retention:
+    """RETENTION_DAYS and PURGE_BATCH_SIZE read and checked as Settings.from_env reads them,
+    without the rest of the settings: for `proactive-delivery purge`, which needs the
+    database only."""
+    return _retention(_Reader(os.environ if environ is None else environ))

@@ -1,5 +1,6 @@
-"""`proactive-delivery status | show | replay-dlq | resend | pause | resume`: argument parsing
-and output for the operators' commands; the logic is in operations.py and switch.py."""
+"""`proactive-delivery status | show | replay-dlq | resend | pause | resume | purge`: argument
+parsing and output for the operators' commands; the logic is in operations.py and switch.py,
+and the purge's is the purge function's own (proactive_delivery.app.purge)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,31 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     resend.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_stack_options(resend, samconfig=False)
     resend.set_defaults(func=lambda args: cmd_resend(args, database_url))
+
+    purge = sub.add_parser(
+        "purge",
+        help="delete finished delivery rows older than the retention, as the daily purge does",
+        description="Delete this project's finished messages (and their attempt logs) older than the"
+        " retention, except those the platform still has due; the platform's rows are never touched."
+        " The same code as the purge function, in the same small batches.",
+    )
+    purge.add_argument(
+        "--retention-days",
+        type=int,
+        help="keep this many days (default: RETENTION_DAYS; required without --dry-run when that is unset)",
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="report what would be deleted (statements rolled back)"
+    )
+    purge.add_argument(
+        "--max-seconds",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="stop between batches after this long, as the function does (default 300)",
+    )
+    purge.add_argument("--json", action="store_true", help="print the report as JSON")
+    purge.set_defaults(func=lambda args: cmd_purge(args, database_url))
 
     for name, enabled, text in (
         ("pause", False, "stop all sends: disable the schedules and the deliver event source"),
@@ -230,7 +256,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
         return 0
     lines = render_switch(after)
     wanted = RUNNING if args.enabled else PAUSED
-    unsettled = [t.logical_id for t in after.triggers if t.state not in SETTLED_STATES]
+    unsettled = [t.logical_id for t in after.switched if t.state not in SETTLED_STATES]
     if after.state == wanted and not unsettled:
         lines.append(
             "Nothing is queued or sent until `proactive-delivery resume`; due messages wait in the database "
@@ -239,7 +265,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
             else "Deliveries and schedules run again; what waited is sent now."
         )
     else:
-        settling = unsettled or [t.logical_id for t in after.triggers if t.off == args.enabled]
+        settling = unsettled or [t.logical_id for t in after.switched if t.off == args.enabled]
         lines.append(
             f"not {wanted} yet after {args.wait:g} s: {', '.join(settling)}; "
             f"check again with `proactive-delivery status --stack-name {after.name}`"
@@ -336,6 +362,75 @@ def cmd_resend(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
             )
         )
     return 0
+
+
+def _retention(args: argparse.Namespace) -> tuple[Any, str]:
+    """The retention in effect and where it comes from: --retention-days, RETENTION_DAYS, or
+    (for a dry run only) the functions' default. A purge by hand that quietly used the default
+    could delete what the stack's RetentionDays keeps."""
+    from proactive_delivery.settings import retention_from_env
+
+    environ = dict(os.environ)
+    source = "RETENTION_DAYS" if environ.get("RETENTION_DAYS", "").strip() else "the default"
+    if args.retention_days is not None:
+        environ["RETENTION_DAYS"] = str(args.retention_days)
+        source = "--retention-days"
+    elif source == "the default" and not args.dry_run:
+        raise ConfigError(
+            "purge deletes rows: say how many days to keep with --retention-days N or RETENTION_DAYS"
+            " (the stack's RetentionDays, default 90), or look first with --dry-run"
+        )
+    try:
+        return retention_from_env(environ), source
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("RETENTION_DAYS", source, 1)) from None
+
+
+def cmd_purge(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
+    import math
+    import time
+    from datetime import UTC, datetime
+
+    from proactive_delivery.adapters.postgres.retention import PostgresRetentionStore
+    from proactive_delivery.app.purge import Purger
+
+    if args.max_seconds <= 0:
+        raise ConfigError("--max-seconds must be > 0")
+    retention, source = _retention(args)
+    deadline = time.monotonic() + args.max_seconds
+    with _database(database_url(args)) as db:
+        report = Purger(
+            PostgresRetentionStore(db, dry_run=args.dry_run),
+            retention_days=retention.days,
+            batch_size=retention.batch_size,
+            clock=lambda: datetime.now(UTC),
+            safety_margin_ms=0,
+        ).run(lambda: math.floor((deadline - time.monotonic()) * 1000))
+    if args.json:
+        print(json.dumps({**report.as_dict(), "retention_source": source}, indent=2))
+        return 0
+    print(render_purge(report, source, args.max_seconds))
+    return 0
+
+
+def render_purge(report: Any, source: str, max_seconds: float) -> str:
+    verb = "would delete" if report.dry_run else "deleted"
+    counts = ", ".join(f"{table} {n}" for table, n in sorted(report.deleted.items()))
+    lines = [
+        f"retention {report.retention_days} days ({source}): finished rows older than"
+        f" {report.horizon.isoformat(timespec='seconds')}",
+        f"{verb}: {counts} (in {report.batches} batch{'es' if report.batches != 1 else ''}"
+        f"{', rolled back' if report.dry_run else ''})",
+    ]
+    kept = ", ".join(f"{table} {n}" for table, n in sorted(report.kept.items()) if n)
+    if kept:
+        lines.append(
+            f"kept past the horizon: {kept} (messages the platform still has due: without them evaluate"
+            " would queue those messages again)"
+        )
+    if report.stopped_early:
+        lines.append(f"stopped after --max-seconds {max_seconds:g}: run it again to go on")
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -445,7 +540,16 @@ def render_message(report: dict[str, Any]) -> str:
         lines.append(f"  due at           {platform['due_at']}{status}")
     state = report["state"]
     if state is None:
-        lines.append("  state            not seen by evaluate yet (the next run of its schedule queues it)")
+        label = "  state            "
+        if platform is not None and platform["sent_at"] is not None:
+            # Sent on the platform and no row of ours: sent by someone else, or sent (or ended)
+            # here and purged RETENTION_DAYS later; either way it is never queued again.
+            lines.append(f"{label}none: sent on the platform at {platform['sent_at']} (a finished")
+            lines.append(" " * len(label) + "message's row is purged RETENTION_DAYS after it ended)")
+        elif platform is not None and platform["status"] not in (None, "scheduled"):
+            lines.append(f"{label}none: not due on the platform (status {platform['status']})")
+        else:
+            lines.append(f"{label}not seen by evaluate yet (the next run of its schedule queues it)")
         return "\n".join(lines)
     rows = [
         ("state", state["state"] + (f" ({state['reason']})" if state["reason"] else "")),

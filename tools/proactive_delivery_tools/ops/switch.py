@@ -11,6 +11,12 @@ database and the first evaluate run after the resume queues it again).
 The triggers are found from the CloudFormation stack's resources (by type, so a renamed
 event or an added schedule is still found), and the template's DeliveryEnabled parameter
 sets the same switches at deploy time. The AWS clients are passed in (moto in the tests).
+
+One schedule is not part of the switch: the daily retention purge (HOUSEKEEPING_RULES). It
+queues and sends nothing, and it deletes only finished rows the platform no longer has due,
+so a stack held paused for weeks keeps its tables bounded. `status` lists it apart, with its
+state; it is named by its logical id, so any other schedule (a renamed or new one) is
+switched, the safe default.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from proactive_delivery_tools.ops.errors import OperationsError, describe_aws_er
 
 RULE: Final = "AWS::Events::Rule"
 MAPPING: Final = "AWS::Lambda::EventSourceMapping"
+# Schedules that pause and resume leave alone (SAM names a function's rule <Function><Event>);
+# tests/unit/test_template.py checks these are the template's purge schedule.
+HOUSEKEEPING_RULES: Final = frozenset({"PurgeFunctionDailySchedule"})
+HOUSEKEEPING: Final = "housekeeping"
 QUEUE: Final = "AWS::SQS::Queue"
 RUNNING: Final = "running"
 PAUSED: Final = "paused"
@@ -39,7 +49,7 @@ SETTLED_STATES: Final = frozenset({"ENABLED", "DISABLED", *_MAPPING_SETTLED})
 
 @dataclass(frozen=True)
 class Trigger:
-    kind: str  # "schedule" or "event source"
+    kind: str  # "schedule", "event source" or "housekeeping" (a schedule the switch leaves alone)
     logical_id: str
     physical_id: str  # the rule's name, or the mapping's UUID
     state: str = "unknown"  # ENABLED/DISABLED (rule), Enabled/Disabling/... (mapping)
@@ -65,8 +75,13 @@ class Stack:
     delivery_enabled_parameter: str | None  # the deployed value of DeliveryEnabled
 
     @property
+    def switched(self) -> tuple[Trigger, ...]:
+        """The triggers pause and resume act on."""
+        return tuple(t for t in self.triggers if t.kind != HOUSEKEEPING)
+
+    @property
     def state(self) -> str:
-        return overall_state(self.triggers)
+        return overall_state(self.switched)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -141,17 +156,19 @@ def load_stack(cfn: Any, events: Any, lam: Any, name: str) -> Stack:
                 resource.get("PhysicalResourceId", ""),
             )
             if kind == RULE:
-                triggers.append(Trigger("schedule", logical, physical))
+                triggers.append(
+                    Trigger(HOUSEKEEPING if logical in HOUSEKEEPING_RULES else "schedule", logical, physical)
+                )
             elif kind == MAPPING:
                 triggers.append(Trigger("event source", logical, physical))
             elif kind == QUEUE and physical:
                 queues[logical] = physical
-    if not triggers:
+    if not any(t.kind != HOUSEKEEPING for t in triggers):
         raise OperationsError(
             f"{what} has no schedule or event source mapping: is it this application's stack?"
         )
-    # The event source first, as pause and resume act on it first.
-    triggers.sort(key=lambda t: (t.kind != "event source", t.logical_id))
+    # The event source first, as pause and resume act on it first; housekeeping last.
+    triggers.sort(key=lambda t: (t.kind != "event source", t.kind == HOUSEKEEPING, t.logical_id))
     return Stack(
         name=name,
         triggers=tuple(read_state(events, lam, t) for t in triggers),
@@ -161,7 +178,7 @@ def load_stack(cfn: Any, events: Any, lam: Any, name: str) -> Stack:
 
 
 def read_state(events: Any, lam: Any, trigger: Trigger) -> Trigger:
-    if trigger.kind == "schedule":
+    if trigger.kind != "event source":
         rule = call_aws(f"rule {trigger.physical_id}", events.describe_rule, Name=trigger.physical_id)
         return replace(trigger, state=str(rule.get("State", "unknown")))
     mapping = call_aws(
@@ -181,10 +198,10 @@ def set_enabled(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Stack:
-    """Flip every trigger of the stack, the event source mapping first; then wait (up to
-    wait_seconds) until each mapping has settled, so that after a pause no new deliver
+    """Flip every switched trigger of the stack, the event source mapping first; then wait
+    (up to wait_seconds) until each mapping has settled, so that after a pause no new deliver
     invocation starts. Returns the stack with the states read back."""
-    for trigger in stack.triggers:
+    for trigger in stack.switched:
         what = f"{trigger.kind} {trigger.logical_id} ({trigger.physical_id})"
         if trigger.kind == "event source":
             call_aws(what, lam.update_event_source_mapping, UUID=trigger.physical_id, Enabled=enabled)
@@ -204,8 +221,14 @@ def set_enabled(
 def render_switch(stack: Stack) -> list[str]:
     lines = [f"Delivery switch: {stack.state} (stack {stack.name})"]
     width = max(len(t.logical_id) for t in stack.triggers)
-    for t in stack.triggers:
+    for t in stack.switched:
         lines.append(f"  {t.kind:<13} {t.logical_id:<{width}}  {t.state:<9} {t.physical_id}")
+    for t in stack.triggers:
+        if t.kind == HOUSEKEEPING:
+            lines.append(
+                f"  {t.kind:<13} {t.logical_id:<{width}}  {t.state:<9} {t.physical_id}"
+                " (not switched: it queues and sends nothing)"
+            )
     deployed = stack.delivery_enabled_parameter
     if deployed is not None and (deployed == "true") == (stack.state == PAUSED):
         keep = "false" if stack.state == PAUSED else "true"

@@ -1,10 +1,11 @@
 """Every CloudWatch metric the package emits, in one registry, and the code that emits them.
 
-The handlers hand a BatchReport or an EvaluateReport to emit_deliver() / emit_evaluate();
-nothing else in the package calls Powertools Metrics. emit() refuses a name or a set of
-dimensions that is not registered here, and tests/unit/test_dashboard.py checks the
-dashboard in template.yaml against this registry both ways, so a widget can never show a
-metric the code stopped emitting, and a new metric cannot be added without a widget.
+The handlers hand a BatchReport, an EvaluateReport or a PurgeReport to emit_deliver() /
+emit_evaluate() / emit_purge(); nothing else in the package calls Powertools Metrics.
+emit() refuses a name or a set of dimensions that is not registered here, and
+tests/unit/test_dashboard.py checks the dashboard in template.yaml against this registry
+both ways, so a widget can never show a metric the code stopped emitting, and a new metric
+cannot be added without a widget.
 
 EMF puts every metric of one blob under the same dimensions. The per-invocation totals
 share the handler's Metrics object (dimension: service); a metric with more dimensions
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from proactive_delivery.adapters.sqs_batch import BatchReport
     from proactive_delivery.app.evaluate import EvaluateReport
+    from proactive_delivery.app.purge import PurgeReport
 
 NAMESPACE: Final = "ProactiveDelivery"
 SERVICE_DIMENSION: Final = "service"
@@ -104,8 +106,19 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "source",
         "channel",
     ),
+    # purge, every (daily) run
+    _spec("RowsPurged", _C, "purge", "rows the retention purge deleted, by table", "table"),
+    _spec(
+        "RowsRetained",
+        _C,
+        "purge",
+        "rows past RETENTION_DAYS the purge read and kept, by table: finished messages the platform"
+        " still has due (the tombstones that stop a second send)",
+        "table",
+    ),
+    _spec("PurgeStoppedEarly", _C, "purge", "purge runs that ran out of time (the next run goes on)"),
     # Powertools' own cold-start metric (capture_cold_start_metric=True in functions/*/app.py)
-    _spec("ColdStart", _C, "both", "cold starts of each function", "function_name"),
+    _spec("ColdStart", _C, "every function", "cold starts of each function", "function_name"),
 )
 
 _REGISTERED: Final = frozenset((m.name, frozenset(m.all_dimensions)) for m in METRICS)
@@ -271,3 +284,13 @@ def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
     for source, backlog in report.backlog.items():
         emit_dimensioned("UnsentBacklog", backlog.count, source=source)
         emit_dimensioned("OldestUnsentAgeSeconds", backlog.oldest_age_seconds, source=source)
+
+
+def emit_purge(metrics: Metrics, report: PurgeReport) -> None:
+    """Every run, zeros included: a table that stops shrinking shows as a flat line, not as
+    missing data."""
+    emit_total(metrics, "PurgeStoppedEarly", 1 if report.stopped_early else 0)
+    for table, n in sorted(report.deleted.items()):
+        emit_dimensioned("RowsPurged", n, table=table)
+    for table, n in sorted(report.kept.items()):
+        emit_dimensioned("RowsRetained", n, table=table)

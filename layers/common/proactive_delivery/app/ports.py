@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 from proactive_delivery.core.models import (
@@ -15,6 +16,8 @@ from proactive_delivery.core.models import (
     MessageKey,
     OutboundMessage,
     Outcome,
+    PurgeCursor,
+    PurgePage,
     QueueDecision,
     SendResult,
     Slot,
@@ -98,4 +101,17 @@ class Channel(Protocol):
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; raise TransientSendError / PermanentSendError when it cannot."""
+        ...
+
+
+class RetentionStore(Protocol):
+    """The retention purge's batches: one statement each (adapters/postgres/sql/retention.sql)."""
+
+    # A dry run's statements are rolled back: they report what they would delete.
+    dry_run: bool
+
+    def purge_page(
+        self, statement: str, *, horizon: datetime, after: PurgeCursor, batch_size: int
+    ) -> PurgePage:
+        """Run the named purge statement on the page after `after`; rows older than `horizon`."""
         ...

@@ -264,3 +264,21 @@ class QueueDecision:
     state: State
     reason: str | None
     next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PurgeCursor:
+    """Where a purge statement's page ended: the next page starts after (at, id)."""
+
+    at: datetime | None = None
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class PurgePage:
+    """One batch of the retention purge: the rows its page read, where it ended, and what it
+    deleted, by table."""
+
+    scanned: int
+    cursor: PurgeCursor
+    deleted: Mapping[str, int]

@@ -219,6 +219,16 @@ class Database:
         on a fresh connection before giving up."""
         return self._with_retry(lambda conn: self._execute(conn, sql, params), retry=retry)
 
+    def fetch_all_rolled_back(self, sql: LiteralString, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run one statement in a transaction that is then rolled back: what it returns, with
+        nothing changed (a dry run of a statement that deletes)."""
+
+        def rolled_back(conn: psycopg.Connection[dict[str, Any]]) -> list[dict[str, Any]]:
+            with conn.transaction(force_rollback=True):
+                return self._execute(conn, sql, params)
+
+        return self._with_retry(rolled_back, retry=True)
+
     def _execute(
         self, conn: psycopg.Connection[dict[str, Any]], sql: LiteralString, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
