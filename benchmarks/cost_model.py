@@ -8,6 +8,8 @@ Prices: US East (N. Virginia), on-demand, without free tiers, as published on
            requests; a batch call of up to 10 messages is one request)
   Logs     https://aws.amazon.com/cloudwatch/pricing/  (Logs ingestion, standard: $0.50 per GB)
   EC2      https://aws.amazon.com/ec2/pricing/on-demand/  (t4g.nano Linux: $0.0042 per hour)
+  SMS      https://www.twilio.com/en-us/sms/pricing/us  (US long code, outbound: $0.0083 per
+           segment, before the carriers' pass-through fees)
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ ARM_GB_SECOND = 0.0000133334
 LAMBDA_PER_REQUEST = 0.20 / 1_000_000
 SQS_PER_REQUEST = 0.40 / 1_000_000
 LOGS_PER_GB = 0.50
+# What the SMS provider charges a segment (Twilio, US long code, outbound, base rate): an SMS
+# costs its segments, so a text that goes UCS-2 can cost twice what its GSM-7 twin does.
+SMS_PER_SEGMENT = 0.0083
 # The smallest always-on machine a worker process could have to itself.
 ALWAYS_ON_PER_HOUR = 0.0042
 HOURS_PER_MONTH = 730  # 8,760 hours a year / 12
@@ -148,3 +153,8 @@ def idle_month(measured: Measured, template: Template) -> Cost:
 
 def always_on_month() -> float:
     return ALWAYS_ON_PER_HOUR * HOURS_PER_MONTH
+
+
+def sms_per_million(segments_per_message: float) -> float:
+    """The provider's charge for a million SMS of this many segments each, on average."""
+    return MILLION * segments_per_message * SMS_PER_SEGMENT

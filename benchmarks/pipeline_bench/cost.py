@@ -94,6 +94,7 @@ def measure(run: Run, table: Table) -> None:
             f"${idle.total_usd:.4f}",
         )
     table.info("always-on worker (t4g.nano, a month)", f"${cost_model.always_on_month():.2f}")
+    sms_rows(table)
     run.notes.append(
         f"cost: arm64 at {template.memory_mb} MB, prices in benchmarks/cost_model.py; "
         "SQS receive + delete are one call each per batch (the event source mapping), "
@@ -134,4 +135,31 @@ def delivery_rows(run: Run, table: Table, template: cost_model.Template, idle_ms
     table.info(
         "evaluate GB-s per 1M queued: 1 call in flight / default",
         f"{sequential_gb_s:,.0f} / {concurrent_gb_s:,.0f}",
+    )
+
+
+def sms_rows(table: Table) -> None:
+    """What an SMS costs is its segments: the demo's texts as typed (plain ASCII), and the same
+    texts with the typography AI-written text is full of (a curly apostrophe, an em dash),
+    counted by core/segments.py as deliver counts them."""
+    from proactive_delivery.core.segments import sms_size
+    from proactive_delivery_tools.local.seed import TEXTS
+
+    plain = [t.format(name="Ana") for t in TEXTS]
+    typographic = [t.replace("'", "\u2019").replace(" - ", " \u2014 ") for t in plain]
+    sizes = {
+        label: [sms_size(t) for t in texts]
+        for label, texts in (("plain", plain), ("typographic", typographic))
+    }
+    per_message = {label: sum(s.segments for s in got) / len(got) for label, got in sizes.items()}
+    ucs2 = {label: sum(s.encoding == "UCS-2" for s in got) for label, got in sizes.items()}
+    table.info(
+        "SMS segments per message, the demo's texts as typed / with curly quotes and dashes",
+        f"{per_message['plain']:.2f} ({ucs2['plain']} of {len(plain)} UCS-2) / "
+        f"{per_message['typographic']:.2f} ({ucs2['typographic']} of {len(plain)} UCS-2)",
+    )
+    table.info(
+        f"SMS provider charge per 1M such messages (${cost_model.SMS_PER_SEGMENT} a segment)",
+        f"${cost_model.sms_per_million(per_message['plain']):,.0f} / "
+        f"${cost_model.sms_per_million(per_message['typographic']):,.0f}",
     )

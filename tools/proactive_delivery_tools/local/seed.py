@@ -28,6 +28,10 @@ TEXTS = [
     "{name}, you closed 3 jobs this month - that's a personal best!",
     "Quick tip, {name}: follow up on open estimates within 48 hours.",
     "{name}, we haven't heard from you in a while. Anything we can help with?",
+    # As long as the platform's AI-written check-ins often are: one GSM-7 segment as typed,
+    # two once an apostrophe is a curly one.
+    "Hi {name}, great work on the Miller bathroom remodel - the client's review mentioned how"
+    " clean you left the site. Want to set a goal for next month?",
 ]
 # Phones as the platform stores them: as entered. 555-0100..0199 is reserved for fiction.
 PHONE_FORMATS = ["({area}) 555-{line}", "{area}.555.{line}", "+1 {area} 555 {line}", "{area}-555-{line}"]
