@@ -30,37 +30,30 @@ class SqsDeliveryQueue:
     def dead_letter(self, letters: Sequence[tuple[str, str]]) -> list[int]:
         if self.dead_letter_url is None:
             return list(range(len(letters)))
-        failed: list[int] = []
-        for start in range(0, len(letters), QUEUE_BATCH_LIMIT):
-            chunk = letters[start : start + QUEUE_BATCH_LIMIT]
-            entries = [
-                {
-                    "Id": str(start + i),
-                    "MessageBody": body,
-                    "MessageAttributes": {"reason": {"DataType": "String", "StringValue": reason}},
-                }
-                for i, (body, reason) in enumerate(chunk)
-            ]
-            try:
-                with subsegment("sqs.SendMessageBatch"):
-                    response = self._client.send_message_batch(QueueUrl=self.dead_letter_url, Entries=entries)
-            except (ClientError, BotoCoreError):
-                failed.extend(range(start, start + len(chunk)))
-                continue
-            failed.extend(int(f["Id"]) for f in response.get("Failed", []))
-        return failed
+        entries = [
+            {
+                "MessageBody": body,
+                "MessageAttributes": {"reason": {"DataType": "String", "StringValue": reason}},
+            }
+            for body, reason in letters
+        ]
+        return self._send_all(self.dead_letter_url, entries)
 
     def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
+        entries = [{"MessageBody": body, "DelaySeconds": max(0, min(delay, 900))} for body, delay in messages]
+        return self._send_all(self.queue_url, entries)
+
+    def _send_all(self, url: str, entries: Sequence[dict[str, Any]]) -> list[int]:
+        """SendMessageBatch calls of 10 entries; the indexes of the entries that failed (a
+        whole call refused counts every entry of it)."""
         failed: list[int] = []
-        for start in range(0, len(messages), QUEUE_BATCH_LIMIT):
-            chunk = messages[start : start + QUEUE_BATCH_LIMIT]
-            entries = [
-                {"Id": str(start + i), "MessageBody": body, "DelaySeconds": max(0, min(delay, 900))}
-                for i, (body, delay) in enumerate(chunk)
+        for start in range(0, len(entries), QUEUE_BATCH_LIMIT):
+            chunk = [
+                {"Id": str(start + i), **e} for i, e in enumerate(entries[start : start + QUEUE_BATCH_LIMIT])
             ]
             try:
                 with subsegment("sqs.SendMessageBatch"):
-                    response = self._client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                    response = self._client.send_message_batch(QueueUrl=url, Entries=chunk)
             except (ClientError, BotoCoreError):
                 failed.extend(range(start, start + len(chunk)))
                 continue
