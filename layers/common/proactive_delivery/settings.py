@@ -350,3 +350,80 @@ class _Reader:
             return parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name} is invalid: {exc}") from None
+
+
+# -- The inbound edge (functions/inbound, docs/inbound.md) ------------------------------------
+# Its own settings object: the edge verifies and enqueues, so it needs neither the database
+# nor the delivery queue nor n8n's URL to start, and is not broken by their absence.
+INBOUND_DEFAULT_MAX_BODY_BYTES: Final = 65_536
+# A body the edge accepts must still fit one queue message once re-encoded (SQS's 256 KiB).
+INBOUND_MAX_BODY_BYTES_LIMIT: Final = 262_144
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    stage: str
+    inbound_queue_url: str
+    # The key n8n's events are signed with (Standard Webhooks); not the outbound one.
+    inbound_signing_secret: str | None = field(default=None, repr=False)
+    inbound_signing_secret_arn: str | None = None
+    # Set when a custom domain fronts the Function URL: Twilio signs the URL it called.
+    inbound_public_url: str | None = None
+    inbound_max_body_bytes: int = INBOUND_DEFAULT_MAX_BODY_BYTES
+    # The Twilio channel's credentials: the auth token signs Twilio's webhooks.
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_secret_arn: str | None = None
+    secret_max_age_seconds: int = 300
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.stage not in LOCAL_STAGES
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """The Twilio routes answer only with an auth token to verify their signatures."""
+        return bool(self.twilio_auth_token or self.twilio_secret_arn)
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.inbound_signing_secret or self.inbound_signing_secret_arn)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InboundSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        settings = cls(
+            stage=reader.text("STAGE", default="local"),
+            inbound_queue_url=reader.text("INBOUND_QUEUE_URL"),
+            inbound_signing_secret=reader.optional("INBOUND_SIGNING_SECRET"),
+            inbound_signing_secret_arn=reader.optional("INBOUND_SIGNING_SECRET_ARN"),
+            inbound_public_url=reader.optional("INBOUND_PUBLIC_URL"),
+            inbound_max_body_bytes=reader.integer(
+                "INBOUND_MAX_BODY_BYTES",
+                d["inbound_max_body_bytes"],
+                minimum=1024,
+                maximum=INBOUND_MAX_BODY_BYTES_LIMIT,
+            ),
+            twilio_auth_token=reader.optional("TWILIO_AUTH_TOKEN"),
+            twilio_secret_arn=reader.optional("TWILIO_SECRET_ARN"),
+            secret_max_age_seconds=reader.integer(
+                "SECRET_MAX_AGE_SECONDS", d["secret_max_age_seconds"], minimum=0
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        check_http_url("INBOUND_QUEUE_URL", self.inbound_queue_url)
+        if self.inbound_signing_secret and not self.inbound_signing_secret.startswith("whsec_"):
+            raise ConfigError("INBOUND_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
+        if not (self.twilio_enabled or self.events_enabled):
+            raise ConfigError(
+                "the inbound edge verifies nothing without INBOUND_SIGNING_SECRET(_ARN) or the Twilio"
+                " auth token (TWILIO_AUTH_TOKEN or TWILIO_SECRET_ARN)"
+            )
+        if self.inbound_public_url:
+            check_webhook_url("INBOUND_PUBLIC_URL", self.inbound_public_url, deployed=self.is_deployed)
+            parts = urlsplit(self.inbound_public_url)
+            if parts.query or parts.fragment:
+                raise ConfigError("INBOUND_PUBLIC_URL must be scheme://host[/path] without a query")
