@@ -424,8 +424,12 @@ def test_optional_channel_permissions_are_conditional_and_scoped(template: dict[
         # THEN each exists only when its parameter is set, and names that one resource
         assert policy["Condition"] in template["Conditions"], name
         [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-        assert statement["Resource"] == {"Ref": parameter}, name
+        assert as_list(statement["Resource"])[0] == {"Ref": parameter}, name
         assert len(statement["Action"]) == 1, name
+    # AND sending e-mail is allowed as the identity with the stack's configuration set only
+    [send] = template["Resources"]["DeliverSendEmailPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    _, configuration_set = send["Resource"]
+    assert configuration_set["Fn::Sub"].endswith(":configuration-set/${SesConfigurationSet}")
 
 
 def test_sqs_batch_size_is_valid_for_every_allowed_parameter_value(template: dict[str, Any]) -> None:
@@ -1023,3 +1027,59 @@ def test_inbound_sample_events_are_function_url_requests_to_the_edges_routes() -
             at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
             signature = signer.sign(msg_id=headers["webhook-id"], timestamp=at, data=request.body().decode())
             assert headers["webhook-signature"] == signature, name
+
+
+def test_ses_events_reach_the_inbound_queue_when_the_stack_sends_through_ses(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    names = ("SesConfigurationSet", "SesEventsToEventBridge", "InboundSesEventsRule", "InboundQueuePolicy")
+    # GIVEN the SES -> EventBridge -> inbound queue wiring
+    # THEN all of it exists only when the stack has an SES identity to send as
+    for name in names:
+        assert resources[name]["Condition"] == "HasEmailIdentity", name
+    # AND the configuration set publishes delivery, bounce, complaint and reject to the default bus
+    destination = resources["SesEventsToEventBridge"]["Properties"]
+    assert destination["ConfigurationSetName"] == {"Ref": "SesConfigurationSet"}
+    published = destination["EventDestination"]
+    assert published["Enabled"] is True
+    assert sorted(published["MatchingEventTypes"]) == ["bounce", "complaint", "delivery", "reject"]
+    assert published["EventBridgeDestination"]["EventBusArn"]["Fn::Sub"].endswith(":event-bus/default")
+    # AND the rule takes those events of this configuration set only, to the inbound queue,
+    # with what it cannot deliver on the inbound DLQ
+    rule = resources["InboundSesEventsRule"]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.ses"]
+    assert sorted(pattern["detail-type"]) == [
+        "Email Bounced",
+        "Email Complaint Received",
+        "Email Delivered",
+        "Email Rejected",
+    ]
+    assert pattern["detail"]["mail"]["tags"]["ses:configuration-set"] == [{"Ref": "SesConfigurationSet"}]
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["InboundQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["InboundDLQ", "Arn"]}
+    # AND the queues let EventBridge send for that rule only
+    policy = resources["InboundQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "InboundQueue"}, {"Ref": "InboundDLQ"}]
+    [allow] = policy["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(allow["Action"]) == ["sqs:SendMessage"]
+    assert allow["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["InboundSesEventsRule", "Arn"]}}
+    }
+    # AND the queues' key lets EventBridge encrypt for that same rule, named as the rule is
+    statements = resources["InboundQueueKey"]["Properties"]["KeyPolicy"]["Statement"]
+    [conditional] = [st for st in statements if "Fn::If" in st]
+    condition, events, absent = conditional["Fn::If"]
+    assert (condition, absent) == ("HasEmailIdentity", {"Ref": "AWS::NoValue"})
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sorted(as_list(events["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    source_arn = events["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source_arn.endswith(":rule/" + rule["Name"]["Fn::Sub"])
+    # AND every e-mail the deliver function sends names the configuration set
+    env = function_properties(template, "DeliverFunction")["Environment"]["Variables"]
+    assert env["SES_CONFIGURATION_SET"] == {
+        "Fn::If": ["HasEmailIdentity", {"Ref": "SesConfigurationSet"}, ""]
+    }

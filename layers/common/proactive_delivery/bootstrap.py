@@ -231,7 +231,12 @@ class Services:
         elif s.email_from_address:
             sesv2 = self._once("sesv2", lambda: aws.client("sesv2"))
             channels.append(
-                SesEmailChannel(client=sesv2, from_address=s.email_from_address, from_name=s.email_from_name)
+                SesEmailChannel(
+                    client=sesv2,
+                    from_address=s.email_from_address,
+                    from_name=s.email_from_name,
+                    configuration_set=s.ses_configuration_set,
+                )
             )
         if s.web_chat_webhook_url:
             channels.append(webhook("web_chat", s.web_chat_webhook_url, web_chat_payload))

@@ -88,6 +88,8 @@ class Settings:
     email_provider: str = "ses"
     n8n_email_webhook_url: str | None = None
     email_from_name: str = "Power100 Concierge"
+    # The SES configuration set whose events reach the inbound queue (the template's).
+    ses_configuration_set: str | None = None
     policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
 
     @property
@@ -166,6 +168,7 @@ class Settings:
             email_provider=reader.text("EMAIL_PROVIDER", default=d["email_provider"]).lower(),
             n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
             email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
+            ses_configuration_set=reader.optional("SES_CONFIGURATION_SET"),
             policy=_policy_defaults(reader),
         )
         settings.validate()
