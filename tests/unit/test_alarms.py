@@ -330,6 +330,7 @@ def test_the_inbound_edge_has_its_alarms(template: dict[str, Any]) -> None:
     assert set(watched(spike)[0][2]) == {"service"}
     assert (spike["Statistic"], spike["Period"], spike["EvaluationPeriods"]) == ("Sum", 300, 1)
     assert spike["Threshold"] == {"Ref": "InboundRejectedSignaturesThreshold"}
+    assert template["Parameters"]["InboundRejectedSignaturesThreshold"]["Default"] == 25  # docs/inbound.md
     assert spike["ComparisonOperator"] == "GreaterThanThreshold"
     assert spike["TreatMissingData"] == "notBreaching"
     # Inbound DLQ not empty: any visible message in the inbound dead-letter queue

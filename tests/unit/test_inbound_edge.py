@@ -585,19 +585,31 @@ def test_an_unreadable_secret_is_a_503_the_sender_retries() -> None:
     assert "AccessDeniedException" in captured.records[0].__dict__["detail"]
 
 
-def test_a_misconfigured_edge_answers_503_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN an environment without the inbound queue (the handler builds from os.environ)
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"INBOUND_SIGNING_SECRET": EVENTS_SECRET}, "INBOUND_QUEUE_URL"),
+        ({"INBOUND_QUEUE_URL": "http://127.0.0.1:1/123456789012/inbound"}, "INBOUND_SIGNING_SECRET(_ARN)"),
+    ],
+    ids=["no queue", "no secret at all"],
+)
+def test_a_misconfigured_edge_answers_503_with_one_line(
+    env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an environment the edge cannot start from (the handler builds from os.environ)
     from proactive_delivery.handlers import InboundFunction, _InboundFromEnvironment, inbound
 
-    for name in ("INBOUND_QUEUE_URL", "INBOUND_SIGNING_SECRET", "TWILIO_AUTH_TOKEN"):
+    for name in ("INBOUND_QUEUE_URL", "INBOUND_SIGNING_SECRET", "TWILIO_AUTH_TOKEN", "TWILIO_SECRET_ARN"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     function = InboundFunction(inbound, _InboundFromEnvironment())
     # WHEN a request arrives
     result, captured = invoke(function, twilio_event())
     # THEN 503, and the one line names the missing setting (no traceback)
     assert result["statusCode"] == 503
     [record] = captured.records
-    assert "INBOUND_QUEUE_URL" in record.__dict__["detail"]
+    assert named in record.__dict__["detail"]
     assert record.exc_info is None
 
 

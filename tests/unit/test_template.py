@@ -981,6 +981,8 @@ def test_inbound_queue_has_a_dlq_and_a_key_eventbridge_can_use(template: dict[st
     # GIVEN the inbound queue and its dead-letter queue
     # THEN the queue redrives to the DLQ, which keeps messages as long and takes them from it only
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["InboundDLQ", "Arn"]}
+    # (docs/inbound.md: 14 days on the queue, the DLQ after 10 receives)
+    assert (queue["MessageRetentionPeriod"], queue["RedrivePolicy"]["maxReceiveCount"]) == (1_209_600, 10)
     assert dlq["MessageRetentionPeriod"] == DLQ_RETENTION_SECONDS >= queue["MessageRetentionPeriod"]
     [source_arn] = dlq["RedriveAllowPolicy"]["sourceQueueArns"]
     assert source_arn["Fn::Sub"].endswith(queue["QueueName"]["Fn::Sub"])
