@@ -23,12 +23,13 @@ from proactive_delivery.adapters.secrets import (
     database_url_from,
     powertools_reader,
     signing_secret_from,
+    twilio_auth_token_from,
     twilio_credentials_from,
 )
-from proactive_delivery.adapters.sqs import SqsDeliveryQueue
+from proactive_delivery.adapters.sqs import SqsDeliveryQueue, SqsInboundQueue
 from proactive_delivery.channels import CHANNELS, ChannelRegistry
 from proactive_delivery.core.policy import ChannelCatalog
-from proactive_delivery.settings import Settings
+from proactive_delivery.settings import InboundSettings, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
     from proactive_delivery.adapters.sqs_batch import SqsBatch
     from proactive_delivery.app.deliver import Deliverer
     from proactive_delivery.app.evaluate import Evaluator
-    from proactive_delivery.app.ports import Channel
+    from proactive_delivery.app.inbound_edge import InboundEdge
+    from proactive_delivery.app.ports import Channel, InboundQueue
+    from proactive_delivery.core.inbound import InboundEvent
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -255,3 +258,84 @@ def database_url(settings: Settings, secrets: SecretReader | None = None) -> str
     """The database URL the functions would use (for the operator's commands)."""
     read = secrets or powertools_reader(settings.secret_max_age_seconds)
     return database_url_from(settings.database_url, settings.database_secret_arn, read)
+
+
+# -- The inbound edge (functions/inbound) --------------------------------------------------------
+class InboundServices:
+    """The inbound edge's pieces, each built once per execution environment on first use: an
+    SQS client, the inbound queue and the edge with its cached secrets. Nothing here touches
+    the database, so the edge keeps answering (and storing) while PostgreSQL is down."""
+
+    def __init__(
+        self,
+        settings: InboundSettings,
+        *,
+        sqs: Any = None,
+        clock: Clock = utc_now,
+        secrets: SecretReader | None = None,
+        queue: InboundQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._given: dict[str, Any] = {"sqs": sqs, "queue": queue}
+        self._secrets = secrets or powertools_reader(settings.secret_max_age_seconds)
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                given = self._given.get(name)
+                self._built[name] = given if given is not None else factory()
+            return self._built[name]  # type: ignore[no-any-return]
+
+    @property
+    def sqs(self) -> Any:
+        return self._once("sqs", lambda: aws.client("sqs"))
+
+    @property
+    def queue(self) -> InboundQueue:
+        return self._once("queue", lambda: SqsInboundQueue(self.sqs, self.settings.inbound_queue_url))
+
+    @property
+    def edge(self) -> InboundEdge:
+        return self._once("edge", self._build_edge)
+
+    def _build_edge(self) -> InboundEdge:
+        from proactive_delivery.app.inbound_edge import InboundEdge
+
+        s = self.settings
+        read = self._secrets
+
+        def twilio_auth_token() -> str:
+            # Per request: read through the cache, so a rotated token is picked up.
+            return twilio_auth_token_from(s.twilio_auth_token, s.twilio_secret_arn, read)
+
+        def signing_secret() -> str:
+            return signing_secret_from(
+                s.inbound_signing_secret,
+                s.inbound_signing_secret_arn,
+                read,
+                setting="INBOUND_SIGNING_SECRET_ARN",
+            )
+
+        return InboundEdge(
+            # Resolved on first put: a request refused before that builds no SQS client.
+            _LazyInboundQueue(lambda: self.queue),
+            twilio_auth_token=twilio_auth_token if s.twilio_enabled else None,
+            signing_secret=signing_secret if s.events_enabled else None,
+            public_url=s.inbound_public_url,
+            max_body_bytes=s.inbound_max_body_bytes,
+            clock=self.clock,
+        )
+
+
+class _LazyInboundQueue:
+    def __init__(self, queue: Callable[[], InboundQueue]) -> None:
+        self._queue = queue
+
+    def put(self, event: InboundEvent) -> None:
+        self._queue().put(event)
+
+
+build_inbound = InboundServices

@@ -58,6 +58,8 @@ class Settings(Protocol):
     def n8n_email_webhook_url(self) -> str | None: ...
     @property
     def web_chat_webhook_url(self) -> str | None: ...
+    @property
+    def ses_configuration_set(self) -> str | None: ...
 
 
 class ChannelWiring(Protocol):
@@ -181,6 +183,7 @@ def _build_email(wiring: ChannelWiring) -> Channel:
         client=wiring.aws_client("sesv2"),
         from_address=s.email_from_address,
         from_name=s.email_from_name,
+        configuration_set=s.ses_configuration_set,
     )
 
 

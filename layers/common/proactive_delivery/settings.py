@@ -89,6 +89,8 @@ class Settings:
     email_provider: str = "ses"
     n8n_email_webhook_url: str | None = None
     email_from_name: str = "Power100 Concierge"
+    # The SES configuration set whose events reach the inbound queue (the template's).
+    ses_configuration_set: str | None = None
     policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
 
     @property
@@ -167,6 +169,7 @@ class Settings:
             email_provider=reader.text("EMAIL_PROVIDER", default=d["email_provider"]).lower(),
             n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
             email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
+            ses_configuration_set=reader.optional("SES_CONFIGURATION_SET"),
             policy=_policy_defaults(reader),
         )
         settings.validate()
@@ -349,3 +352,80 @@ def policy_defaults_from_env(environ: Mapping[str, str] | None = None) -> Policy
     Settings.from_env reads them, without the rest of the settings: for the operator's
     commands, which have the database but not the functions' other variables."""
     return _policy_defaults(_Reader(os.environ if environ is None else environ))
+
+
+# -- The inbound edge (functions/inbound, docs/inbound.md) ------------------------------------
+# Its own settings object: the edge verifies and enqueues, so it needs neither the database
+# nor the delivery queue nor n8n's URL to start, and is not broken by their absence.
+INBOUND_DEFAULT_MAX_BODY_BYTES: Final = 65_536
+# A body the edge accepts must still fit one queue message once re-encoded (SQS's 256 KiB).
+INBOUND_MAX_BODY_BYTES_LIMIT: Final = 262_144
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    stage: str
+    inbound_queue_url: str
+    # The key n8n's events are signed with (Standard Webhooks); not the outbound one.
+    inbound_signing_secret: str | None = field(default=None, repr=False)
+    inbound_signing_secret_arn: str | None = None
+    # Set when a custom domain fronts the Function URL: Twilio signs the URL it called.
+    inbound_public_url: str | None = None
+    inbound_max_body_bytes: int = INBOUND_DEFAULT_MAX_BODY_BYTES
+    # The Twilio channel's credentials: the auth token signs Twilio's webhooks.
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_secret_arn: str | None = None
+    secret_max_age_seconds: int = 300
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.stage not in LOCAL_STAGES
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """The Twilio routes answer only with an auth token to verify their signatures."""
+        return bool(self.twilio_auth_token or self.twilio_secret_arn)
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.inbound_signing_secret or self.inbound_signing_secret_arn)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InboundSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        settings = cls(
+            stage=reader.text("STAGE", default="local"),
+            inbound_queue_url=reader.text("INBOUND_QUEUE_URL"),
+            inbound_signing_secret=reader.optional("INBOUND_SIGNING_SECRET"),
+            inbound_signing_secret_arn=reader.optional("INBOUND_SIGNING_SECRET_ARN"),
+            inbound_public_url=reader.optional("INBOUND_PUBLIC_URL"),
+            inbound_max_body_bytes=reader.integer(
+                "INBOUND_MAX_BODY_BYTES",
+                d["inbound_max_body_bytes"],
+                minimum=1024,
+                maximum=INBOUND_MAX_BODY_BYTES_LIMIT,
+            ),
+            twilio_auth_token=reader.optional("TWILIO_AUTH_TOKEN"),
+            twilio_secret_arn=reader.optional("TWILIO_SECRET_ARN"),
+            secret_max_age_seconds=reader.integer(
+                "SECRET_MAX_AGE_SECONDS", d["secret_max_age_seconds"], minimum=0
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        check_http_url("INBOUND_QUEUE_URL", self.inbound_queue_url)
+        if self.inbound_signing_secret and not self.inbound_signing_secret.startswith("whsec_"):
+            raise ConfigError("INBOUND_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
+        if not (self.twilio_enabled or self.events_enabled):
+            raise ConfigError(
+                "the inbound edge verifies nothing without INBOUND_SIGNING_SECRET(_ARN) or the Twilio"
+                " auth token (TWILIO_AUTH_TOKEN or TWILIO_SECRET_ARN)"
+            )
+        if self.inbound_public_url:
+            check_webhook_url("INBOUND_PUBLIC_URL", self.inbound_public_url, deployed=self.is_deployed)
+            parts = urlsplit(self.inbound_public_url)
+            if parts.query or parts.fragment:
+                raise ConfigError("INBOUND_PUBLIC_URL must be scheme://host[/path] without a query")

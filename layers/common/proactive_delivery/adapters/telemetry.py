@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from proactive_delivery.adapters.sqs_batch import BatchReport
     from proactive_delivery.app.evaluate import EvaluateReport
+    from proactive_delivery.app.inbound_edge import HttpResponse
 
 NAMESPACE: Final = "ProactiveDelivery"
 SERVICE_DIMENSION: Final = "service"
@@ -94,7 +95,17 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "channel",
     ),
     # Powertools' own cold-start metric (capture_cold_start_metric=True in functions/*/app.py)
-    _spec("ColdStart", _C, "both", "cold starts of each function", "function_name"),
+    _spec("ColdStart", _C, "every function", "cold starts of each function", "function_name"),
+    # inbound edge, every request (docs/inbound.md)
+    _spec("InboundRequests", _C, "inbound", "requests to the Function URL"),
+    _spec("InboundRequests", _C, "inbound", "requests by what became of them", "outcome"),
+    _spec("InboundEventsQueued", _C, "inbound", "verified events stored on the inbound queue", "kind"),
+    _spec(
+        "InboundSignatureRejections",
+        _C,
+        "inbound",
+        "requests refused 401: signature missing, forged or stale (the spike alarm)",
+    ),
 )
 
 _REGISTERED: Final = frozenset((m.name, frozenset(m.all_dimensions)) for m in METRICS)
@@ -233,3 +244,14 @@ def emit_evaluate(metrics: Metrics, report: EvaluateReport) -> None:
     for source, backlog in report.backlog.items():
         emit_dimensioned("UnsentBacklog", backlog.count, source=source)
         emit_dimensioned("OldestUnsentAgeSeconds", backlog.oldest_age_seconds, source=source)
+
+
+def emit_inbound(metrics: Metrics, response: HttpResponse) -> None:
+    """One request's metrics: every request, its outcome, the kind of a queued event, and a
+    401 (the rejected-signature alarm's metric) on the handler's per-invocation totals."""
+    emit_total(metrics, "InboundRequests", 1)
+    if response.status == 401:
+        emit_total(metrics, "InboundSignatureRejections", 1)
+    emit_dimensioned("InboundRequests", 1, outcome=str(response.outcome))
+    if response.kind:
+        emit_dimensioned("InboundEventsQueued", 1, kind=response.kind)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
+from proactive_delivery.core.inbound import InboundEvent
 from proactive_delivery.core.models import (
     ClaimedRow,
     EnqueuePage,
@@ -22,6 +23,9 @@ from proactive_delivery.core.models import (
 
 # SendMessageBatch (and SQS's other batch calls) take at most 10 entries.
 QUEUE_BATCH_LIMIT: Final = 10
+# The largest message body a queue takes (SQS's MaximumMessageSize, as the template sets it
+# on the inbound queue).
+QUEUE_MESSAGE_LIMIT_BYTES: Final = 262_144
 
 
 class EvaluateStore(Protocol):
@@ -91,4 +95,13 @@ class Channel(Protocol):
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Deliver one message; raise TransientSendError / PermanentSendError when it cannot."""
+        ...
+
+
+class InboundQueue(Protocol):
+    """Where the inbound edge stores a verified event before it answers (the inbound SQS
+    queue). The edge answers 2xx only after put() returned."""
+
+    def put(self, event: InboundEvent) -> None:
+        """Store one event; raise QueueError when the queue did not take it."""
         ...
