@@ -106,7 +106,7 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
     # GIVEN the alarms in the template
     found = alarms(template)
-    # THEN the nine alarms of docs/operations.md exist
+    # THEN the eleven alarms of docs/operations.md exist
     assert set(found) == {
         "DlqNotEmptyAlarm",
         "OldestUnsentAlarm",
@@ -117,6 +117,8 @@ def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: d
         "StalledDeliveryAlarm",
         "InboundSignatureRejectionsAlarm",
         "InboundDlqNotEmptyAlarm",
+        "InboundProcessorErrorsAlarm",
+        "UndeliveredRateAlarm",
     }
     for name, props in found.items():
         # AND each notifies the alarm topic and links its runbook section

@@ -62,7 +62,7 @@ SQS_RECORD_FIELDS = frozenset(
     {"messageId", "receiptHandle", "body", "attributes", "eventSource", "eventSourceARN", "awsRegion"}
 )
 # The functions that reach PostgreSQL (and so may need the VPC); the inbound edge never does.
-DATABASE_FUNCTIONS = frozenset({"EvaluateFunction", "DeliverFunction"})
+DATABASE_FUNCTIONS = frozenset({"EvaluateFunction", "DeliverFunction", "InboundProcessorFunction"})
 
 REQUIRED_ENVIRONMENT = frozenset(
     {
@@ -207,8 +207,13 @@ def deliver_timeout(template: dict[str, Any]) -> int:
     return int(props.get("Timeout", 3))  # 3 s is Lambda's default
 
 
+def deliver_sqs_event(template: dict[str, Any]) -> dict[str, Any]:
+    [event] = [event for fn_name, _, event in sqs_events(template) if fn_name == "DeliverFunction"]
+    return event
+
+
 def delivery_queue_name(template: dict[str, Any]) -> str:
-    [(_, _, event)] = list(sqs_events(template))
+    event = deliver_sqs_event(template)
     name = ref_target(event["Queue"])
     assert name is not None, "the SQS event must reference a queue of this template"
     return name
@@ -271,7 +276,12 @@ def test_functions_and_layer_use_the_same_supported_python(template: dict[str, A
     # WHEN their runtimes are compared
     runtimes = {name: props.get("Runtime") for name, props in functions(template).items()}
     # THEN every function runs python3.12, the runtime the layer is built for
-    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction", "InboundFunction"}
+    assert set(runtimes) == {
+        "EvaluateFunction",
+        "DeliverFunction",
+        "InboundFunction",
+        "InboundProcessorFunction",
+    }
     assert set(runtimes.values()) == {RUNTIME}, runtimes
     assert set(layers) == {"CommonLayer", "TracingLayer"}
     # AND the common layer is built by SAM's pip builder for that runtime, the tracing
@@ -454,12 +464,12 @@ def test_sqs_events_report_partial_batch_failures(template: dict[str, Any]) -> N
 
 
 def test_deliver_concurrency_is_capped_at_the_event_source(template: dict[str, Any]) -> None:
-    [(_, _, event)] = list(sqs_events(template))
-    # GIVEN the deliver event source's scaling config
-    smallest, _ = number_range(template, event["ScalingConfig"]["MaximumConcurrency"])
-    # WHEN its lowest allowed value is read
-    # THEN it respects the service minimum of 2
-    assert smallest >= 2
+    for fn_name, _, event in sqs_events(template):
+        # GIVEN an SQS event source's scaling config (deliver's, the inbound processor's)
+        smallest, _ = number_range(template, event["ScalingConfig"]["MaximumConcurrency"])
+        # WHEN its lowest allowed value is read
+        # THEN it respects the service minimum of 2
+        assert smallest >= 2, fn_name
 
 
 # --------------------------------------------------------------------------- #
@@ -613,9 +623,15 @@ def test_each_function_writes_logs_only_to_its_own_log_group(template: dict[str,
 
 def test_secrets_are_readable_only_by_arn_and_only_where_needed(template: dict[str, Any]) -> None:
     expected = {
-        # Evaluate never signs a webhook.
-        "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}],
-        "DeliverFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "WebhookSigningSecretArn"}],
+        # Evaluate never signs a webhook; every function that judges a message or matches a
+        # sender reads the phone hash key.
+        "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "PhoneHashKey"}],
+        "DeliverFunction": [
+            {"Ref": "DatabaseSecretArn"},
+            {"Ref": "WebhookSigningSecretArn"},
+            {"Ref": "PhoneHashKey"},
+        ],
+        "InboundProcessorFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "PhoneHashKey"}],
     }
     for name, secrets in expected.items():
         # GIVEN a function's role
@@ -766,7 +782,12 @@ def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> N
 def test_env_file_only_sets_variables_the_template_declares(template: dict[str, Any]) -> None:
     # GIVEN the sam local --env-vars example
     env_file = load_event("env.json")
-    assert set(env_file) == {"EvaluateFunction", "DeliverFunction", "InboundFunction"}
+    assert set(env_file) == {
+        "EvaluateFunction",
+        "DeliverFunction",
+        "InboundFunction",
+        "InboundProcessorFunction",
+    }
     for name, overrides in env_file.items():
         # WHEN its variables are compared with the function's declared environment
         declared = set(function_properties(template, name)["Environment"]["Variables"])
@@ -801,7 +822,9 @@ CODE_DEFAULT_ONLY = frozenset(
 def settings_read() -> set[str]:
     """Every environment variable Settings.from_env reads."""
     source = (ROOT / "layers" / "common" / "proactive_delivery" / "settings.py").read_text(encoding="utf-8")
-    return set(re.findall(r'reader\.(?:text|optional|integer|number)\(\s*"([A-Z0-9_]+)"', source))
+    return set(
+        re.findall(r'reader\.(?:text|optional|integer|number|boolean|parsed)\(\s*"([A-Z0-9_]+)"', source)
+    )
 
 
 def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, Any]) -> None:

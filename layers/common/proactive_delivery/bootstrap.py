@@ -21,6 +21,7 @@ from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.adapters.secrets import (
     SecretReader,
     database_url_from,
+    phone_hash_key_from,
     powertools_reader,
     signing_secret_from,
     twilio_auth_token_from,
@@ -28,15 +29,19 @@ from proactive_delivery.adapters.secrets import (
 )
 from proactive_delivery.adapters.sqs import SqsDeliveryQueue, SqsInboundQueue
 from proactive_delivery.channels import CHANNELS, ChannelRegistry
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.phone_hash import PhoneHasher, derive_local_key
 from proactive_delivery.core.policy import ChannelCatalog
 from proactive_delivery.settings import InboundSettings, Settings
 
 if TYPE_CHECKING:
     import httpx
 
+    from proactive_delivery.adapters.inbound_batch import InboundBatch
     from proactive_delivery.adapters.sqs_batch import SqsBatch
     from proactive_delivery.app.deliver import Deliverer
     from proactive_delivery.app.evaluate import Evaluator
+    from proactive_delivery.app.inbound_apply import InboundApplier
     from proactive_delivery.app.inbound_edge import InboundEdge
     from proactive_delivery.app.ports import Channel, InboundQueue
     from proactive_delivery.core.inbound import InboundEvent
@@ -102,8 +107,14 @@ class Services:
 
     @property
     def store(self) -> PostgresStore:
+        pause = self.settings.policy.ignored_run_pause
         return self._once(
-            "store", lambda: PostgresStore(self.database, followup_sent_by=self.settings.followup_sent_by)
+            "store",
+            lambda: PostgresStore(
+                self.database,
+                followup_sent_by=self.settings.followup_sent_by,
+                ignored_run=pause.count if pause else 0,
+            ),
         )
 
     @property
@@ -179,6 +190,57 @@ class Services:
     def aws_client(self, service: str) -> Any:
         return self._once(service, lambda: aws.client(service))
 
+    # -- the way back (docs/inbound.md) ------------------------------------------------------
+    @property
+    def phone_hasher(self) -> PhoneHasher:
+        """Hashes phone numbers with PHONE_HASH_KEY(_ARN), read once; a local or test stage
+        without one derives its key from the outbound signing secret."""
+        return self._once("phone_hasher", self._build_phone_hasher)
+
+    def _build_phone_hasher(self) -> PhoneHasher:
+        s = self.settings
+        key = phone_hash_key_from(s.phone_hash_key, s.phone_hash_key_arn, self._secrets)
+        if key is None:
+            if s.is_deployed:  # Settings.validate refuses this already
+                raise ConfigError("PHONE_HASH_KEY_ARN (or PHONE_HASH_KEY) must be set in a deployed stage")
+            key = derive_local_key(self.signing_secret())
+        return PhoneHasher(key, s.policy.phone_region)
+
+    def hash_e164(self, number: str) -> str:
+        """The keyed hash of an E.164 number (what the verdicts record and compare)."""
+        return self.phone_hasher.of_e164(number)
+
+    @property
+    def inbound_applier(self) -> InboundApplier:
+        return self._once("inbound_applier", self._build_inbound_applier)
+
+    @property
+    def inbound_batch(self) -> InboundBatch:
+        from proactive_delivery.adapters.inbound_batch import InboundBatch
+
+        s = self.settings
+        return self._once(
+            "inbound_batch",
+            lambda: InboundBatch(
+                SqsDeliveryQueue(
+                    self.sqs, s.inbound_queue_url, dead_letter_url=s.inbound_dead_letter_queue_url
+                )
+                if s.inbound_queue_url
+                else None
+            ),
+        )
+
+    def _build_inbound_applier(self) -> InboundApplier:
+        from proactive_delivery.app.inbound_apply import ApplyOptions, InboundApplier
+
+        s = self.settings
+        options = ApplyOptions(
+            reply_window=s.reply_window,
+            write_responses=s.platform_write_responses,
+            write_sms_opt_in=s.platform_write_sms_opt_in,
+        )
+        return InboundApplier(self.store, self.phone_hasher, options, clock=self.clock)
+
     # -- use cases --------------------------------------------------------------------------
     @property
     def evaluator(self) -> Evaluator:
@@ -195,7 +257,7 @@ class Services:
         settings = self.settings
         return Evaluator(
             self.store,
-            QueueGate(self.store, settings.policy, self.catalog, clock=self.clock),
+            QueueGate(self.store, settings.policy, self.catalog, clock=self.clock, phone_hash=self.hash_e164),
             Enqueuer(self.queue, concurrency=settings.enqueue_concurrency, executor=self.enqueue_executor),
             page_size=settings.evaluate_page_size,
             reconcile_after_seconds=settings.reconcile_after_seconds,
@@ -219,6 +281,7 @@ class Services:
             policy=settings.policy,
             catalog=self.catalog,
             clock=self.clock,
+            phone_hash=self.hash_e164,
         )
 
     def close(self) -> None:

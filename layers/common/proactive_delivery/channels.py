@@ -60,6 +60,8 @@ class Settings(Protocol):
     def web_chat_webhook_url(self) -> str | None: ...
     @property
     def ses_configuration_set(self) -> str | None: ...
+    @property
+    def twilio_status_callback_url(self) -> str | None: ...
 
 
 class ChannelWiring(Protocol):
@@ -152,6 +154,7 @@ def _build_sms(wiring: ChannelWiring) -> Channel:
             client=wiring.http,
             from_number=s.twilio_from_number,
             messaging_service_sid=s.twilio_messaging_service_sid,
+            status_callback=s.twilio_status_callback_url,
         )
     from proactive_delivery.adapters.channels.webhook import GhlSmsPayload, flat_sms_payload
 

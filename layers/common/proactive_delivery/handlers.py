@@ -92,6 +92,18 @@ def deliver(event: Any, context: LambdaContext, services: Services) -> dict[str,
     return response
 
 
+def inbound_processor(
+    event: Any, context: LambdaContext, services: Services
+) -> dict[str, list[dict[str, str]]]:
+    """One batch of the inbound queue applied to PostgreSQL (functions/inbound_processor). A
+    database that cannot be reached raises: the invocation fails and SQS hands the whole
+    batch out again."""
+    applier = services.inbound_applier
+    response, report = services.inbound_batch.handle(event, applier.apply)
+    telemetry.emit_inbound_processor(metrics, report)
+    return response
+
+
 # -- The inbound edge (functions/inbound, docs/inbound.md) --------------------------------------
 InboundUseCase = Callable[[Any, LambdaContext, InboundServices], dict[str, Any]]
 

@@ -22,6 +22,7 @@ from proactive_delivery.core.policy import (
     is_e164,
     load_zone,
     parse_channels,
+    parse_ignored_run_pause,
     parse_quiet_hours,
 )
 from proactive_delivery.core.retry import SVIX_SCHEDULE, RetryPolicy, parse_schedule
@@ -92,6 +93,23 @@ class Settings:
     # The SES configuration set whose events reach the inbound queue (the template's).
     ses_configuration_set: str | None = None
     policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
+    # -- The way back (docs/inbound.md): deliver records the keyed hash of each number it
+    # texts; the inbound processor applies replies, opt-outs and receipts. The key hashes
+    # phone numbers (HMAC-SHA256); a local or test stage without one derives it from the
+    # outbound signing secret (core/phone_hash.py), a deployed stage must set it.
+    phone_hash_key: str | None = field(default=None, repr=False)
+    phone_hash_key_arn: str | None = None
+    # Twilio calls back here with each message's status (the template passes the inbound
+    # Function URL's /twilio/status, or INBOUND_PUBLIC_URL's).
+    twilio_status_callback_url: str | None = None
+    # The inbound processor: its queue (visibility changes) and DLQ (poison events go there
+    # at once, with the reason), how long a reply may come after the SMS it answers, and
+    # what it writes on the platform.
+    inbound_queue_url: str | None = None
+    inbound_dead_letter_queue_url: str | None = None
+    reply_window_hours: float = 72.0
+    platform_write_sms_opt_in: bool = True
+    platform_write_responses: bool = True
 
     @property
     def is_deployed(self) -> bool:
@@ -171,9 +189,25 @@ class Settings:
             email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
             ses_configuration_set=reader.optional("SES_CONFIGURATION_SET"),
             policy=_policy_defaults(reader),
+            phone_hash_key=reader.optional("PHONE_HASH_KEY"),
+            phone_hash_key_arn=reader.optional("PHONE_HASH_KEY_ARN"),
+            twilio_status_callback_url=reader.optional("TWILIO_STATUS_CALLBACK_URL"),
+            inbound_queue_url=reader.optional("INBOUND_QUEUE_URL"),
+            inbound_dead_letter_queue_url=reader.optional("INBOUND_DLQ_URL"),
+            reply_window_hours=reader.number("REPLY_WINDOW_HOURS", d["reply_window_hours"], maximum=720.0),
+            platform_write_sms_opt_in=reader.boolean(
+                "PLATFORM_WRITE_SMS_OPT_IN", d["platform_write_sms_opt_in"]
+            ),
+            platform_write_responses=reader.boolean(
+                "PLATFORM_WRITE_RESPONSES", d["platform_write_responses"]
+            ),
         )
         settings.validate()
         return settings
+
+    @property
+    def reply_window(self) -> timedelta:
+        return timedelta(hours=self.reply_window_hours)
 
     def validate(self) -> None:
         if not (self.database_url or self.database_secret_arn):
@@ -198,6 +232,26 @@ class Settings:
         if self.dead_letter_queue_url:
             check_http_url("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue_url)
         self._validate_channels()
+        self._validate_inbound()
+
+    def _validate_inbound(self) -> None:
+        if self.is_deployed and not (self.phone_hash_key or self.phone_hash_key_arn):
+            raise ConfigError(
+                "PHONE_HASH_KEY_ARN (or PHONE_HASH_KEY) must be set in a deployed stage: the key that"
+                " hashes phone numbers (the template passes its PhoneHashKey secret)"
+            )
+        if self.phone_hash_key is not None and len(self.phone_hash_key) < 16:
+            raise ConfigError("PHONE_HASH_KEY must be at least 16 characters")
+        for name, url in (
+            ("INBOUND_QUEUE_URL", self.inbound_queue_url),
+            ("INBOUND_DLQ_URL", self.inbound_dead_letter_queue_url),
+        ):
+            if url:
+                check_http_url(name, url)
+        if self.twilio_status_callback_url:
+            check_webhook_url(
+                "TWILIO_STATUS_CALLBACK_URL", self.twilio_status_callback_url, deployed=self.is_deployed
+            )
 
     def _validate_channels(self) -> None:
         if self.sms_provider not in SMS_PROVIDERS:
@@ -262,6 +316,7 @@ def _policy_defaults(reader: _Reader) -> PolicyDefaults:
         max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),
         max_age=timedelta(hours=reader.integer("MESSAGE_MAX_AGE_HOURS", 72, minimum=1, maximum=8760)),
         phone_region=region,
+        ignored_run_pause=reader.parsed("IGNORED_RUN_PAUSE", "off", parse_ignored_run_pause),
     )
 
 
@@ -283,6 +338,10 @@ def check_webhook_url(name: str, value: str, *, deployed: bool) -> None:
     host = (parts.hostname or "").lower()
     if host in _LOOPBACK_HOSTS or host.endswith(".localhost") or host.startswith("127."):
         raise ConfigError(f"{name} must not point at localhost in a deployed stage")
+
+
+_TRUE: Final = frozenset({"true", "on", "1", "yes"})
+_FALSE: Final = frozenset({"false", "off", "0", "no"})
 
 
 class _Reader:
@@ -316,6 +375,17 @@ class _Reader:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be <= {maximum}, got {value}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false (on/off, 1/0), got {raw!r}")
 
     def optional_integer(
         self, name: str, *, minimum: int | None = None, maximum: int | None = None

@@ -106,3 +106,22 @@ def twilio_auth_token_from(auth_token: str | None, secret_arn: str | None, read:
     if not isinstance(token, str) or not token:
         raise ConfigError("TWILIO_SECRET_ARN holds no auth_token")
     return token
+
+
+def phone_hash_key_from(value: str | None, secret_arn: str | None, read: SecretReader) -> bytes | None:
+    """The key that hashes phone numbers (core/phone_hash.py): PHONE_HASH_KEY as given, or
+    the secret PHONE_HASH_KEY_ARN names (the stack generates one: a plain string, or JSON
+    with a `key`), as UTF-8 bytes. None when neither is set (a local stage derives one)."""
+    if value:
+        return value.encode("utf-8")
+    if not secret_arn:
+        return None
+    raw = read(secret_arn).strip()
+    if raw.startswith("{"):
+        try:
+            raw = str(json.loads(raw)["key"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("PHONE_HASH_KEY_ARN must hold a plain string or JSON with a key") from exc
+    if len(raw) < 16:
+        raise ConfigError("PHONE_HASH_KEY_ARN must hold a key of at least 16 characters")
+    return raw.encode("utf-8")

@@ -7,6 +7,7 @@ text, the contact details as a provider needs them, then the delivery policy.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from proactive_delivery.core.policy import (
     PolicyDefaults,
     PolicyInputError,
     decide,
+    ignored_run_until,
     resolve,
 )
 
@@ -90,9 +92,12 @@ def judge(
     defaults: PolicyDefaults,
     channels: ChannelCatalog,
     planned: int = 0,
+    phone_hash: Callable[[str], str] | None = None,
 ) -> Verdict:
     """The verdict on one message. `planned` counts sends already let through for the same
-    contractor in this batch or page (they count toward the daily cap)."""
+    contractor in this batch or page (they count toward the daily cap). `phone_hash` hashes
+    an E.164 number (core/phone_hash.py): a suppression holds only for the number that
+    failed, and an SMS records the hash of the number it goes to."""
     key = facts.key
     refused = platform_rule(facts, now)
     if refused is not None:
@@ -120,6 +125,7 @@ def judge(
         contractor_id=facts.contractor_id,
         sms_opt_in=facts.sms_opt_in,
         phone_invalid=phone is None and bool(facts.phone and facts.phone.strip()),
+        phone_hash=phone_hash(phone) if phone is not None and phone_hash is not None else None,
     )
     decision = decide(
         now=now,
@@ -129,6 +135,9 @@ def judge(
         contact=contact,
         channels=channels,
         sent_times=(*facts.sent_times, *[now] * planned),
+        paused_until=ignored_run_until(now, facts.recent_proactive, defaults.ignored_run_pause)
+        if key.source == "proactive"
+        else None,
     )
     if decision.action != "send":
         return Verdict(decision)
@@ -141,5 +150,6 @@ def judge(
         phone=phone,
         email=facts.email,
         display_name=facts.names.display_name,
+        phone_hash=contact.phone_hash if channels.contacts.get(decision.channel or "") == "phone" else None,
     )
     return Verdict(decision, message=message)
