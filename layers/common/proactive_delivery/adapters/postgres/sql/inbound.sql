@@ -337,21 +337,3 @@ FROM ev e
 LEFT JOIN applied a ON a.ord = e.ord
 LEFT JOIN classified c ON c.ord = e.ord
 LEFT JOIN delivery.message_state s ON s.id = coalesce(a.delivery_id, c.delivery_id);
-
--- name: backfill_phone_directory
--- The operator's backfill (proactive-delivery inbound backfill-phones): one page of
--- contractors' numbers, hashed by the command, into the directory. A number deliver already
--- recorded for the contractor keeps its row (source 'send').
-INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)
-SELECT decode(b.phone_hash, 'hex'), b.contractor_id, 'backfill'
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS b(contractor_id bigint, phone_hash text)
-ON CONFLICT (phone_hash, contractor_id) DO NOTHING
-RETURNING contractor_id;
-
--- name: contractor_phones_page
--- One keyset page of the platform's contractors with a phone, for the backfill.
-SELECT k.id::bigint AS contractor_id, k.phone::text AS phone
-FROM contractors k
-WHERE k.id > %(after_id)s AND k.phone IS NOT NULL AND k.phone <> ''
-ORDER BY k.id
-LIMIT %(page_size)s;
