@@ -91,8 +91,8 @@ def seed_sent(url: str, services: Services, contractors: int) -> dict[int, tuple
                 rows,
             )
             cur.executemany(
-                "INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source, last_sent_at)"
-                " VALUES (decode(%s, 'hex'), %s, 'send', now() - interval '10 minutes')",
+                "INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)"
+                " VALUES (decode(%s, 'hex'), %s, 'send')",
                 [(h, c) for c, _, _, h in rows],
             )
         conn.execute("ANALYZE")

@@ -616,3 +616,27 @@ def test_the_statement_runs_on_the_seed_documents_minimal_schema(platform_databa
         assert conn.execute("SELECT opted_out_channels FROM delivery.contractor_preferences").fetchone() == (
             ["sms"],
         )
+
+
+# --- IGNORED_RUN_PAUSE --------------------------------------------------------------------------
+def test_ignored_run_pause_defers_after_three_unanswered_and_a_linked_reply_ends_it(
+    pipeline: Any, make_contractor: Any, make_message: Any
+) -> None:
+    # GIVEN the back-off on (3/7d) and three proactive messages sent, none answered
+    pipeline.setenv(IGNORED_RUN_PAUSE="3/7d")
+    contractor = make_contractor(phone=PHONE)
+    sent = [send_proactive(pipeline, make_message, contractor) for _ in range(3)]
+    oldest = state_row(pipeline.conn, sent[0])["sent_at"]
+    # WHEN a fourth is due
+    fourth = make_message(contractor)
+    pipeline.evaluate({"sources": ["proactive"]})
+    pipeline.drain(timeout=30)
+    # THEN it is deferred, with the reason, until seven days after the oldest of the three
+    row = state_row(pipeline.conn, fourth)
+    assert (row["state"], row["reason"]) == ("deferred", "ignored_run_pause")
+    assert row["next_attempt_at"] == oldest + timedelta(days=7)
+    # WHEN the contractor answers the latest, and a fifth is due
+    process(pipeline.services, sms(PHONE, TEXT))
+    fifth = send_proactive(pipeline, make_message, contractor)
+    # THEN it is sent (the run is broken)
+    assert state_row(pipeline.conn, fifth)["state"] == "sent"

@@ -51,13 +51,17 @@ def facts(
     )
 
 
-def verdict(message: MessageFacts, defaults=DEFAULTS, *, hashed: bool = True):  # type: ignore[no-untyped-def]
+def verdict(  # type: ignore[no-untyped-def]
+    message: MessageFacts, defaults=DEFAULTS, *, hashed: bool = True, recipient: bool = True
+):
+    """As deliver takes it (the recipient's number hashed), or as the queue-time gate does."""
     return judge(
         message,
         now=NOW,
         defaults=defaults,
         channels=ALL_CHANNELS,
         phone_hash=HASH.of_e164 if hashed else None,
+        hash_recipient=recipient,
     )
 
 
@@ -124,6 +128,9 @@ def test_an_sms_carries_the_hash_of_the_number_it_goes_to_and_an_email_none() ->
     assert sms is not None and sms.phone_hash == HASH(PHONE)
     email = verdict(facts(StoredPreferences(channels=["email"]))).message
     assert email is not None and email.phone_hash is None
+    # AND at queue time (the gate) nothing is hashed that nothing compares
+    queued = verdict(facts(), recipient=False).message
+    assert queued is not None and queued.phone_hash is None
 
 
 # --- IGNORED_RUN_PAUSE ------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class Services:
             lambda: Database(
                 lambda: database_url_from(settings.database_url, settings.database_secret_arn, self._secrets),
                 platform_timezone=settings.platform_timezone,
+                features={"ignored_run"} if settings.policy.ignored_run_pause else (),
             ),
         )
 
@@ -206,10 +207,6 @@ class Services:
             key = derive_local_key(self.signing_secret())
         return PhoneHasher(key, s.policy.phone_region)
 
-    def hash_e164(self, number: str) -> str:
-        """The keyed hash of an E.164 number (what the verdicts record and compare)."""
-        return self.phone_hasher.of_e164(number)
-
     @property
     def inbound_applier(self) -> InboundApplier:
         return self._once("inbound_applier", self._build_inbound_applier)
@@ -257,7 +254,13 @@ class Services:
         settings = self.settings
         return Evaluator(
             self.store,
-            QueueGate(self.store, settings.policy, self.catalog, clock=self.clock, phone_hash=self.hash_e164),
+            QueueGate(
+                self.store,
+                settings.policy,
+                self.catalog,
+                clock=self.clock,
+                phone_hash=self.phone_hasher.of_e164,
+            ),
             Enqueuer(self.queue, concurrency=settings.enqueue_concurrency, executor=self.enqueue_executor),
             page_size=settings.evaluate_page_size,
             reconcile_after_seconds=settings.reconcile_after_seconds,
@@ -281,7 +284,7 @@ class Services:
             policy=settings.policy,
             catalog=self.catalog,
             clock=self.clock,
-            phone_hash=self.hash_e164,
+            phone_hash=self.phone_hasher.of_e164,
         )
 
     def close(self) -> None:

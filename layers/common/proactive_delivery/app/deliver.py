@@ -214,6 +214,7 @@ class Deliverer:
             channels=self._catalog,
             planned=planned.get(contractor, 0) if contractor is not None else 0,
             phone_hash=self._phone_hash,
+            hash_recipient=True,
         )
 
     def _record(self, outcomes: Sequence[Outcome], claim_token: uuid.UUID) -> set[int]:

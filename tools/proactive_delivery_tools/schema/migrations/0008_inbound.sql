@@ -63,10 +63,11 @@ CREATE INDEX IF NOT EXISTS message_state_provider_ref_idx
 CREATE TABLE IF NOT EXISTS delivery.contractor_phone (
     phone_hash    bytea       NOT NULL,
     contractor_id bigint      NOT NULL,
-    -- send | backfill
+    -- send (deliver texted the contractor at it) | backfill (from contractors.phone)
     source        text        NOT NULL,
-    last_sent_at  timestamptz,
-    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- When the pair was recorded (or a backfilled one first texted). A send to a number
+    -- already recorded writes nothing: the common case costs no write.
+    recorded_at   timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT contractor_phone_pkey PRIMARY KEY (phone_hash, contractor_id)
 );
 CREATE INDEX IF NOT EXISTS contractor_phone_contractor_idx ON delivery.contractor_phone (contractor_id);

@@ -50,7 +50,8 @@ class PostgresStore:
         # What a sent follow-up's sent_by says (the platform's senders each wrote their name).
         self._followup_sent_by = followup_sent_by
         # How many of a contractor's last proactive sends the facts carry (IGNORED_RUN_PAUSE's
-        # count; 0 when it is off: nothing is read).
+        # count): read only where the database renders the `ignored_run` feature (bootstrap
+        # switches it on with the pause).
         self._ignored_run = ignored_run
 
     def _run(self, name: str, **params: Any) -> list[dict[str, Any]]:

@@ -135,8 +135,8 @@ RETURNING s.source_id;
 -- contractor was sent in the last 26 hours (enough to cover any local day). The ONE source
 -- of these facts: claim_batch (send time) and policy_inputs (queue time) both include it.
 -- The way back adds: the channels a provider reported undeliverable (suppressed_channels),
--- and for IGNORED_RUN_PAUSE the contractor's last proactive sends (as many as it counts) with
--- whether each was answered (0, the pause off: nothing is read).
+-- and, with IGNORED_RUN_PAUSE on (the `ignored_run` feature), the contractor's last
+-- proactive sends (as many as it counts) with whether each was answered.
 SELECT content.contractor_id,
        content.message_type,
        content.body,
@@ -160,9 +160,10 @@ SELECT content.contractor_id,
        p.quiet_end AS pref_quiet_end,
        p.max_per_day AS pref_max_per_day,
        recent.sent_times,
-       p.suppressed_channels AS pref_suppressed_channels,
-       engagement.recent_proactive_sent_at,
-       engagement.recent_proactive_answered
+       p.suppressed_channels AS pref_suppressed_channels
+       {{#ignored_run}}
+       , engagement.recent_proactive_sent_at, engagement.recent_proactive_answered
+       {{/ignored_run}}
 FROM (
     {{#proactive}}
     SELECT m.contractor_id::bigint AS contractor_id,
@@ -204,9 +205,11 @@ LEFT JOIN LATERAL (
       AND r.state = 'sent'
       AND r.sent_at > now() - interval '26 hours'
 ) recent ON true
+{{#ignored_run}}
 LEFT JOIN LATERAL (
-    -- Answered: a reply the inbound processor linked to it, or a response on the platform's
-    -- row (whoever wrote it).
+    -- IGNORED_RUN_PAUSE (only rendered when it is on): the contractor's last proactive sends,
+    -- and whether each was answered: a reply the inbound processor linked to it, or a
+    -- response on the platform's row (whoever wrote it).
     SELECT array_agg(q.sent_at ORDER BY q.sent_at DESC) AS recent_proactive_sent_at,
            array_agg(q.answered ORDER BY q.sent_at DESC) AS recent_proactive_answered
     FROM (
@@ -218,14 +221,14 @@ LEFT JOIN LATERAL (
                {{/m.contractor_response}}{{/proactive}}
                AS answered
         FROM delivery.message_state r
-        WHERE %(ignored_run)s > 0
-          AND r.contractor_id = content.contractor_id
+        WHERE r.contractor_id = content.contractor_id
           AND r.state = 'sent'
           AND r.source = 'proactive'
         ORDER BY r.sent_at DESC
         LIMIT %(ignored_run)s
     ) q
 ) engagement ON true
+{{/ignored_run}}
 
 -- name: claim_batch
 -- Claims every message of an SQS batch that is free to send, in one statement, with a
@@ -423,7 +426,7 @@ opted_out AS (
 -- message_state.phone_hash (set above) links a reply to the SMS it answers.
 sms_recipient AS (
     SELECT DISTINCT ON (s.contractor_id)
-           s.contractor_id, decode(o.phone_hash, 'hex') AS phone_hash, u.sent_at
+           s.contractor_id, decode(o.phone_hash, 'hex') AS phone_hash
     FROM updated u
     JOIN outcome o ON o.delivery_id = u.id
     JOIN delivery.message_state s ON s.id = u.id
@@ -431,13 +434,13 @@ sms_recipient AS (
     ORDER BY s.contractor_id, u.sent_at DESC
 ),
 recipient_recorded AS (
-    INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source, last_sent_at)
-    SELECT r.phone_hash, r.contractor_id, 'send', r.sent_at
+    -- A number already recorded for the contractor (the common case) writes nothing.
+    INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)
+    SELECT r.phone_hash, r.contractor_id, 'send'
     FROM sms_recipient r
     ON CONFLICT (phone_hash, contractor_id) DO UPDATE
-    SET source = 'send',
-        last_sent_at = greatest(delivery.contractor_phone.last_sent_at, EXCLUDED.last_sent_at),
-        updated_at = now()
+    SET source = 'send', recorded_at = now()
+    WHERE delivery.contractor_phone.source <> 'send'
     RETURNING contractor_id
 ),
 recipient_previous_numbers AS (
