@@ -203,13 +203,19 @@ def test_a_receipt_that_waits_comes_back_after_the_wait() -> None:
     assert report.waiting == 1
 
 
-def test_a_database_that_cannot_be_reached_fails_the_whole_batch_and_writes_no_dead_letter() -> None:
+def test_a_database_that_cannot_be_reached_fails_the_whole_batch_and_writes_no_dead_letter(
+    captured: pytest.LogCaptureFixture,
+) -> None:
     queue = InMemoryQueue()
     event = sqs_event([sms(PHONE, TEXT), "not json"])
     with pytest.raises(StoreUnavailableError):
         InboundBatch(queue).handle(event, applier(RecordingStore(fail=True)).apply)
     # Nothing acknowledged and nothing dead-lettered: the whole batch comes back as it was
     assert queue.dead_letters == [] and queue.visibility == []
+    # AND one line says why (besides the malformed record's own), naming no value
+    [line] = [r for r in captured.records if r.__dict__.get("reason") == "database_unavailable"]
+    assert "connection refused" in line.__dict__["error"] and line.__dict__["records"] == 2
+    assert all(PHONE not in json.dumps(r.__dict__, default=str) for r in captured.records)
 
 
 def test_an_event_that_is_not_an_sqs_event_is_one_line_and_nothing_done(

@@ -27,7 +27,7 @@ from aws_lambda_powertools import Logger
 from proactive_delivery import SERVICE
 from proactive_delivery.adapters.sqs_batch import QueueActions
 from proactive_delivery.app.inbound_apply import RECEIPT_WAIT_SECONDS, WAIT, ApplyResult, Arrival, Event
-from proactive_delivery.core.errors import MalformedRecordError
+from proactive_delivery.core.errors import MalformedRecordError, StoreUnavailableError
 from proactive_delivery.core.inbound import InboundEvent
 from proactive_delivery.core.ses_events import is_ses_event, ses_event
 
@@ -104,8 +104,17 @@ class InboundBatch:
                 report.malformed += 1
         failures: list[str] = []
         if records:
-            # Raises when PostgreSQL cannot be reached: the whole batch comes back.
-            result = apply([r.arrival for r in records])
+            try:
+                result = apply([r.arrival for r in records])
+            except StoreUnavailableError as exc:
+                # The whole batch comes back (a function error): one line saying so, then raise.
+                logger.error(
+                    "inbound batch not applied; SQS hands it out again",
+                    reason="database_unavailable",
+                    records=len(raw_records),
+                    error=str(exc),
+                )
+                raise
             report.counts, report.receipts, report.suppressions = (
                 result.counts,
                 result.receipts,
