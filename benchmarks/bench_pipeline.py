@@ -9,6 +9,8 @@ Sections (benchmarks/pipeline_bench/, one module each):
   evaluate    evaluate rows/s and peak memory; enqueue with 1 and with the default calls in
               flight; a large backlog in one run and the EXPLAIN of its due-row page
   cost        evaluate with nothing due (warm, cold); the cost of a million deliveries
+  inbound     the inbound processor: events/s at batches of 10, SQL statements per batch
+              (sizes 1, 5, 10), each event applied once and a replay changing nothing
 
 Rows are informational (absolute rates: they depend on the machine), targets (ratios of
 two figures of this run, counts, sizes) or checks (correctness). The exit status is 1 when
@@ -38,7 +40,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline_bench import common, cost, deliver, evaluate, statements
+from pipeline_bench import common, cost, deliver, evaluate, inbound, statements
 from pipeline_bench.common import RECEIVER_DELAY, Databases, Run, Sizes
 from pipeline_bench.table import Table
 
@@ -50,6 +52,7 @@ SECTIONS: list[tuple[str, Callable[[Run, Table], None]]] = [
     ("enqueue", evaluate.measure_enqueue),
     ("backlog", evaluate.measure_backlog),
     ("cost", cost.measure),
+    ("inbound", inbound.measure),
 ]
 
 # bench_pipeline.py --child MODE ARGS...: a measurement that needs a process of its own.

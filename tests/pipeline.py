@@ -4,16 +4,13 @@ local webhook receiver."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -32,26 +29,10 @@ from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapp
 from proactive_delivery_tools.local.receiver import WebhookReceiver
 from proactive_delivery_tools.local.sqs import QueuePair, create_queues
 from proactive_delivery_tools.queues import queue_depth
+from tests.support.functions import load_function
 from tests.support.policy import SENDABLE_ANY_TIME, configured
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-_LOAD_LOCK = threading.Lock()
-
-
-def load_function(name: str) -> ModuleType:
-    """Import functions/<name>/app.py the way Lambda does, under a unique module name."""
-    module_name = f"_function_{name}_app"
-    with _LOAD_LOCK:
-        if module_name in sys.modules:
-            return sys.modules[module_name]
-        spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "app.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[module_name] = module
-        return module
 
 
 def retry_env(max_receive_count: int) -> dict[str, str]:

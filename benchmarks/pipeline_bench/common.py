@@ -47,13 +47,14 @@ class Sizes:
     evaluate: tuple[int, int]  # the small and the large backlog
     enqueue: int
     backlog: int  # 0 skips the backlog section
+    inbound: int  # inbound events applied (a multiple of 10)
 
     @classmethod
     def for_run(cls, *, quick: bool, backlog_rows: int | None) -> Sizes:
         backlog = backlog_rows if backlog_rows is not None else (20_000 if quick else 1_000_000)
         if quick:
-            return cls(100, 300, 5, (2_000, 20_000), 2_000, backlog)
-        return cls(300, 1000, 20, (10_000, 100_000), 10_000, backlog)
+            return cls(100, 300, 5, (2_000, 20_000), 2_000, backlog, 1_000)
+        return cls(300, 1000, 20, (10_000, 100_000), 10_000, backlog, 5_000)
 
 
 @dataclass

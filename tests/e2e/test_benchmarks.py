@@ -68,8 +68,12 @@ def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold()
         "evaluate correctness (every due row queued)",
         "enqueue correctness (every id queued once)",
         "backlog: every id sent exactly once",
+        "inbound processor correctness (each event applied once; a replay changes nothing)",
     ):
         assert rows[check][0] == "ok" and rows[check][2] == "ok", (check, out)
+    # AND the inbound processor applies a batch in one statement, whatever its size
+    inbound = [m for m in rows if m.startswith("inbound SQL statements/batch")]
+    assert len(inbound) >= 3 and all(rows[m][0] == "1.00" and rows[m][2] == "met" for m in inbound), out
     plans = [v for m, v in rows.items() if m.startswith("EXPLAIN due-row page")]
     assert len(plans) == 2 and all(v[0].startswith("Index") for v in plans), out
     # AND absolute rates are informational (no target, no verdict); the new deliver rows are
@@ -93,3 +97,36 @@ def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold()
         parts_line = list(rows)[list(rows).index(measure) + 1]
         parts = [float(p.strip(" $")) for p in rows[parts_line][0].split("+")]
         assert abs(sum(parts) - float(rows[measure][0].strip("$"))) <= 0.021, (measure, parts)
+
+
+def test_inbound_benchmark_runs_every_row_with_the_right_answers() -> None:
+    # WHEN the inbound edge benchmark runs small (its times are the machine's business)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_inbound.py"), "--requests", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # THEN every answer had the status its row says (the exit status checks them all)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("refused:", "accepted:"))]
+    assert len(rows) == 7, proc.stdout
+    for row in rows:
+        # AND each prints a status, a median and a p99 time per request, and log bytes
+        status, median, p99, log_bytes = row[38:].split()
+        assert status in {"200", "202", "401", "404"}
+        assert 0 < float(median) <= float(p99)
+        assert float(log_bytes) > 0
+    # AND a price per million requests for each row
+    assert (
+        len(
+            [
+                line
+                for line in proc.stdout.splitlines()
+                if line.strip().startswith(("refused:", "accepted:")) and "$" in line
+            ]
+        )
+        == 7
+    )

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import boto3
 import httpx
 import pytest
+from botocore.stub import ANY
 from moto import mock_aws
 
 from proactive_delivery.adapters.channels import (
@@ -214,6 +215,33 @@ def test_email_throttling_is_transient() -> None:
         with pytest.raises(TransientSendError) as info:
             SesEmailChannel(name="email", client=client, from_address="coach@example.com").send(message())
     assert info.value.reason == "ses_unavailable"
+
+
+def test_email_names_the_configuration_set_whose_events_come_back() -> None:
+    # GIVEN the channel with the stack's configuration set (botocore Stubber checks the request)
+    from botocore.stub import Stubber
+
+    client = boto3.client("sesv2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    channel = SesEmailChannel(
+        name="email", client=client, from_address="coach@example.com", configuration_set="stack-events"
+    )
+    with Stubber(client) as stub:
+        stub.add_response(
+            "send_email",
+            {"MessageId": "ses-1"},
+            {
+                "FromEmailAddress": "coach@example.com",
+                "Destination": {"ToAddresses": [message().email]},
+                "Content": ANY,
+                # THEN the send names it, and tags the message with its identity: the SES
+                # event the set publishes carries both (mail.tags)
+                "EmailTags": [{"Name": "message_id", "Value": message().idempotency_key}],
+                "ConfigurationSetName": "stack-events",
+            },
+        )
+        # WHEN a message is sent
+        result = channel.send(message())
+    assert result.provider_ref == "ses-1"
 
 
 def test_email_subject_comes_from_the_message_type() -> None:

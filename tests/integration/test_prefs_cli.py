@@ -280,3 +280,40 @@ def test_prefs_show_on_a_platform_without_the_contact_rule_columns(
     assert lines["opted out"] == "no"
     assert lines["timezone"].startswith("America/New_York ") and "DEFAULT_TIMEZONE" in lines["timezone"]
     assert lines["quiet hours"].startswith("21:00-08:00 ")
+
+
+def test_a_keyword_opt_out_and_a_suppression_are_shown_and_opt_in_lifts_both(
+    database_url: str, capsys: Any, conn: Any, make_contractor: Any
+) -> None:
+    # GIVEN SMS opted out by a keyword STOP (the processor's per-channel entry) and e-mail
+    # suppressed after a permanent bounce, web chat last in the order
+    contractor = make_contractor()
+    conn.execute(
+        "INSERT INTO delivery.contractor_preferences (contractor_id, channels, opted_out_channels,"
+        " opted_out_at, opt_out_source, opt_out_sources, suppressed_channels)"
+        " VALUES (%s, '{sms,email,web_chat}', '{sms}',"
+        " '2026-05-01 12:00:00+00', 'keyword',"
+        """ '{"sms": {"opted_out": true, "source": "keyword", "at": "2026-05-01T08:00:00-04:00"}}',"""
+        """ '{"email": {"reason": "bounced", "code": "Permanent:General"}}')""",
+        (contractor,),
+    )
+    # WHEN prefs show runs
+    lines = show(database_url, contractor, capsys)
+    # THEN SMS names the keyword and its time (in UTC), e-mail its suppression, web chat is open
+    assert lines["opted out"].startswith("sms ")
+    assert "changed 2026-05-01 12:00:00 UTC by keyword (opted_out_channels)" in lines["opted out"]
+    assert lines["suppressed"].startswith("email ") and "bounced" in lines["suppressed"]
+    assert lines["open channels"].startswith("web_chat ")
+    # WHEN the operator opts the contractor in
+    assert main(["--database-url", database_url, "prefs", "set", str(contractor), "--opt-in"]) == 0
+    capsys.readouterr()
+    # THEN both are lifted, and the SMS entry says the operator opted in (an older STOP
+    # processed late cannot undo it)
+    row = conn.execute(
+        "SELECT opted_out_channels, suppressed_channels, opt_out_sources -> 'sms' ->> 'source',"
+        " (opt_out_sources -> 'sms' ->> 'opted_out')::boolean FROM delivery.contractor_preferences"
+        " WHERE contractor_id = %s",
+        (contractor,),
+    ).fetchone()
+    assert row == ([], {}, "operator", False)
+    assert "suppressed" not in show(database_url, contractor, capsys)

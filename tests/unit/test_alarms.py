@@ -322,6 +322,31 @@ def test_each_failure_mode_has_an_alarm(template: dict[str, Any]) -> None:
     assert 1 <= int(parameter["MinValue"]) <= int(parameter["Default"])
 
 
+def test_the_inbound_edge_has_its_alarms(template: dict[str, Any]) -> None:
+    # A spike of refused signatures: the per-request total of 401s, over 5 minutes
+    spike = _only(
+        template, lambda p: _reads(p, "ProactiveDelivery", "InboundSignatureRejections"), "refused signatures"
+    )
+    assert set(watched(spike)[0][2]) == {"service"}
+    assert (spike["Statistic"], spike["Period"], spike["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert spike["Threshold"] == {"Ref": "InboundRejectedSignaturesThreshold"}
+    assert template["Parameters"]["InboundRejectedSignaturesThreshold"]["Default"] == 25  # docs/inbound.md
+    assert spike["ComparisonOperator"] == "GreaterThanThreshold"
+    assert spike["TreatMissingData"] == "notBreaching"
+    # Inbound DLQ not empty: any visible message in the inbound dead-letter queue
+    dlq = _only(
+        template,
+        lambda p: _reads(
+            p,
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            QueueName={"Fn::GetAtt": ["InboundDLQ", "QueueName"]},
+        ),
+        "a non-empty inbound DLQ",
+    )
+    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
 # --------------------------------------------------------------------------- #
 # The pause switch                                                            #
 # --------------------------------------------------------------------------- #

@@ -37,10 +37,12 @@ MUST_NOT_LOAD = {
     "evaluate": (*LOCAL_ONLY, "httpx", "aws_lambda_powertools.utilities.batch"),
     "deliver": LOCAL_ONLY,
     "purge": (*LOCAL_ONLY, "httpx", "aws_lambda_powertools.utilities.batch"),
+    # The inbound edge verifies and enqueues: it sends nothing over HTTP and works no batch.
+    "inbound": (*LOCAL_ONLY, "httpx", "aws_lambda_powertools.utilities.batch"),
 }
 
 
-@pytest.mark.parametrize("handler", ["evaluate", "deliver", "purge"])
+@pytest.mark.parametrize("handler", ["evaluate", "deliver", "purge", "inbound"])
 @pytest.mark.parametrize("where", ["lambda", "local"])
 def test_handler_imports_only_what_the_layer_ships(handler: str, where: str) -> None:
     # GIVEN an interpreter in which the dev-only packages cannot be imported, as in Lambda

@@ -86,8 +86,13 @@ def test_dashboard_shows_queues_and_each_function(template: dict[str, Any]) -> N
         assert f'"{metric}", "QueueName", "${{DeliveryDLQ.QueueName}}"' in body
     # AND each function's invocations, errors, duration and throttles
     for metric in ("Invocations", "Errors", "Duration", "Throttles"):
-        for function in ("EvaluateFunction", "DeliverFunction"):
+        for function in ("EvaluateFunction", "DeliverFunction", "InboundFunction"):
             assert f'"{metric}", "FunctionName", "${{{function}}}"' in body
+    # AND the inbound queues, and how close the inbound function runs to its concurrency cap
+    assert '"ApproximateNumberOfMessagesVisible", "QueueName", "${InboundQueue.QueueName}"' in body
+    assert '"ApproximateNumberOfMessagesVisible", "QueueName", "${InboundDLQ.QueueName}"' in body
+    assert '"ApproximateAgeOfOldestMessage", "QueueName", "${InboundQueue.QueueName}"' in body
+    assert '"ConcurrentExecutions", "FunctionName", "${InboundFunction}"' in body
 
 
 def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -101,7 +106,7 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: dict[str, Any]) -> None:
     # GIVEN the alarms in the template
     found = alarms(template)
-    # THEN the eight alarms of docs/operations.md exist
+    # THEN the twelve alarms of docs/operations.md exist
     assert set(found) == {
         "DlqNotEmptyAlarm",
         "OldestUnsentAlarm",
@@ -111,6 +116,10 @@ def test_the_alarms_the_runbook_describes_exist_and_notify_the_topic(template: d
         "MessagesFailedAlarm",
         "StalledDeliveryAlarm",
         "ProviderCircuitOpenAlarm",
+        "InboundSignatureRejectionsAlarm",
+        "InboundDlqNotEmptyAlarm",
+        "InboundProcessorErrorsAlarm",
+        "UndeliveredRateAlarm",
     }
     for name, props in found.items():
         # AND each notifies the alarm topic and links its runbook section

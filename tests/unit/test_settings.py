@@ -33,6 +33,7 @@ def deployed_env(stage: str = "prod", **overrides: str) -> dict[str, str]:
         "N8N_OUTBOUND_WEBHOOK_URL": "https://n8n.example.com/webhook/proactive",
         "DATABASE_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf",
         "WEBHOOK_SIGNING_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:hook-AbCdEf",
+        "PHONE_HASH_KEY_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:phone-hash-AbCdEf",
     }
     env.update(overrides)
     return env

@@ -64,6 +64,10 @@ SCHEDULE_SOURCES = frozenset({"proactive", "followup"})
 SQS_RECORD_FIELDS = frozenset(
     {"messageId", "receiptHandle", "body", "attributes", "eventSource", "eventSourceARN", "awsRegion"}
 )
+# The functions that reach PostgreSQL (and so may need the VPC); the inbound edge never does.
+DATABASE_FUNCTIONS = frozenset(
+    {"EvaluateFunction", "DeliverFunction", "PurgeFunction", "InboundProcessorFunction"}
+)
 
 REQUIRED_ENVIRONMENT = frozenset(
     {
@@ -208,8 +212,13 @@ def deliver_timeout(template: dict[str, Any]) -> int:
     return int(props.get("Timeout", 3))  # 3 s is Lambda's default
 
 
+def deliver_sqs_event(template: dict[str, Any]) -> dict[str, Any]:
+    [event] = [event for fn_name, _, event in sqs_events(template) if fn_name == "DeliverFunction"]
+    return event
+
+
 def delivery_queue_name(template: dict[str, Any]) -> str:
-    [(_, _, event)] = list(sqs_events(template))
+    event = deliver_sqs_event(template)
     name = ref_target(event["Queue"])
     assert name is not None, "the SQS event must reference a queue of this template"
     return name
@@ -272,7 +281,13 @@ def test_functions_and_layer_use_the_same_supported_python(template: dict[str, A
     # WHEN their runtimes are compared
     runtimes = {name: props.get("Runtime") for name, props in functions(template).items()}
     # THEN every function runs python3.12, the runtime the layer is built for
-    assert set(runtimes) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
+    assert set(runtimes) == {
+        "EvaluateFunction",
+        "DeliverFunction",
+        "PurgeFunction",
+        "InboundFunction",
+        "InboundProcessorFunction",
+    }
     assert set(runtimes.values()) == {RUNTIME}, runtimes
     assert set(layers) == {"CommonLayer", "TracingLayer"}
     # AND the common layer is built by SAM's pip builder for that runtime, the tracing
@@ -332,6 +347,10 @@ def test_vpc_attachment_is_conditional(template: dict[str, Any]) -> None:
     for name, props in functions(template).items():
         # WHEN a function's VpcConfig is read
         vpc = props["VpcConfig"]
+        if name not in DATABASE_FUNCTIONS:
+            # THEN a function that never reaches the database stays outside the VPC
+            assert vpc == {"Ref": "AWS::NoValue"}, name
+            continue
         # THEN it is set only under UseVpc and removed otherwise
         condition, when_true, when_false = vpc["Fn::If"]
         assert condition == "UseVpc", name
@@ -467,8 +486,12 @@ def test_optional_channel_permissions_are_conditional_and_scoped(template: dict[
         # THEN each exists only when its parameter is set, and names that one resource
         assert policy["Condition"] in template["Conditions"], name
         [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
-        assert statement["Resource"] == {"Ref": parameter}, name
+        assert as_list(statement["Resource"])[0] == {"Ref": parameter}, name
         assert len(statement["Action"]) == 1, name
+    # AND sending e-mail is allowed as the identity with the stack's configuration set only
+    [send] = template["Resources"]["DeliverSendEmailPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    _, configuration_set = send["Resource"]
+    assert configuration_set["Fn::Sub"].endswith(":configuration-set/${SesConfigurationSet}")
 
 
 def test_sqs_batch_size_is_valid_for_every_allowed_parameter_value(template: dict[str, Any]) -> None:
@@ -493,12 +516,12 @@ def test_sqs_events_report_partial_batch_failures(template: dict[str, Any]) -> N
 
 
 def test_deliver_concurrency_is_capped_at_the_event_source(template: dict[str, Any]) -> None:
-    [(_, _, event)] = list(sqs_events(template))
-    # GIVEN the deliver event source's scaling config
-    smallest, _ = number_range(template, event["ScalingConfig"]["MaximumConcurrency"])
-    # WHEN its lowest allowed value is read
-    # THEN it respects the service minimum of 2
-    assert smallest >= 2
+    for fn_name, _, event in sqs_events(template):
+        # GIVEN an SQS event source's scaling config (deliver's, the inbound processor's)
+        smallest, _ = number_range(template, event["ScalingConfig"]["MaximumConcurrency"])
+        # WHEN its lowest allowed value is read
+        # THEN it respects the service minimum of 2
+        assert smallest >= 2, fn_name
 
 
 # --------------------------------------------------------------------------- #
@@ -652,10 +675,16 @@ def test_each_function_writes_logs_only_to_its_own_log_group(template: dict[str,
 
 def test_secrets_are_readable_only_by_arn_and_only_where_needed(template: dict[str, Any]) -> None:
     expected = {
-        # Evaluate and the purge never sign a webhook.
-        "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}],
-        "DeliverFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "WebhookSigningSecretArn"}],
+        # Evaluate and the purge never sign a webhook; every function that judges a message or
+        # matches a sender reads the phone hash key.
+        "EvaluateFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "PhoneHashKey"}],
+        "DeliverFunction": [
+            {"Ref": "DatabaseSecretArn"},
+            {"Ref": "WebhookSigningSecretArn"},
+            {"Ref": "PhoneHashKey"},
+        ],
         "PurgeFunction": [{"Ref": "DatabaseSecretArn"}],
+        "InboundProcessorFunction": [{"Ref": "DatabaseSecretArn"}, {"Ref": "PhoneHashKey"}],
     }
     for name, secrets in expected.items():
         # GIVEN a function's role
@@ -699,8 +728,9 @@ def test_network_interface_permissions_exist_only_in_a_vpc(template: dict[str, A
     # GIVEN the statements that mention ec2 actions
     ec2 = [(owner, c) for owner, s, c in conditional_iam_statements(template) if "ec2:" in json.dumps(s)]
     # WHEN their conditions are read
-    # THEN each role has one, and it applies only when the functions are attached to a VPC
-    assert sorted(owner for owner, _ in ec2) == sorted(resources_of_type(template, "AWS::IAM::Role"))
+    # THEN each role of a function that reaches the database has one, and it applies only
+    # when the functions are attached to a VPC
+    assert sorted(owner for owner, _ in ec2) == sorted(role_of(template, name) for name in DATABASE_FUNCTIONS)
     assert {c for _, c in ec2} == {"UseVpc"}
 
 
@@ -826,7 +856,13 @@ def test_deliver_event_is_a_well_formed_sqs_batch(template: dict[str, Any]) -> N
 def test_env_file_only_sets_variables_the_template_declares(template: dict[str, Any]) -> None:
     # GIVEN the sam local --env-vars example
     env_file = load_event("env.json")
-    assert set(env_file) == {"EvaluateFunction", "DeliverFunction", "PurgeFunction"}
+    assert set(env_file) == {
+        "EvaluateFunction",
+        "DeliverFunction",
+        "PurgeFunction",
+        "InboundFunction",
+        "InboundProcessorFunction",
+    }
     for name, overrides in env_file.items():
         # WHEN its variables are compared with the function's declared environment
         declared = set(function_properties(template, name)["Environment"]["Variables"])
@@ -834,9 +870,14 @@ def test_env_file_only_sets_variables_the_template_declares(template: dict[str, 
         assert set(overrides) <= declared, f"{name}: {sorted(set(overrides) - declared)}"
         # AND the values are local-only settings, all strings
         assert overrides["STAGE"] == "local"
-        assert overrides["DATABASE_URL"].startswith("postgresql://")
-        assert overrides["WEBHOOK_SIGNING_SECRET"].startswith("whsec_")
         assert all(isinstance(v, str) for v in overrides.values())
+        if name in DATABASE_FUNCTIONS:
+            assert overrides["DATABASE_URL"].startswith("postgresql://")
+            assert overrides["WEBHOOK_SIGNING_SECRET"].startswith("whsec_")
+    # AND the inbound edge has its own events key, not the outbound one
+    inbound = env_file["InboundFunction"]
+    assert inbound["INBOUND_SIGNING_SECRET"].startswith("whsec_")
+    assert inbound["INBOUND_SIGNING_SECRET"] != env_file["DeliverFunction"]["WEBHOOK_SIGNING_SECRET"]
 
 
 # Tuning knobs the template leaves at the code's defaults (set them on the function to change).
@@ -852,6 +893,7 @@ CODE_DEFAULT_ONLY = frozenset(
         "CIRCUIT_WINDOW",
         "CIRCUIT_MIN_ATTEMPTS",
         "CIRCUIT_FAILURE_SHARE",
+        "INBOUND_MAX_BODY_BYTES",
     }
 )
 
@@ -859,7 +901,9 @@ CODE_DEFAULT_ONLY = frozenset(
 def settings_read() -> set[str]:
     """Every environment variable Settings.from_env reads."""
     source = (ROOT / "layers" / "common" / "proactive_delivery" / "settings.py").read_text(encoding="utf-8")
-    return set(re.findall(r'reader\.(?:text|optional|integer|number|parsed)\(\s*"([A-Z0-9_]+)"', source))
+    return set(
+        re.findall(r'reader\.(?:text|optional|integer|number|boolean|parsed)\(\s*"([A-Z0-9_]+)"', source)
+    )
 
 
 def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, Any]) -> None:
@@ -868,8 +912,10 @@ def test_every_setting_is_in_the_template_and_in_the_readme(template: dict[str, 
     assert {"PLATFORM_TIMEZONE", "N8N_PAYLOAD_FORMAT", "EMAIL_PROVIDER", "DEFAULT_PHONE_REGION"} <= names
     # THEN each is declared in the functions' environment (a template parameter sets it),
     # except the tuning knobs left at the code's defaults
-    env = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert sorted(names - set(env) - CODE_DEFAULT_ONLY) == []
+    env = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for props in functions(template).values():
+        env |= set(props["Environment"]["Variables"])
+    assert sorted(names - env - CODE_DEFAULT_ONLY) == []
     # AND each has a row in the README's configuration table
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("## Configuration") : readme.index("## Deploying")]
@@ -927,9 +973,220 @@ def test_env_file_for_sam_local_reaches_the_host_from_inside_docker() -> None:
     env_file = load_event("env.json")
     for name, overrides in env_file.items():
         urls = {k: v for k, v in overrides.items() if "://" in v}
-        assert {"DATABASE_URL", "DELIVERY_QUEUE_URL", "N8N_OUTBOUND_WEBHOOK_URL"} <= set(urls), name
+        needed = (
+            {"DATABASE_URL", "DELIVERY_QUEUE_URL", "N8N_OUTBOUND_WEBHOOK_URL"}
+            if name in DATABASE_FUNCTIONS
+            else {"INBOUND_QUEUE_URL", "AWS_ENDPOINT_URL_SQS"}
+        )
+        assert needed <= set(urls), name
         for key, url in urls.items():
             # WHEN a URL's host is read
             host = re.sub(r"^[a-z]+://(?:[^@/]*@)?", "", url).split("/")[0].rsplit(":", 1)[0]
             # THEN it is the Docker host, never the container's own loopback
             assert host == "host.docker.internal", f"{name}.{key} = {url}"
+
+
+# --------------------------------------------------------------------------- #
+# The inbound edge                                                            #
+# --------------------------------------------------------------------------- #
+
+
+def statements_of(template: dict[str, Any], function_name: str) -> list[dict[str, Any]]:
+    role = role_of(template, function_name)
+    return [s for owner, s in iam_statements(template) if owner == role]
+
+
+def test_inbound_function_is_behind_a_public_function_url(template: dict[str, Any]) -> None:
+    # GIVEN the inbound function
+    props = function_properties(template, "InboundFunction")
+    # WHEN its Function URL and outputs are read
+    url = props["FunctionUrlConfig"]
+    # THEN it has a public Function URL (Twilio and n8n cannot sign SigV4; the code verifies),
+    # answered when the function returns
+    assert url == {"AuthType": "NONE", "InvokeMode": "BUFFERED"}
+    # AND the stack output is that URL (SAM names the generated resource <Function>Url)
+    outputs = template["Outputs"]
+    assert outputs["InboundFunctionUrl"]["Value"] == {"Fn::GetAtt": ["InboundFunctionUrl", "FunctionUrl"]}
+    assert outputs["InboundQueueUrl"]["Value"] == {"Ref": "InboundQueue"}
+    # AND the function is reached only over HTTP: no schedule, no queue event source
+    assert not props.get("Events")
+    # AND it stores on the inbound queue of this template
+    assert props["Environment"]["Variables"]["INBOUND_QUEUE_URL"] == {"Ref": "InboundQueue"}
+
+
+def test_inbound_role_stores_on_the_inbound_queue_and_nothing_else(template: dict[str, Any]) -> None:
+    # GIVEN the inbound function's role
+    statements = statements_of(template, "InboundFunction")
+    text = json.dumps(statements)
+    # WHEN its SQS, KMS, secret and database permissions are read
+    [send] = [s for s in statements if "sqs:" in json.dumps(s)]
+    [kms] = [s for s in statements if "kms:" in json.dumps(s)]
+    # THEN it can send to the inbound queue only, with the data key of that queue's key
+    assert as_list(send["Action"]) == ["sqs:SendMessage"]
+    assert send["Resource"] == {"Fn::GetAtt": ["InboundQueue", "Arn"]}
+    assert sorted(as_list(kms["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert kms["Resource"] == {"Fn::GetAtt": ["InboundQueueKey", "Arn"]}
+    # AND it holds nothing of the delivery side: no database secret, no delivery queue
+    assert "DatabaseSecretArn" not in text and "DeliveryQueue" not in text and "secretsmanager" not in text
+    # AND no other function can put anything on the inbound queue
+    for other in ("EvaluateFunction", "DeliverFunction"):
+        assert "InboundQueue" not in json.dumps(statements_of(template, other)), other
+
+
+def test_inbound_secrets_are_readable_only_when_set(template: dict[str, Any]) -> None:
+    for name, condition, parameter in (
+        ("InboundSigningSecretPolicy", "HasInboundSigningSecret", "InboundSigningSecretArn"),
+        ("InboundTwilioSecretPolicy", "HasTwilioSecret", "TwilioSecretArn"),
+    ):
+        # GIVEN a policy that lets the edge read a secret that verifies requests
+        policy = template["Resources"][name]
+        # THEN it exists only when its parameter is set, belongs to the inbound role only,
+        # and grants GetSecretValue on that one secret
+        assert policy["Condition"] == condition
+        assert template["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+        assert policy["Properties"]["Roles"] == [{"Ref": "InboundRole"}], name
+        [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"], name
+        assert statement["Resource"] == {"Ref": parameter}, name
+    # AND the events key is its own parameter, optional, and never the outbound one
+    parameter = template["Parameters"]["InboundSigningSecretArn"]
+    assert parameter["Default"] == ""
+    variables = function_properties(template, "InboundFunction")["Environment"]["Variables"]
+    assert variables["INBOUND_SIGNING_SECRET_ARN"] == {"Ref": "InboundSigningSecretArn"}
+    assert variables["INBOUND_SIGNING_SECRET"] == ""
+
+
+def test_inbound_concurrency_cap_is_optional_like_the_deliver_one(template: dict[str, Any]) -> None:
+    # GIVEN the inbound reservation parameter and condition
+    param = template["Parameters"]["InboundReservedConcurrency"]
+    condition = template["Conditions"]["ReserveInboundConcurrency"]
+    reserved = function_properties(template, "InboundFunction")["ReservedConcurrentExecutions"]
+    # THEN 0 (the default: accounts at the default quota cannot reserve) removes it, and any
+    # other value caps the function at exactly that
+    assert (param["Type"], int(param["Default"]), int(param["MinValue"])) == ("Number", 0, 0)
+    assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": "InboundReservedConcurrency"}, 0]}]}
+    assert reserved == {
+        "Fn::If": [
+            "ReserveInboundConcurrency",
+            {"Ref": "InboundReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    # AND the trade-off is written where the parameter is set
+    assert "default quota" in param["Description"]
+
+
+def test_inbound_queue_has_a_dlq_and_a_key_eventbridge_can_use(template: dict[str, Any]) -> None:
+    from proactive_delivery.app.ports import QUEUE_MESSAGE_LIMIT_BYTES
+    from proactive_delivery.settings import INBOUND_MAX_BODY_BYTES_LIMIT
+
+    resources = template["Resources"]
+    queue = resources["InboundQueue"]["Properties"]
+    dlq = resources["InboundDLQ"]["Properties"]
+    # GIVEN the inbound queue and its dead-letter queue
+    # THEN the queue redrives to the DLQ, which keeps messages as long and takes them from it only
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["InboundDLQ", "Arn"]}
+    # (docs/inbound.md: 14 days on the queue, the DLQ after 10 receives)
+    assert (queue["MessageRetentionPeriod"], queue["RedrivePolicy"]["maxReceiveCount"]) == (1_209_600, 10)
+    assert dlq["MessageRetentionPeriod"] == DLQ_RETENTION_SECONDS >= queue["MessageRetentionPeriod"]
+    [source_arn] = dlq["RedriveAllowPolicy"]["sourceQueueArns"]
+    assert source_arn["Fn::Sub"].endswith(queue["QueueName"]["Fn::Sub"])
+    # AND both are encrypted with the stack's own rotated key (EventBridge cannot use
+    # alias/aws/sqs), whose policy the account administers
+    key = {"Fn::GetAtt": ["InboundQueueKey", "Arn"]}
+    assert queue["KmsMasterKeyId"] == dlq["KmsMasterKeyId"] == key
+    key_props = resources["InboundQueueKey"]["Properties"]
+    assert key_props["EnableKeyRotation"] is True
+    # AND the queue takes every message the edge lets through (it checks against the same limit)
+    assert queue["MaximumMessageSize"] == QUEUE_MESSAGE_LIMIT_BYTES == INBOUND_MAX_BODY_BYTES_LIMIT
+
+
+def test_inbound_sample_events_are_function_url_requests_to_the_edges_routes() -> None:
+    from urllib.parse import parse_qsl
+
+    from standardwebhooks.webhooks import Webhook
+    from twilio.request_validator import RequestValidator
+
+    from proactive_delivery.adapters.function_url import request_from_event
+    from proactive_delivery.app.inbound_edge import Route, signed_url
+
+    env = load_event("env.json")["InboundFunction"]
+    names = sorted(p.name for p in EVENTS_DIR.glob("inbound-*.json"))
+    assert names == ["inbound-events.json", "inbound-twilio-message.json", "inbound-twilio-status.json"]
+    for name in names:
+        # GIVEN a sample event WHEN it is read as the edge reads a Function URL request
+        event = load_event(name)
+        request = request_from_event(event)
+        # THEN it is a payload format 2.0 POST to one of the edge's routes
+        assert event["version"] == "2.0"
+        assert request.method == "POST"
+        assert Route(request.path)
+        headers = request.headers
+        if request.path.startswith("/twilio/"):
+            # AND a Twilio sample is signed as Twilio signs, with the env file's auth token
+            # (checked by Twilio's own RequestValidator over the URL the edge reconstructs)
+            params = dict(parse_qsl(request.body().decode(), keep_blank_values=True))
+            validator = RequestValidator(env["TWILIO_AUTH_TOKEN"])
+            assert validator.validate(signed_url(request), params, headers["x-twilio-signature"]), name
+        else:
+            # AND the events sample is signed with the env file's inbound key, at the time it says
+            signer = Webhook(env["INBOUND_SIGNING_SECRET"])
+            at = datetime.fromtimestamp(int(headers["webhook-timestamp"]), UTC)
+            signature = signer.sign(msg_id=headers["webhook-id"], timestamp=at, data=request.body().decode())
+            assert headers["webhook-signature"] == signature, name
+
+
+def test_ses_events_reach_the_inbound_queue_when_the_stack_sends_through_ses(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    names = ("SesConfigurationSet", "SesEventsToEventBridge", "InboundSesEventsRule", "InboundQueuePolicy")
+    # GIVEN the SES -> EventBridge -> inbound queue wiring
+    # THEN all of it exists only when the stack has an SES identity to send as
+    for name in names:
+        assert resources[name]["Condition"] == "HasEmailIdentity", name
+    # AND the configuration set publishes delivery, bounce, complaint and reject to the default bus
+    destination = resources["SesEventsToEventBridge"]["Properties"]
+    assert destination["ConfigurationSetName"] == {"Ref": "SesConfigurationSet"}
+    published = destination["EventDestination"]
+    assert published["Enabled"] is True
+    assert sorted(published["MatchingEventTypes"]) == ["bounce", "complaint", "delivery", "reject"]
+    assert published["EventBridgeDestination"]["EventBusArn"]["Fn::Sub"].endswith(":event-bus/default")
+    # AND the rule takes those events of this configuration set only, to the inbound queue,
+    # with what it cannot deliver on the inbound DLQ
+    rule = resources["InboundSesEventsRule"]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.ses"]
+    assert sorted(pattern["detail-type"]) == [
+        "Email Bounced",
+        "Email Complaint Received",
+        "Email Delivered",
+        "Email Rejected",
+    ]
+    assert pattern["detail"]["mail"]["tags"]["ses:configuration-set"] == [{"Ref": "SesConfigurationSet"}]
+    [target] = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["InboundQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["InboundDLQ", "Arn"]}
+    # AND the queues let EventBridge send for that rule only
+    policy = resources["InboundQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "InboundQueue"}, {"Ref": "InboundDLQ"}]
+    [allow] = policy["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(allow["Action"]) == ["sqs:SendMessage"]
+    assert allow["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["InboundSesEventsRule", "Arn"]}}
+    }
+    # AND the queues' key lets EventBridge encrypt for that same rule, named as the rule is
+    statements = resources["InboundQueueKey"]["Properties"]["KeyPolicy"]["Statement"]
+    [conditional] = [st for st in statements if "Fn::If" in st]
+    condition, events, absent = conditional["Fn::If"]
+    assert (condition, absent) == ("HasEmailIdentity", {"Ref": "AWS::NoValue"})
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert sorted(as_list(events["Action"])) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    source_arn = events["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source_arn.endswith(":rule/" + rule["Name"]["Fn::Sub"])
+    # AND every e-mail the deliver function sends names the configuration set
+    env = function_properties(template, "DeliverFunction")["Environment"]["Variables"]
+    assert env["SES_CONFIGURATION_SET"] == {
+        "Fn::If": ["HasEmailIdentity", {"Ref": "SesConfigurationSet"}, ""]
+    }

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT
+from proactive_delivery.core.errors import QueueError
+from proactive_delivery.core.inbound import InboundEvent
 from proactive_delivery.core.models import MessageKey
 
 
@@ -42,3 +44,24 @@ class InMemoryQueue:
     def requeue(self, messages: Sequence[tuple[str, int]]) -> list[int]:
         self.requeued.extend(messages)
         return []
+
+
+@dataclass
+class InMemoryInboundQueue:
+    """The inbound queue (the InboundQueue port): keeps each event's body as SQS would get
+    it; `refuse` makes every put fail as an unavailable queue does."""
+
+    bodies: list[str] = field(default_factory=list)
+    refuse: bool = False
+    keep: bool = True
+
+    def put(self, event: InboundEvent) -> None:
+        if self.refuse:
+            raise QueueError("SendMessage failed: ServiceUnavailable")
+        body = event.to_body()
+        if self.keep:
+            self.bodies.append(body)
+
+    @property
+    def events(self) -> list[InboundEvent]:
+        return [InboundEvent.from_body(body) for body in self.bodies]

@@ -21,23 +21,31 @@ from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.adapters.secrets import (
     SecretReader,
     database_url_from,
+    phone_hash_key_from,
     powertools_reader,
     signing_secret_from,
+    twilio_auth_token_from,
     twilio_credentials_from,
 )
-from proactive_delivery.adapters.sqs import SqsDeliveryQueue
+from proactive_delivery.adapters.sqs import SqsDeliveryQueue, SqsInboundQueue
 from proactive_delivery.channels import CHANNELS, ChannelRegistry
+from proactive_delivery.core.errors import ConfigError
+from proactive_delivery.core.phone_hash import PhoneHasher, derive_local_key
 from proactive_delivery.core.policy import ChannelCatalog
-from proactive_delivery.settings import Settings
+from proactive_delivery.settings import InboundSettings, Settings
 
 if TYPE_CHECKING:
     import httpx
 
+    from proactive_delivery.adapters.inbound_batch import InboundBatch
     from proactive_delivery.adapters.sqs_batch import SqsBatch
     from proactive_delivery.app.deliver import Deliverer
     from proactive_delivery.app.evaluate import Evaluator
-    from proactive_delivery.app.ports import Channel
+    from proactive_delivery.app.inbound_apply import InboundApplier
+    from proactive_delivery.app.inbound_edge import InboundEdge
+    from proactive_delivery.app.ports import Channel, InboundQueue
     from proactive_delivery.app.purge import Purger
+    from proactive_delivery.core.inbound import InboundEvent
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -95,16 +103,21 @@ class Services:
             lambda: Database(
                 lambda: database_url_from(settings.database_url, settings.database_secret_arn, self._secrets),
                 platform_timezone=settings.platform_timezone,
+                features={"ignored_run"} if settings.policy.ignored_run_pause else (),
             ),
         )
 
     @property
     def store(self) -> PostgresStore:
         settings = self.settings
+        pause = settings.policy.ignored_run_pause
         return self._once(
             "store",
             lambda: PostgresStore(
-                self.database, followup_sent_by=settings.followup_sent_by, pace=settings.pace
+                self.database,
+                followup_sent_by=settings.followup_sent_by,
+                pace=settings.pace,
+                ignored_run=pause.count if pause else 0,
             ),
         )
 
@@ -181,6 +194,53 @@ class Services:
     def aws_client(self, service: str) -> Any:
         return self._once(service, lambda: aws.client(service))
 
+    # -- the way back (docs/inbound.md) ------------------------------------------------------
+    @property
+    def phone_hasher(self) -> PhoneHasher:
+        """Hashes phone numbers with PHONE_HASH_KEY(_ARN), read once; a local or test stage
+        without one derives its key from the outbound signing secret."""
+        return self._once("phone_hasher", self._build_phone_hasher)
+
+    def _build_phone_hasher(self) -> PhoneHasher:
+        s = self.settings
+        key = phone_hash_key_from(s.phone_hash_key, s.phone_hash_key_arn, self._secrets)
+        if key is None:
+            if s.is_deployed:  # Settings.validate refuses this already
+                raise ConfigError("PHONE_HASH_KEY_ARN (or PHONE_HASH_KEY) must be set in a deployed stage")
+            key = derive_local_key(self.signing_secret())
+        return PhoneHasher(key, s.policy.phone_region)
+
+    @property
+    def inbound_applier(self) -> InboundApplier:
+        return self._once("inbound_applier", self._build_inbound_applier)
+
+    @property
+    def inbound_batch(self) -> InboundBatch:
+        from proactive_delivery.adapters.inbound_batch import InboundBatch
+
+        s = self.settings
+        return self._once(
+            "inbound_batch",
+            lambda: InboundBatch(
+                SqsDeliveryQueue(
+                    self.sqs, s.inbound_queue_url, dead_letter_url=s.inbound_dead_letter_queue_url
+                )
+                if s.inbound_queue_url
+                else None
+            ),
+        )
+
+    def _build_inbound_applier(self) -> InboundApplier:
+        from proactive_delivery.app.inbound_apply import ApplyOptions, InboundApplier
+
+        s = self.settings
+        options = ApplyOptions(
+            reply_window=s.reply_window,
+            write_responses=s.platform_write_responses,
+            write_sms_opt_in=s.platform_write_sms_opt_in,
+        )
+        return InboundApplier(self.store, self.phone_hasher, options, clock=self.clock)
+
     # -- use cases --------------------------------------------------------------------------
     @property
     def evaluator(self) -> Evaluator:
@@ -201,7 +261,13 @@ class Services:
         settings = self.settings
         return Evaluator(
             self.store,
-            QueueGate(self.store, settings.policy, self.catalog, clock=self.clock),
+            QueueGate(
+                self.store,
+                settings.policy,
+                self.catalog,
+                clock=self.clock,
+                phone_hash=self.phone_hasher.of_e164,
+            ),
             Enqueuer(self.queue, concurrency=settings.enqueue_concurrency, executor=self.enqueue_executor),
             page_size=settings.evaluate_page_size,
             reconcile_after_seconds=settings.reconcile_after_seconds,
@@ -226,6 +292,7 @@ class Services:
             policy=settings.policy,
             catalog=self.catalog,
             clock=self.clock,
+            phone_hash=self.phone_hasher.of_e164,
         )
 
     def _build_purger(self) -> Purger:
@@ -277,3 +344,84 @@ def database_url(settings: Settings, secrets: SecretReader | None = None) -> str
     """The database URL the functions would use (for the operator's commands)."""
     read = secrets or powertools_reader(settings.secret_max_age_seconds)
     return database_url_from(settings.database_url, settings.database_secret_arn, read)
+
+
+# -- The inbound edge (functions/inbound) --------------------------------------------------------
+class InboundServices:
+    """The inbound edge's pieces, each built once per execution environment on first use: an
+    SQS client, the inbound queue and the edge with its cached secrets. Nothing here touches
+    the database, so the edge keeps answering (and storing) while PostgreSQL is down."""
+
+    def __init__(
+        self,
+        settings: InboundSettings,
+        *,
+        sqs: Any = None,
+        clock: Clock = utc_now,
+        secrets: SecretReader | None = None,
+        queue: InboundQueue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._given: dict[str, Any] = {"sqs": sqs, "queue": queue}
+        self._secrets = secrets or powertools_reader(settings.secret_max_age_seconds)
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                given = self._given.get(name)
+                self._built[name] = given if given is not None else factory()
+            return self._built[name]  # type: ignore[no-any-return]
+
+    @property
+    def sqs(self) -> Any:
+        return self._once("sqs", lambda: aws.client("sqs"))
+
+    @property
+    def queue(self) -> InboundQueue:
+        return self._once("queue", lambda: SqsInboundQueue(self.sqs, self.settings.inbound_queue_url))
+
+    @property
+    def edge(self) -> InboundEdge:
+        return self._once("edge", self._build_edge)
+
+    def _build_edge(self) -> InboundEdge:
+        from proactive_delivery.app.inbound_edge import InboundEdge
+
+        s = self.settings
+        read = self._secrets
+
+        def twilio_auth_token() -> str:
+            # Per request: read through the cache, so a rotated token is picked up.
+            return twilio_auth_token_from(s.twilio_auth_token, s.twilio_secret_arn, read)
+
+        def signing_secret() -> str:
+            return signing_secret_from(
+                s.inbound_signing_secret,
+                s.inbound_signing_secret_arn,
+                read,
+                setting="INBOUND_SIGNING_SECRET_ARN",
+            )
+
+        return InboundEdge(
+            # Resolved on first put: a request refused before that builds no SQS client.
+            _LazyInboundQueue(lambda: self.queue),
+            twilio_auth_token=twilio_auth_token if s.twilio_enabled else None,
+            signing_secret=signing_secret if s.events_enabled else None,
+            public_url=s.inbound_public_url,
+            max_body_bytes=s.inbound_max_body_bytes,
+            clock=self.clock,
+        )
+
+
+class _LazyInboundQueue:
+    def __init__(self, queue: Callable[[], InboundQueue]) -> None:
+        self._queue = queue
+
+    def put(self, event: InboundEvent) -> None:
+        self._queue().put(event)
+
+
+build_inbound = InboundServices

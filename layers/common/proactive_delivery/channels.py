@@ -58,6 +58,10 @@ class Settings(Protocol):
     def n8n_email_webhook_url(self) -> str | None: ...
     @property
     def web_chat_webhook_url(self) -> str | None: ...
+    @property
+    def ses_configuration_set(self) -> str | None: ...
+    @property
+    def twilio_status_callback_url(self) -> str | None: ...
 
 
 class ChannelWiring(Protocol):
@@ -153,6 +157,7 @@ def _build_sms(wiring: ChannelWiring) -> Channel:
             client=wiring.http,
             from_number=s.twilio_from_number,
             messaging_service_sid=s.twilio_messaging_service_sid,
+            status_callback=s.twilio_status_callback_url,
         )
     from proactive_delivery.adapters.channels.webhook import GhlSmsPayload, flat_sms_payload
 
@@ -184,6 +189,7 @@ def _build_email(wiring: ChannelWiring) -> Channel:
         client=wiring.aws_client("sesv2"),
         from_address=s.email_from_address,
         from_name=s.email_from_name,
+        configuration_set=s.ses_configuration_set,
     )
 
 

@@ -19,9 +19,9 @@ from proactive_delivery.adapters import telemetry
 from proactive_delivery.adapters.redact import DeliveryLogFormatter
 from proactive_delivery.adapters.tracing import tracer
 from proactive_delivery.app.evaluate import sources_from_event
-from proactive_delivery.bootstrap import Services, build
-from proactive_delivery.core.errors import MalformedRecordError
-from proactive_delivery.settings import Settings
+from proactive_delivery.bootstrap import InboundServices, Services, build, build_inbound
+from proactive_delivery.core.errors import ConfigError, MalformedRecordError
+from proactive_delivery.settings import InboundSettings, Settings
 
 logger = Logger(service=SERVICE, logger_formatter=DeliveryLogFormatter())
 metrics = Metrics(service=SERVICE, namespace=telemetry.NAMESPACE)
@@ -98,3 +98,87 @@ def purge(event: Any, context: LambdaContext, services: Services) -> dict[str, A
     logger.info("retention purge finished", **report.as_dict())
     telemetry.emit_purge(metrics, report)
     return report.as_dict()
+
+
+def inbound_processor(
+    event: Any, context: LambdaContext, services: Services
+) -> dict[str, list[dict[str, str]]]:
+    """One batch of the inbound queue applied to PostgreSQL (functions/inbound_processor). A
+    database that cannot be reached raises: the invocation fails and SQS hands the whole
+    batch out again."""
+    applier = services.inbound_applier
+    response, report = services.inbound_batch.handle(event, applier.apply)
+    telemetry.emit_inbound_processor(metrics, report)
+    return response
+
+
+# -- The inbound edge (functions/inbound, docs/inbound.md) --------------------------------------
+InboundUseCase = Callable[[Any, LambdaContext, InboundServices], dict[str, Any]]
+
+
+class _InboundFromEnvironment:
+    """The inbound edge's services, built from its own settings (InboundSettings) on first use."""
+
+    def __init__(self) -> None:
+        self._services: InboundServices | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> InboundServices:
+        with self._lock:
+            if self._services is None:
+                self._services = build_inbound(InboundSettings.from_env())
+            return self._services
+
+
+inbound_from_environment = _InboundFromEnvironment()
+
+
+class InboundFunction:
+    """The inbound use case behind the same decorators as the other functions. It always
+    answers over HTTP: a configuration error is one log line and a 503 (Twilio and n8n retry
+    a 5xx), not an invocation error with a stack trace."""
+
+    def __init__(
+        self, use_case: InboundUseCase, services: Callable[[], InboundServices] = inbound_from_environment
+    ) -> None:
+        self._use_case = use_case
+        self._services = services
+
+        @logger.inject_lambda_context(clear_state=True)
+        @tracer.capture_lambda_handler
+        @metrics.log_metrics(capture_cold_start_metric=True)
+        def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+            from proactive_delivery.adapters.function_url import function_url_result
+            from proactive_delivery.app.inbound_edge import edge_unavailable
+
+            try:
+                services = self._services()
+            except ConfigError as exc:
+                response = edge_unavailable(str(exc))
+                telemetry.emit_inbound(metrics, response)
+                return function_url_result(response)
+            return use_case(event, context, services)
+
+        self._handler = handler
+
+    def __call__(self, event: Any, context: LambdaContext) -> dict[str, Any]:
+        return self._handler(event, context)  # type: ignore[no-any-return]
+
+    def with_services(self, services: InboundServices) -> InboundFunction:
+        """The same function running on `services` (a test's, the benchmark's)."""
+        return InboundFunction(self._use_case, lambda: services)
+
+
+def inbound(event: Any, context: LambdaContext, services: InboundServices) -> dict[str, Any]:
+    """One Function URL request: verified, stored on the inbound queue, answered."""
+    from proactive_delivery.adapters.function_url import function_url_result, request_from_event
+    from proactive_delivery.app.inbound_edge import unreadable_request
+
+    try:
+        request = request_from_event(event)
+    except MalformedRecordError as exc:
+        response = unreadable_request(str(exc))
+    else:
+        response = services.edge.handle(request)
+    telemetry.emit_inbound(metrics, response)
+    return function_url_result(response)

@@ -30,6 +30,7 @@ from proactive_delivery.core.policy import (
     is_e164,
     load_zone,
     parse_channels,
+    parse_ignored_run_pause,
     parse_quiet_hours,
 )
 from proactive_delivery.core.retry import SVIX_SCHEDULE, RetryPolicy, parse_schedule
@@ -114,6 +115,8 @@ class Settings:
     email_provider: str = "ses"
     n8n_email_webhook_url: str | None = None
     email_from_name: str = "Power100 Concierge"
+    # The SES configuration set whose events reach the inbound queue (the template's).
+    ses_configuration_set: str | None = None
     policy: PolicyDefaults = field(default_factory=lambda: _policy_defaults(_Reader({})))
     # Each provider's pace (core/pace.py has the defaults and where they come from).
     provider_rate_limits: Mapping[str, RateLimit] = field(
@@ -121,6 +124,23 @@ class Settings:
     )
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     retention: Retention = field(default_factory=Retention)
+    # -- The way back (docs/inbound.md): deliver records the keyed hash of each number it
+    # texts; the inbound processor applies replies, opt-outs and receipts. The key hashes
+    # phone numbers (HMAC-SHA256); a local or test stage without one derives it from the
+    # outbound signing secret (core/phone_hash.py), a deployed stage must set it.
+    phone_hash_key: str | None = field(default=None, repr=False)
+    phone_hash_key_arn: str | None = None
+    # Twilio calls back here with each message's status (the template passes the inbound
+    # Function URL's /twilio/status, or INBOUND_PUBLIC_URL's).
+    twilio_status_callback_url: str | None = None
+    # The inbound processor: its queue (visibility changes) and DLQ (poison events go there
+    # at once, with the reason), how long a reply may come after the SMS it answers, and
+    # what it writes on the platform.
+    inbound_queue_url: str | None = None
+    inbound_dead_letter_queue_url: str | None = None
+    reply_window_hours: float = 72.0
+    platform_write_sms_opt_in: bool = True
+    platform_write_responses: bool = True
 
     @property
     def is_deployed(self) -> bool:
@@ -202,15 +222,32 @@ class Settings:
             email_provider=reader.text("EMAIL_PROVIDER", default=d["email_provider"]).lower(),
             n8n_email_webhook_url=reader.optional("N8N_EMAIL_WEBHOOK_URL"),
             email_from_name=reader.text("EMAIL_FROM_NAME", default=d["email_from_name"]),
+            ses_configuration_set=reader.optional("SES_CONFIGURATION_SET"),
             policy=_policy_defaults(reader),
             provider_rate_limits=reader.parsed(
                 "PROVIDER_RATE_LIMITS", DEFAULT_RATE_LIMITS, parse_rate_limits
             ),
             circuit=_circuit_policy(reader),
             retention=_retention(reader),
+            phone_hash_key=reader.optional("PHONE_HASH_KEY"),
+            phone_hash_key_arn=reader.optional("PHONE_HASH_KEY_ARN"),
+            twilio_status_callback_url=reader.optional("TWILIO_STATUS_CALLBACK_URL"),
+            inbound_queue_url=reader.optional("INBOUND_QUEUE_URL"),
+            inbound_dead_letter_queue_url=reader.optional("INBOUND_DLQ_URL"),
+            reply_window_hours=reader.number("REPLY_WINDOW_HOURS", d["reply_window_hours"], maximum=720.0),
+            platform_write_sms_opt_in=reader.boolean(
+                "PLATFORM_WRITE_SMS_OPT_IN", d["platform_write_sms_opt_in"]
+            ),
+            platform_write_responses=reader.boolean(
+                "PLATFORM_WRITE_RESPONSES", d["platform_write_responses"]
+            ),
         )
         settings.validate()
         return settings
+
+    @property
+    def reply_window(self) -> timedelta:
+        return timedelta(hours=self.reply_window_hours)
 
     def validate(self) -> None:
         if not (self.database_url or self.database_secret_arn):
@@ -235,6 +272,26 @@ class Settings:
         if self.dead_letter_queue_url:
             check_http_url("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue_url)
         self._validate_channels()
+        self._validate_inbound()
+
+    def _validate_inbound(self) -> None:
+        if self.is_deployed and not (self.phone_hash_key or self.phone_hash_key_arn):
+            raise ConfigError(
+                "PHONE_HASH_KEY_ARN (or PHONE_HASH_KEY) must be set in a deployed stage: the key that"
+                " hashes phone numbers (the template passes its PhoneHashKey secret)"
+            )
+        if self.phone_hash_key is not None and len(self.phone_hash_key) < 16:
+            raise ConfigError("PHONE_HASH_KEY must be at least 16 characters")
+        for name, url in (
+            ("INBOUND_QUEUE_URL", self.inbound_queue_url),
+            ("INBOUND_DLQ_URL", self.inbound_dead_letter_queue_url),
+        ):
+            if url:
+                check_http_url(name, url)
+        if self.twilio_status_callback_url:
+            check_webhook_url(
+                "TWILIO_STATUS_CALLBACK_URL", self.twilio_status_callback_url, deployed=self.is_deployed
+            )
 
     def _validate_channels(self) -> None:
         if self.sms_provider not in SMS_PROVIDERS:
@@ -321,6 +378,7 @@ def _policy_defaults(reader: _Reader) -> PolicyDefaults:
         max_per_day=reader.integer("MAX_MESSAGES_PER_DAY", 3, minimum=0, maximum=1000),
         max_age=timedelta(hours=reader.integer("MESSAGE_MAX_AGE_HOURS", 72, minimum=1, maximum=8760)),
         phone_region=region,
+        ignored_run_pause=reader.parsed("IGNORED_RUN_PAUSE", "off", parse_ignored_run_pause),
     )
 
 
@@ -358,6 +416,10 @@ def check_webhook_url(name: str, value: str, *, deployed: bool) -> None:
         raise ConfigError(f"{name} must not point at localhost in a deployed stage")
 
 
+_TRUE: Final = frozenset({"true", "on", "1", "yes"})
+_FALSE: Final = frozenset({"false", "off", "0", "no"})
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -389,6 +451,17 @@ class _Reader:
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name} must be <= {maximum}, got {value}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false (on/off, 1/0), got {raw!r}")
 
     def optional_integer(
         self, name: str, *, minimum: int | None = None, maximum: int | None = None
@@ -432,3 +505,80 @@ def retention_from_env(environ: Mapping[str, str] | None = None) -> Retention:
     without the rest of the settings: for `proactive-delivery purge`, which needs the
     database only."""
     return _retention(_Reader(os.environ if environ is None else environ))
+
+
+# -- The inbound edge (functions/inbound, docs/inbound.md) ------------------------------------
+# Its own settings object: the edge verifies and enqueues, so it needs neither the database
+# nor the delivery queue nor n8n's URL to start, and is not broken by their absence.
+INBOUND_DEFAULT_MAX_BODY_BYTES: Final = 65_536
+# A body the edge accepts must still fit one queue message once re-encoded (SQS's 256 KiB).
+INBOUND_MAX_BODY_BYTES_LIMIT: Final = 262_144
+
+
+@dataclass(frozen=True)
+class InboundSettings:
+    stage: str
+    inbound_queue_url: str
+    # The key n8n's events are signed with (Standard Webhooks); not the outbound one.
+    inbound_signing_secret: str | None = field(default=None, repr=False)
+    inbound_signing_secret_arn: str | None = None
+    # Set when a custom domain fronts the Function URL: Twilio signs the URL it called.
+    inbound_public_url: str | None = None
+    inbound_max_body_bytes: int = INBOUND_DEFAULT_MAX_BODY_BYTES
+    # The Twilio channel's credentials: the auth token signs Twilio's webhooks.
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_secret_arn: str | None = None
+    secret_max_age_seconds: int = 300
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.stage not in LOCAL_STAGES
+
+    @property
+    def twilio_enabled(self) -> bool:
+        """The Twilio routes answer only with an auth token to verify their signatures."""
+        return bool(self.twilio_auth_token or self.twilio_secret_arn)
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.inbound_signing_secret or self.inbound_signing_secret_arn)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> InboundSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        settings = cls(
+            stage=reader.text("STAGE", default="local"),
+            inbound_queue_url=reader.text("INBOUND_QUEUE_URL"),
+            inbound_signing_secret=reader.optional("INBOUND_SIGNING_SECRET"),
+            inbound_signing_secret_arn=reader.optional("INBOUND_SIGNING_SECRET_ARN"),
+            inbound_public_url=reader.optional("INBOUND_PUBLIC_URL"),
+            inbound_max_body_bytes=reader.integer(
+                "INBOUND_MAX_BODY_BYTES",
+                d["inbound_max_body_bytes"],
+                minimum=1024,
+                maximum=INBOUND_MAX_BODY_BYTES_LIMIT,
+            ),
+            twilio_auth_token=reader.optional("TWILIO_AUTH_TOKEN"),
+            twilio_secret_arn=reader.optional("TWILIO_SECRET_ARN"),
+            secret_max_age_seconds=reader.integer(
+                "SECRET_MAX_AGE_SECONDS", d["secret_max_age_seconds"], minimum=0
+            ),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        check_http_url("INBOUND_QUEUE_URL", self.inbound_queue_url)
+        if self.inbound_signing_secret and not self.inbound_signing_secret.startswith("whsec_"):
+            raise ConfigError("INBOUND_SIGNING_SECRET must be a Standard Webhooks secret (whsec_...)")
+        if not (self.twilio_enabled or self.events_enabled):
+            raise ConfigError(
+                "the inbound edge verifies nothing without INBOUND_SIGNING_SECRET(_ARN) or the Twilio"
+                " auth token (TWILIO_AUTH_TOKEN or TWILIO_SECRET_ARN)"
+            )
+        if self.inbound_public_url:
+            check_webhook_url("INBOUND_PUBLIC_URL", self.inbound_public_url, deployed=self.is_deployed)
+            parts = urlsplit(self.inbound_public_url)
+            if parts.query or parts.fragment:
+                raise ConfigError("INBOUND_PUBLIC_URL must be scheme://host[/path] without a query")

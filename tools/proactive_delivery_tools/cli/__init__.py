@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     from proactive_delivery_tools.cli import prefs as prefs_cli
 
     prefs_cli.add_parser(sub, _database_url)
+
+    from proactive_delivery_tools.cli import inbound as inbound_cli
+
+    inbound_cli.add_parser(sub, _database_url)
     return parser
 
 

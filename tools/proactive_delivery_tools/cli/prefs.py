@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import psycopg
@@ -161,15 +161,25 @@ def _effective(prefs: Preferences, row: Mapping[str, Any]) -> list[tuple[str, st
         for channel in blocked:
             why = []
             if channel in prefs.opted_out_channels:
-                why.append(f"{_our_opt_out(row)} (opted_out_channels)")
+                why.append(f"{_channel_opt_out(row, channel)} (opted_out_channels)")
             if channel in _NOTHING_CONFIGURED.sms_consent and sms_opt_in is False:
                 why.append(f"{PLATFORM_SMS_COLUMN} = false (the platform's; --opt-in does not change it)")
             lines.append(("opted out", channel, "; ".join(why)))
     else:
         lines.append(("opted out", "no", ""))
+    for channel, suppression in prefs.suppressed_channels.items():
+        # A provider reported the channel undeliverable for good (the inbound processor).
+        lines.append(
+            (
+                "suppressed",
+                channel,
+                f"{OUR_ROW} (suppressed_channels): {suppression.reason}; a phone channel is tried again"
+                " once the contractor's number changes; --opt-in lifts it",
+            )
+        )
     source = OUR_ROW if stored is not None and stored.channels else _default("DEFAULT_CHANNELS")
     lines.append(("channels", ",".join(prefs.channels), source))
-    open_channels = [c for c in prefs.channels if c not in blocked]
+    open_channels = [c for c in prefs.channels if c not in blocked and c not in prefs.suppressed_channels]
     lines.append(
         (
             "open channels",
@@ -212,6 +222,22 @@ def _our_opt_out(row: Mapping[str, Any]) -> str:
     if when is None:
         return OUR_ROW
     return f"{OUR_ROW}, changed {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC by {row.get('opt_out_source')}"
+
+
+def _channel_opt_out(row: Mapping[str, Any], channel: str) -> str:
+    """Where one channel's opt-out comes from: its own entry (who, when), else the row's."""
+    sources = row.get("opt_out_sources")
+    entry = sources.get(channel) if isinstance(sources, Mapping) else None
+    if not isinstance(entry, Mapping) or not entry.get("opted_out") or not entry.get("source"):
+        return _our_opt_out(row)
+    try:
+        at = datetime.fromisoformat(str(entry.get("at")))
+    except ValueError:
+        at = None
+    # The processor writes the time with its offset; one without (written by hand) is not read
+    # in this shell's zone.
+    when = f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if at and at.tzinfo else "at an unknown time"
+    return f"{OUR_ROW}, changed {when} by {entry['source']}"
 
 
 def _zone_source(prefs: Preferences, stored: StoredPreferences | None, platform_zone: str | None) -> str:

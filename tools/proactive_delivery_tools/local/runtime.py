@@ -308,6 +308,9 @@ class LocalRuntime:
 
     def _build_functions(self, runtime_env: dict[str, str], endpoint: str) -> None:
         for logical_id, spec in self.template.functions.items():
+            if not (spec.schedules or spec.sqs_events):
+                # Called over HTTP (the inbound edge's Function URL): nothing here invokes it.
+                continue
             environment = self.function_environment(logical_id, runtime_env)
             try:
                 settings = Settings.from_env(environment)
@@ -325,8 +328,8 @@ class LocalRuntime:
             )
 
     def _build_mappings(self, on_invoke: Callable[[list[dict[str, Any]], Any], None] | None) -> None:
-        for logical_id, spec in self.template.functions.items():
-            function = self.functions[logical_id]
+        for logical_id, function in self.functions.items():
+            spec = self.template.functions[logical_id]
             for event in spec.sqs_events:
                 if not event.enabled:
                     continue

@@ -54,9 +54,15 @@ def database_url_from(url: str | None, secret_arn: str | None, read: SecretReade
     return f"postgresql://{user}:{password}@{host}:{port}/{dbname}?sslmode=prefer"
 
 
-def signing_secret_from(value: str | None, secret_arn: str | None, read: SecretReader) -> str:
+def signing_secret_from(
+    value: str | None,
+    secret_arn: str | None,
+    read: SecretReader,
+    *,
+    setting: str = "WEBHOOK_SIGNING_SECRET_ARN",
+) -> str:
     """The Standard Webhooks key (whsec_...), as given or from its secret (plain, or JSON
-    with a `secret` key)."""
+    with a `secret` key); `setting` names the ARN's variable in the error."""
     if value:
         return value
     assert secret_arn is not None  # Settings.validate requires one of the two
@@ -64,7 +70,7 @@ def signing_secret_from(value: str | None, secret_arn: str | None, read: SecretR
     if raw.startswith("{"):
         raw = str(json.loads(raw).get("secret", ""))
     if not raw.startswith("whsec_"):
-        raise ConfigError("WEBHOOK_SIGNING_SECRET_ARN must hold a Standard Webhooks secret (whsec_...)")
+        raise ConfigError(f"{setting} must hold a Standard Webhooks secret (whsec_...)")
     return raw
 
 
@@ -83,3 +89,39 @@ def twilio_credentials_from(
         raise ConfigError(
             "TWILIO_SECRET_ARN must name a JSON secret with account_sid and auth_token"
         ) from exc
+
+
+def twilio_auth_token_from(auth_token: str | None, secret_arn: str | None, read: SecretReader) -> str:
+    """The Twilio auth token that signs Twilio's webhooks: as given locally, else the
+    auth_token of the Twilio channel's secret (JSON with account_sid and auth_token)."""
+    if auth_token:
+        return auth_token
+    assert secret_arn is not None  # InboundSettings only enables the Twilio routes with one
+    try:
+        token = json.loads(read(secret_arn))["auth_token"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            "TWILIO_SECRET_ARN must name a JSON secret with account_sid and auth_token"
+        ) from exc
+    if not isinstance(token, str) or not token:
+        raise ConfigError("TWILIO_SECRET_ARN holds no auth_token")
+    return token
+
+
+def phone_hash_key_from(value: str | None, secret_arn: str | None, read: SecretReader) -> bytes | None:
+    """The key that hashes phone numbers (core/phone_hash.py): PHONE_HASH_KEY as given, or
+    the secret PHONE_HASH_KEY_ARN names (the stack generates one: a plain string, or JSON
+    with a `key`), as UTF-8 bytes. None when neither is set (a local stage derives one)."""
+    if value:
+        return value.encode("utf-8")
+    if not secret_arn:
+        return None
+    raw = read(secret_arn).strip()
+    if raw.startswith("{"):
+        try:
+            raw = str(json.loads(raw)["key"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError("PHONE_HASH_KEY_ARN must hold a plain string or JSON with a key") from exc
+    if len(raw) < 16:
+        raise ConfigError("PHONE_HASH_KEY_ARN must hold a key of at least 16 characters")
+    return raw.encode("utf-8")

@@ -13,6 +13,7 @@ from proactive_delivery.adapters.aws import error_code
 from proactive_delivery.adapters.tracing import subsegment
 from proactive_delivery.app.ports import QUEUE_BATCH_LIMIT
 from proactive_delivery.core.errors import QueueError
+from proactive_delivery.core.inbound import InboundEvent
 from proactive_delivery.core.models import MessageKey
 
 
@@ -99,3 +100,25 @@ class SqsDeliveryQueue:
                 continue
             failed.extend(chunk[int(f["Id"])][0] for f in response.get("Failed", []))
         return failed
+
+
+class SqsInboundQueue:
+    """The inbound queue (the InboundQueue port): one SendMessage per verified event. Any
+    refusal, SQS's or the connection's, is a QueueError, so the edge answers 503 and the
+    sender tries again; the client's standard retries have already run by then."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self.queue_url = queue_url
+
+    def put(self, event: InboundEvent) -> None:
+        try:
+            with subsegment("sqs.SendMessage", kind=str(event.kind)):
+                self._client.send_message(
+                    QueueUrl=self.queue_url,
+                    MessageBody=event.to_body(),
+                    # The processor can route without parsing; no contact detail in here.
+                    MessageAttributes={"kind": {"DataType": "String", "StringValue": str(event.kind)}},
+                )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError(f"SendMessage failed: {error_code(exc, type(exc).__name__)}") from exc

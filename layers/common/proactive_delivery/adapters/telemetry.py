@@ -27,8 +27,10 @@ from proactive_delivery import SERVICE
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
 
+    from proactive_delivery.adapters.inbound_batch import InboundReport
     from proactive_delivery.adapters.sqs_batch import BatchReport
     from proactive_delivery.app.evaluate import EvaluateReport
+    from proactive_delivery.app.inbound_edge import HttpResponse
     from proactive_delivery.app.purge import PurgeReport
 
 NAMESPACE: Final = "ProactiveDelivery"
@@ -119,6 +121,45 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     _spec("PurgeStoppedEarly", _C, "purge", "purge runs that ran out of time (the next run goes on)"),
     # Powertools' own cold-start metric (capture_cold_start_metric=True in functions/*/app.py)
     _spec("ColdStart", _C, "every function", "cold starts of each function", "function_name"),
+    # inbound edge, every request (docs/inbound.md)
+    _spec("InboundRequests", _C, "inbound", "requests to the Function URL"),
+    _spec("InboundRequests", _C, "inbound", "requests by what became of them", "outcome"),
+    _spec("InboundEventsQueued", _C, "inbound", "verified events stored on the inbound queue", "kind"),
+    _spec(
+        "InboundSignatureRejections",
+        _C,
+        "inbound",
+        "requests refused 401: signature missing, forged or stale (the spike alarm)",
+    ),
+    # inbound processor, every batch (docs/inbound.md#processor)
+    _spec("InboundEventsApplied", _C, "inbound_processor", "events applied for the first time"),
+    _spec(
+        "InboundEventsApplied",
+        _C,
+        "inbound_processor",
+        "events applied, by kind and outcome (linked, unmatched, opted_out, recorded...)",
+        "kind",
+        "outcome",
+    ),
+    _spec("InboundEventsDuplicate", _C, "inbound_processor", "events already applied (a retry or a replay)"),
+    _spec("InboundEventsMalformed", _C, "inbound_processor", "queue records that are no event (to the DLQ)"),
+    _spec(
+        "InboundReceiptsWaiting",
+        _C,
+        "inbound_processor",
+        "receipts whose message is not recorded yet, sent back to wait",
+    ),
+    _spec("RepliesLinked", _C, "inbound_processor", "replies linked to the message they answer"),
+    _spec("OptOutsApplied", _C, "inbound_processor", "opt-outs: STOP, DND, the provider's, SES complaints"),
+    _spec("OptInsApplied", _C, "inbound_processor", "opt-ins: START, UNSTOP, DND inactive"),
+    _spec("DeliveryReceipts", _C, "inbound_processor", "receipts recorded, by status", "status"),
+    _spec(
+        "ChannelsSuppressed",
+        _C,
+        "inbound_processor",
+        "channels suppressed by a permanent failure, by reason (landline, invalid number, bounce...)",
+        "reason",
+    ),
 )
 
 _REGISTERED: Final = frozenset((m.name, frozenset(m.all_dimensions)) for m in METRICS)
@@ -294,3 +335,40 @@ def emit_purge(metrics: Metrics, report: PurgeReport) -> None:
         emit_dimensioned("RowsPurged", n, table=table)
     for table, n in sorted(report.kept.items()):
         emit_dimensioned("RowsRetained", n, table=table)
+
+
+def emit_inbound(metrics: Metrics, response: HttpResponse) -> None:
+    """One request's metrics: every request, its outcome, the kind of a queued event, and a
+    401 (the rejected-signature alarm's metric) on the handler's per-invocation totals."""
+    emit_total(metrics, "InboundRequests", 1)
+    if response.status == 401:
+        emit_total(metrics, "InboundSignatureRejections", 1)
+    emit_dimensioned("InboundRequests", 1, outcome=str(response.outcome))
+    if response.kind:
+        emit_dimensioned("InboundEventsQueued", 1, kind=response.kind)
+
+
+def emit_inbound_processor(metrics: Metrics, report: InboundReport) -> None:
+    """One batch of the inbound processor: totals on the handler's Metrics object, receipts
+    by status (the undelivered-rate alarm's), outcomes by kind, suppressions by reason."""
+    applied = sum(n for (_, outcome), n in report.counts.items() if outcome not in ("duplicate", "wait"))
+    duplicates = sum(n for (_, outcome), n in report.counts.items() if outcome == "duplicate")
+    linked = sum(n for (_, outcome), n in report.counts.items() if outcome == "linked")
+    for name, value in (
+        ("InboundEventsApplied", applied),
+        ("InboundEventsDuplicate", duplicates),
+        ("InboundEventsMalformed", report.malformed),
+        ("InboundReceiptsWaiting", report.waiting),
+        ("RepliesLinked", linked),
+        ("OptOutsApplied", report.opt_outs),
+        ("OptInsApplied", report.opt_ins),
+    ):
+        if value:
+            emit_total(metrics, name, value)
+    for (kind, outcome), n in report.counts.items():
+        if outcome not in ("duplicate", "wait"):
+            emit_dimensioned("InboundEventsApplied", n, kind=kind, outcome=outcome)
+    for status, n in report.receipts.items():
+        emit_dimensioned("DeliveryReceipts", n, status=status)
+    for reason, n in report.suppressions.items():
+        emit_dimensioned("ChannelsSuppressed", n, reason=reason)

@@ -145,7 +145,11 @@ class Deliverer:
         policy: PolicyDefaults,
         catalog: ChannelCatalog,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        phone_hash: Callable[[str], str] | None = None,
     ) -> None:
+        # Hashes an E.164 number (core/phone_hash.py): the number an SMS goes to is recorded as
+        # its hash, for replies and keyword opt-outs to find the contractor (the way back).
+        self._phone_hash = phone_hash
         self._store = store
         self._by_name = {c.name: c for c in channels}
         # The verdict may only choose a channel that has an adapter here.
@@ -255,6 +259,8 @@ class Deliverer:
             defaults=self._policy,
             channels=self._catalog,
             planned=planned.get(contractor, 0) if contractor is not None else 0,
+            phone_hash=self._phone_hash,
+            hash_recipient=True,
         )
 
     def _record(self, outcomes: Sequence[Outcome], claim_token: uuid.UUID) -> set[int]:
@@ -349,6 +355,8 @@ def _outcome_of(
         "started_at": attempt.started_at,
         "finished_at": attempt.finished_at,
         "latency_ms": attempt.latency_ms,
+        # The way back: the number an SMS went to, as its keyed hash (None otherwise).
+        "phone_hash": send.message.phone_hash,
     }
     error = attempt.error
     if error is None:

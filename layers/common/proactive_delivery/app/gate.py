@@ -44,11 +44,14 @@ class QueueGate:
         channels: ChannelCatalog,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        phone_hash: Callable[[str], str] | None = None,
     ) -> None:
         self._store = store
         self._defaults = defaults
         self._channels = channels
         self._clock = clock
+        # Hashes an E.164 number: a suppression holds only for the number that failed.
+        self._phone_hash = phone_hash
 
     def check(self, source: str, source_ids: Sequence[int]) -> GateResult:
         result = GateResult()
@@ -69,6 +72,7 @@ class QueueGate:
                 defaults=self._defaults,
                 channels=self._channels,
                 planned=planned.get(contractor, 0) if contractor is not None else 0,
+                phone_hash=self._phone_hash,
             ).decision
             if decision.action == "send":
                 result.send_now.append(source_id)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, Protocol
 
+from proactive_delivery.core.inbound import InboundEvent
 from proactive_delivery.core.models import (
     ClaimedRow,
     EnqueuePage,
@@ -27,6 +28,9 @@ from proactive_delivery.core.models import (
 
 # SendMessageBatch (and SQS's other batch calls) take at most 10 entries.
 QUEUE_BATCH_LIMIT: Final = 10
+# The largest message body a queue takes (SQS's MaximumMessageSize, as the template sets it
+# on the inbound queue).
+QUEUE_MESSAGE_LIMIT_BYTES: Final = 262_144
 
 
 class EvaluateStore(Protocol):
@@ -114,4 +118,12 @@ class RetentionStore(Protocol):
         self, statement: str, *, horizon: datetime, after: PurgeCursor, batch_size: int
     ) -> PurgePage:
         """Run the named purge statement on the page after `after`; rows older than `horizon`."""
+
+
+class InboundQueue(Protocol):
+    """Where the inbound edge stores a verified event before it answers (the inbound SQS
+    queue). The edge answers 2xx only after put() returned."""
+
+    def put(self, event: InboundEvent) -> None:
+        """Store one event; raise QueueError when the queue did not take it."""
         ...

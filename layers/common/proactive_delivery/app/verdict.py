@@ -7,6 +7,7 @@ text, the contact details as a provider needs them, then the delivery policy.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +22,9 @@ from proactive_delivery.core.policy import (
     Decision,
     PolicyDefaults,
     PolicyInputError,
+    Preferences,
     decide,
+    ignored_run_until,
     resolve,
 )
 from proactive_delivery.core.segments import sms_size
@@ -91,9 +94,15 @@ def judge(
     defaults: PolicyDefaults,
     channels: ChannelCatalog,
     planned: int = 0,
+    phone_hash: Callable[[str], str] | None = None,
+    hash_recipient: bool = False,
 ) -> Verdict:
     """The verdict on one message. `planned` counts sends already let through for the same
-    contractor in this batch or page (they count toward the daily cap)."""
+    contractor in this batch or page (they count toward the daily cap). `phone_hash` hashes
+    an E.164 number (core/phone_hash.py): a suppression holds only for the number that
+    failed (the number is hashed only when a suppression names one), and with
+    `hash_recipient` (deliver) a message sent on a phone channel carries the hash of the
+    number it goes to."""
     key = facts.key
     refused = platform_rule(facts, now)
     if refused is not None:
@@ -121,6 +130,9 @@ def judge(
         contractor_id=facts.contractor_id,
         sms_opt_in=facts.sms_opt_in,
         phone_invalid=phone is None and bool(facts.phone and facts.phone.strip()),
+        phone_hash=phone_hash(phone)
+        if phone is not None and phone_hash is not None and _names_a_number(prefs)
+        else None,
     )
     decision = decide(
         now=now,
@@ -130,6 +142,9 @@ def judge(
         contact=contact,
         channels=channels,
         sent_times=(*facts.sent_times, *[now] * planned),
+        paused_until=ignored_run_until(now, facts.recent_proactive, defaults.ignored_run_pause)
+        if key.source == "proactive"
+        else None,
     )
     if decision.action != "send":
         return Verdict(decision)
@@ -145,5 +160,19 @@ def judge(
         display_name=facts.names.display_name,
         segments=size.segments if size else 0,
         ucs2=size is not None and size.encoding == "UCS-2",
+        phone_hash=_recipient_hash(contact, phone_hash)
+        if hash_recipient and channels.contacts.get(decision.channel or "") == "phone"
+        else None,
     )
     return Verdict(decision, message=message)
+
+
+def _names_a_number(prefs: Preferences) -> bool:
+    """Whether a suppression holds only for one number (so the contractor's must be hashed)."""
+    return any(s.phone_hash is not None for s in prefs.suppressed_channels.values())
+
+
+def _recipient_hash(contact: Contact, phone_hash: Callable[[str], str] | None) -> str | None:
+    if contact.phone_hash is not None or contact.phone is None or phone_hash is None:
+        return contact.phone_hash
+    return phone_hash(contact.phone)

@@ -94,6 +94,9 @@ class MessageFacts:
     # Our preference row (None: defaults) and when the contractor was last sent something.
     preferences: StoredPreferences | None = None
     sent_times: tuple[datetime, ...] = ()
+    # IGNORED_RUN_PAUSE: the contractor's last proactive sends, newest first, each (sent at,
+    # answered); empty when the pause is off.
+    recent_proactive: tuple[tuple[datetime, bool], ...] = ()
 
     @classmethod
     def from_row(cls, key: MessageKey, row: Mapping[str, Any]) -> MessageFacts:
@@ -114,7 +117,16 @@ class MessageFacts:
             sms_opt_in=row.get("sms_opt_in"),
             preferences=StoredPreferences.from_row(row),
             sent_times=tuple(t for t in sent_times if t is not None),
+            recent_proactive=_recent_proactive(row),
         )
+
+
+def _recent_proactive(row: Mapping[str, Any]) -> tuple[tuple[datetime, bool], ...]:
+    sent = row.get("recent_proactive_sent_at") or ()
+    answered = row.get("recent_proactive_answered") or ()
+    return tuple(
+        (t, bool(a)) for t, a in zip(sent, answered, strict=False) if aware(t, "recent_proactive") is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,9 @@ class OutboundMessage:
     # What the text takes as one SMS (core/segments.py); 0 on a channel that is not SMS.
     segments: int = 0
     ucs2: bool = False
+    # The keyed hash of `phone` when the message goes on a phone channel (recorded with the
+    # send, so a reply from that number finds it).
+    phone_hash: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -204,6 +219,8 @@ class Outcome:
     # A sent SMS: its segments and whether it went UCS-2 (for the metrics).
     segments: int = 0
     ucs2: bool = False
+    # The keyed hash of the number an SMS went to (hex; core/phone_hash.py).
+    phone_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,39 @@ def is_e164(phone: str) -> bool:
 
 
 @dataclass(frozen=True)
+class IgnoredRunPause:
+    """IGNORED_RUN_PAUSE: `count` proactive messages in a row without a reply pause proactive
+    messages for `pause` from the oldest of them (the platform's own unwired safeguard)."""
+
+    count: int
+    pause: timedelta
+
+    def __str__(self) -> str:
+        hours = self.pause.total_seconds() / 3600
+        return f"{self.count}/{hours / 24:g}d" if hours % 24 == 0 else f"{self.count}/{hours:g}h"
+
+
+_PAUSE = re.compile(r"^(\d{1,2})/(\d{1,4})([dh])$")
+# How many of a contractor's last proactive sends the facts carry (message_facts): the most
+# IGNORED_RUN_PAUSE may count.
+MAX_IGNORED_RUN: Final = 10
+
+
+def parse_ignored_run_pause(text: str) -> IgnoredRunPause | None:
+    """`N/Dd` or `N/Hh` (3/7d: three ignored in a row pause for seven days), or `off`."""
+    value = text.strip().lower()
+    if value in ("off", "none"):
+        return None
+    match = _PAUSE.match(value)
+    if not match:
+        raise PolicyInputError("invalid_pause", f"expected N/Dd (3/7d), N/Hh or off, got {text!r}")
+    count, amount, unit = int(match[1]), int(match[2]), match[3]
+    if not 1 <= count <= MAX_IGNORED_RUN or amount == 0:
+        raise PolicyInputError("invalid_pause", f"the count must be 1-{MAX_IGNORED_RUN} and the pause > 0")
+    return IgnoredRunPause(count, timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
+
+
+@dataclass(frozen=True)
 class PolicyDefaults:
     """The deployment's delivery rules where a contractor has no preference of their own.
     Built from the settings (settings.py holds the defaults of each value)."""
@@ -130,6 +163,18 @@ class PolicyDefaults:
     max_age: timedelta
     # Region for phone numbers stored without a country code ((312) 555-0142).
     phone_region: str
+    # IGNORED_RUN_PAUSE (None: off, the default).
+    ignored_run_pause: IgnoredRunPause | None = None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A channel a provider reported undeliverable for good (delivery.contractor_preferences
+    .suppressed_channels): why, and for a phone channel the keyed hash of the number that
+    failed (None: whatever the number)."""
+
+    reason: str
+    phone_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +189,8 @@ class StoredPreferences:
     quiet_start: time | None = None
     quiet_end: time | None = None
     max_per_day: int | None = None
+    # Channel -> why a provider reported it undeliverable for good.
+    suppressed_channels: Mapping[str, Suppression] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> StoredPreferences | None:
@@ -158,7 +205,24 @@ class StoredPreferences:
             quiet_start=_opt_time(row.get("pref_quiet_start")),
             quiet_end=_opt_time(row.get("pref_quiet_end")),
             max_per_day=int(max_per_day) if isinstance(max_per_day, int) else None,
+            suppressed_channels=_suppressions(row.get("pref_suppressed_channels")),
         )
+
+
+def _suppressions(value: object) -> dict[str, Suppression]:
+    """The suppressed_channels column (JSON written by the inbound processor; anything not
+    shaped like its entries is a suppression with reason `suppressed`)."""
+    if not isinstance(value, Mapping):
+        return {}
+    found: dict[str, Suppression] = {}
+    for channel, entry in value.items():
+        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+        phone_hash = entry.get("phone_hash") if isinstance(entry, Mapping) else None
+        found[str(channel)] = Suppression(
+            str(reason) if isinstance(reason, str) and reason else "suppressed",
+            phone_hash if isinstance(phone_hash, str) and phone_hash else None,
+        )
+    return found
 
 
 def _str_list(value: object) -> list[str] | None:
@@ -183,6 +247,7 @@ class Preferences:
     max_per_day: int
     # The platform's contractors.timezone when it is not a zone name (the default was used).
     unusable_platform_zone: str | None = None
+    suppressed_channels: Mapping[str, Suppression] = field(default_factory=dict)
 
 
 def resolve(
@@ -223,6 +288,7 @@ def resolve(
         quiet_hours=quiet,
         max_per_day=max_per_day,
         unusable_platform_zone=unusable,
+        suppressed_channels=dict(stored.suppressed_channels),
     )
 
 
@@ -290,12 +356,31 @@ class Contact:
     # The platform's contractors.sms_opt_in: False means do not text (NULL does not).
     sms_opt_in: bool | None = None
     phone_invalid: bool = False
+    # The keyed hash of `phone` (core/phone_hash.py), to tell whether a suppression was for
+    # this number; None: unknown, and a suppression holds whatever the number.
+    phone_hash: str | None = None
+
+
+def suppressed(prefs: Preferences, contact: Contact, channel: str) -> Suppression | None:
+    """The suppression that holds for `channel`: a phone channel's holds while the
+    contractor's number is the one that failed (a corrected number is tried again)."""
+    found = prefs.suppressed_channels.get(channel)
+    if found is None:
+        return None
+    if (
+        found.phone_hash is not None
+        and contact.phone_hash is not None
+        and found.phone_hash != contact.phone_hash
+    ):
+        return None
+    return found
 
 
 def choose_channel(prefs: Preferences, contact: Contact, channels: ChannelCatalog) -> Decision:
     """The first preferred channel that is configured, not opted out (ours or, for the
-    channels it governs, the platform's sms_opt_in), and for which the contractor has the
-    contact detail the channel needs."""
+    channels it governs, the platform's sms_opt_in), not suppressed (a provider reported it
+    undeliverable for good: the reason is the skip's when no channel is left), and for
+    which the contractor has the contact detail the channel needs."""
     blocked: str | None = None
     for channel in prefs.channels:
         if channel in prefs.opted_out_channels or (
@@ -304,6 +389,10 @@ def choose_channel(prefs: Preferences, contact: Contact, channels: ChannelCatalo
             blocked = blocked or "opted_out"
             continue
         if channel not in channels.configured:
+            continue
+        suppression = suppressed(prefs, contact, channel)
+        if suppression is not None:
+            blocked = blocked or suppression.reason
             continue
         needs = channels.contacts[channel]
         if needs == "phone":
@@ -335,9 +424,11 @@ def decide(
     contact: Contact,
     channels: ChannelCatalog,
     sent_times: Iterable[datetime] = (),
+    paused_until: datetime | None = None,
 ) -> Decision:
     """The policy's verdict on a message that is otherwise ready to send. `due_at` None
-    means its age is unknown (a proactive row without created_at): never expired."""
+    means its age is unknown (a proactive row without created_at): never expired.
+    `paused_until`: IGNORED_RUN_PAUSE holds the contractor's proactive messages until then."""
     if prefs.opted_out:
         return Decision("skip", reason="opted_out")
     if due_at is not None and now - due_at > max_age:
@@ -345,12 +436,38 @@ def decide(
     choice = choose_channel(prefs, contact, channels)
     if choice.action != "send":
         return choice
-    until = quiet_until(now, prefs.zone, prefs.quiet_hours)
-    if until is not None:
-        return Decision("defer", reason="quiet_hours", channel=choice.channel, not_before=until)
+    held = _held(now, prefs, paused_until)
+    if held is not None:
+        reason, until = held
+        return Decision("defer", reason=reason, channel=choice.channel, not_before=until)
     if sent_today(now, prefs.zone, sent_times) >= prefs.max_per_day:
         opens = next_local_midnight(now, prefs.zone)
         # Local midnight is usually inside quiet hours: go straight to when both allow it.
         opens = quiet_until(opens, prefs.zone, prefs.quiet_hours) or opens
         return Decision("defer", reason="daily_cap", channel=choice.channel, not_before=opens)
     return choice
+
+
+def _held(now: datetime, prefs: Preferences, paused_until: datetime | None) -> tuple[str, datetime] | None:
+    """(reason, until) when the message must wait: IGNORED_RUN_PAUSE first (quiet hours at
+    the pause's end are the next verdict's business), then quiet hours."""
+    if paused_until is not None and paused_until > now:
+        return "ignored_run_pause", paused_until
+    until = quiet_until(now, prefs.zone, prefs.quiet_hours)
+    return ("quiet_hours", until) if until is not None else None
+
+
+def ignored_run_until(
+    now: datetime, recent: Sequence[tuple[datetime, bool]], rule: IgnoredRunPause | None
+) -> datetime | None:
+    """When IGNORED_RUN_PAUSE lets proactive messages go again, or None when it holds
+    nothing: `recent` is the contractor's last proactive sends, newest first, each (sent at,
+    answered). The `count` most recent all unanswered pause them for `pause` from the
+    oldest of those."""
+    if rule is None or len(recent) < rule.count:
+        return None
+    run = recent[: rule.count]
+    if any(answered for _, answered in run):
+        return None
+    until = min(sent_at for sent_at, _ in run) + rule.pause
+    return until if until > now else None

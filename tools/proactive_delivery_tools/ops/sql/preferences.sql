@@ -17,14 +17,17 @@ SELECT k.id AS contractor_id,
        p.quiet_start AS pref_quiet_start,
        p.quiet_end AS pref_quiet_end,
        p.max_per_day AS pref_max_per_day,
-       p.opted_out_at, p.opt_out_source
+       p.suppressed_channels AS pref_suppressed_channels,
+       p.opted_out_at, p.opt_out_source, p.opt_out_sources
 FROM contractors k
 LEFT JOIN delivery.contractor_preferences p ON p.contractor_id = k.id
 WHERE k.id = %(contractor_id)s;
 
 -- name: upsert_preferences
 -- One statement: create the row or change only the values given (NULL = leave as is).
--- --opt-in clears every opt-out, including per-channel ones a provider recorded. Only for
+-- --opt-in clears every opt-out, including per-channel ones a provider, a keyword or a DND
+-- event recorded (each channel's entry then says the operator opted in, now, so an older STOP
+-- processed late does not undo it), and the channels a provider reported undeliverable. Only for
 -- a contractor the platform has: otherwise nothing is written and no row comes back. The
 -- command then shows the values in effect with get_preferences.
 INSERT INTO delivery.contractor_preferences AS p
@@ -44,6 +47,14 @@ SET channels = coalesce(%(channels)s::text[], p.channels),
     max_per_day = coalesce(%(max_per_day)s::integer, p.max_per_day),
     opted_out = coalesce(%(opted_out)s::boolean, p.opted_out),
     opted_out_channels = CASE WHEN %(opted_out)s::boolean IS FALSE THEN '{}'::text[] ELSE p.opted_out_channels END,
+    opt_out_sources = CASE
+        WHEN %(opted_out)s::boolean IS FALSE THEN coalesce(
+            (SELECT jsonb_object_agg(e.key, jsonb_build_object(
+                        'opted_out', false, 'source', 'operator', 'at', now(), 'platform', false))
+             FROM jsonb_each(p.opt_out_sources) AS e),
+            '{}'::jsonb)
+        ELSE p.opt_out_sources END,
+    suppressed_channels = CASE WHEN %(opted_out)s::boolean IS FALSE THEN '{}'::jsonb ELSE p.suppressed_channels END,
     opted_out_at = CASE WHEN %(opted_out)s::boolean IS NULL THEN p.opted_out_at ELSE now() END,
     opt_out_source = CASE WHEN %(opted_out)s::boolean IS NULL THEN p.opt_out_source ELSE 'operator' END,
     updated_at = now()

@@ -33,9 +33,20 @@ TRANSIENT_CODES: Final = frozenset(
 class SesEmailChannel(TracedChannel):
     provider = "ses"
 
-    def __init__(self, *, name: str, client: Any, from_address: str, from_name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        client: Any,
+        from_address: str,
+        from_name: str | None = None,
+        configuration_set: str | None = None,
+    ) -> None:
         self.name = name
         self._client = client
+        # The stack's configuration set publishes this message's delivery, bounce, complaint
+        # and reject events to EventBridge, and from there to the inbound queue.
+        self._configuration_set = configuration_set
         # "Power100 Concierge <coach@example.com>": SES takes the display name in the address.
         self._from_address = formataddr((from_name, from_address)) if from_name else from_address
 
@@ -51,6 +62,8 @@ class SesEmailChannel(TracedChannel):
             },
             "EmailTags": [{"Name": "message_id", "Value": message.idempotency_key}],
         }
+        if self._configuration_set:
+            request["ConfigurationSetName"] = self._configuration_set
         try:
             response = self._client.send_email(**request)
         except ClientError as exc:

@@ -40,6 +40,7 @@ class TwilioSmsChannel(TracedChannel):
         client: httpx.Client,
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
+        status_callback: str | None = None,
     ) -> None:
         if not (from_number or messaging_service_sid):
             raise ValueError("a sender is required: from_number or messaging_service_sid")
@@ -50,6 +51,10 @@ class TwilioSmsChannel(TracedChannel):
         self._client = client
         self._from_number = from_number
         self._messaging_service_sid = messaging_service_sid
+        # The inbound edge's /twilio/status (TWILIO_STATUS_CALLBACK_URL): Twilio posts each
+        # status change of the message there, so receipts reach the inbound processor
+        # whether or not the sender is a Messaging Service with its own callback.
+        self._status_callback = status_callback
 
     def _deliver(self, message: OutboundMessage) -> SendResult:
         account_sid, auth_token = self._credentials()
@@ -58,6 +63,8 @@ class TwilioSmsChannel(TracedChannel):
             form["MessagingServiceSid"] = self._messaging_service_sid
         else:
             form["From"] = self._from_number or ""
+        if self._status_callback:
+            form["StatusCallback"] = self._status_callback
         url = f"{self._base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
         try:
             response = self._client.post(

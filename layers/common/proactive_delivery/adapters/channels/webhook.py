@@ -155,4 +155,25 @@ class SignedWebhookChannel(TracedChannel):
         except httpx.HTTPError as exc:
             raise classify_transport_error(exc) from exc
         classify_response(response)
-        return SendResult(http_status=response.status_code, provider_ref=response.headers.get("x-request-id"))
+        return SendResult(http_status=response.status_code, provider_ref=provider_reference(response))
+
+
+# A provider reference longer than this is not one (it is stored, and receipts look it up).
+MAX_PROVIDER_REF = 256
+
+
+def provider_reference(response: httpx.Response) -> str | None:
+    """The provider's id of the message, which receipts name it by: the `x-request-id`
+    header, else a `messageId` in a JSON answer (docs/n8n's backend-to-ghl answers both with
+    GHL's message id)."""
+    header: str | None = response.headers.get("x-request-id")
+    if header and len(header) <= MAX_PROVIDER_REF:
+        return header
+    if "json" not in response.headers.get("content-type", "") or len(response.content) > 4096:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    found: object = body.get("messageId") if isinstance(body, dict) else None
+    return found if isinstance(found, str) and 0 < len(found) <= MAX_PROVIDER_REF else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString, TypeVar
@@ -154,6 +154,7 @@ class Database:
         *,
         connect_timeout: int = 5,
         platform_timezone: str = "UTC",
+        features: Iterable[str] = (),
     ) -> None:
         self._conninfo_factory = conninfo_factory
         self._connect_timeout = connect_timeout
@@ -164,6 +165,8 @@ class Database:
         self._lock = threading.Lock()
         self.statements = 0
         self._platform_timezone = platform_timezone
+        # Parts of the named queries the settings switch on (platform_sql.FEATURES).
+        self._features = frozenset(features)
         self._schema: PlatformSchema | None = None
         self._rendered: dict[tuple[str, str, str], str] = {}
 
@@ -173,7 +176,7 @@ class Database:
         environment (one catalog query), then kept."""
         if self._schema is None:
             rows = self.fetch_all(CATALOG_SQL, {"tables": [*ALIASES.values()]})
-            schema = PlatformSchema.from_rows(rows, zone=self._platform_timezone)
+            schema = PlatformSchema.from_rows(rows, zone=self._platform_timezone, features=self._features)
             with self._lock:
                 self._schema = self._schema or schema
         return self._schema

@@ -19,7 +19,10 @@ placeholders, and rendered for the schema found here, read once per execution en
   does not exist.
 - `{{#flag}} ... {{/flag}}` keeps its text only when the flag holds, `{{^flag}} ... {{/flag}}`
   only when it does not. Flags: a source (`proactive`, `followup`), `both_sources`,
-  `action_items`, `recurrence`, or a column written `alias.column` (`f.updated_at`).
+  `action_items`, `recurrence`, or a column written `alias.column` (`f.updated_at`); and a
+  feature of this deployment's settings (FEATURES: `ignored_run`, IGNORED_RUN_PAUSE on), so
+  a query carries no part that the settings leave unused (which the planner would plan on
+  every execution).
 
 Aliases are fixed across every .sql file: m = ai_proactive_messages, f =
 contractor_followup_schedules, k = contractors, a = contractor_action_items. The rendered
@@ -71,6 +74,9 @@ RECURRENCE_COLUMNS: Final = (
     "status", "created_at", "updated_at",
 )  # fmt: skip
 
+# Features a deployment's settings switch on (Database(features=...)), usable as flags.
+FEATURES: Final = frozenset({"ignored_run"})
+
 NAIVE: Final = "timestamp without time zone"
 AWARE: Final = "timestamp with time zone"
 
@@ -94,20 +100,26 @@ class PlatformSchema:
 
     columns: Mapping[str, Mapping[str, str]]
     zone: str = "UTC"
+    features: frozenset[str] = frozenset()
     sources: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        unknown = self.features - FEATURES
+        if unknown:
+            raise ValueError(f"unknown SQL feature(s): {', '.join(sorted(unknown))}")
         if not _ZONE_NAME.match(self.zone):
             raise ConfigError(f"PLATFORM_TIMEZONE is not an IANA zone name: {self.zone!r}")
         present = tuple(s for s, table in SOURCE_TABLES.items() if self._complete(table))
         object.__setattr__(self, "sources", present)
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, str]], *, zone: str = "UTC") -> PlatformSchema:
+    def from_rows(
+        cls, rows: Iterable[Mapping[str, str]], *, zone: str = "UTC", features: Iterable[str] = ()
+    ) -> PlatformSchema:
         columns: dict[str, dict[str, str]] = {}
         for row in rows:
             columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
-        schema = cls(columns, zone=zone)
+        schema = cls(columns, zone=zone, features=frozenset(features))
         missing = [c for c in _REQUIRED[CONTRACTORS_TABLE] if not schema.has(CONTRACTORS_TABLE, c)]
         if missing:
             raise ConfigError(
@@ -132,6 +144,8 @@ class PlatformSchema:
 
     # -- flags ----------------------------------------------------------------------------
     def flag(self, name: str) -> bool:
+        if name in FEATURES:
+            return name in self.features
         if "." in name:
             alias, _, column = name.partition(".")
             return self.has(_table(alias), column)

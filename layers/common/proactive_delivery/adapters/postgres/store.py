@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.app.inbound_apply import Applied, ApplyOptions, InboundRow
 from proactive_delivery.core.models import (
     ClaimedRow,
     EnqueuePage,
@@ -23,9 +24,12 @@ from proactive_delivery.core.models import (
     UnsentBacklog,
 )
 from proactive_delivery.core.pace import MAX_RESERVATION_SECONDS, CircuitPolicy, PacePolicy
+from proactive_delivery.core.receipts import PROVIDER_OPT_OUT_SOURCE
 
 # Recorded with an opt-out the provider reported (Twilio error 21610).
-OPT_OUT_SOURCE = "twilio"
+OPT_OUT_SOURCE = PROVIDER_OPT_OUT_SOURCE
+# The inbound processor's named queries.
+INBOUND_SQL = "inbound.sql"
 
 
 def _json_value(value: Any) -> Any:
@@ -45,11 +49,20 @@ def as_json(rows: Sequence[Any]) -> str:
 
 class PostgresStore:
     def __init__(
-        self, db: Database, *, followup_sent_by: str = "scheduler", pace: PacePolicy | None = None
+        self,
+        db: Database,
+        *,
+        followup_sent_by: str = "scheduler",
+        pace: PacePolicy | None = None,
+        ignored_run: int = 0,
     ) -> None:
         self.db = db
         # What a sent follow-up's sent_by says (the platform's senders each wrote their name).
         self._followup_sent_by = followup_sent_by
+        # How many of a contractor's last proactive sends the facts carry (IGNORED_RUN_PAUSE's
+        # count): read only where the database renders the `ignored_run` feature (bootstrap
+        # switches it on with the pause).
+        self._ignored_run = ignored_run
         pace = pace or PacePolicy(limits={}, circuit=CircuitPolicy())
         self._limits = json.dumps(
             {p: {"rate": limit.per_second, "burst": limit.burst} for p, limit in pace.limits.items()}
@@ -108,7 +121,9 @@ class PostgresStore:
     def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]:
         if not source_ids:
             return []
-        rows = self._run("policy_inputs", source=source, source_ids=list(source_ids))
+        rows = self._run(
+            "policy_inputs", source=source, source_ids=list(source_ids), ignored_run=self._ignored_run
+        )
         return [MessageFacts.from_row(MessageKey(r["source"], r["source_id"]), r) for r in rows]
 
     def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int:
@@ -126,6 +141,7 @@ class PostgresStore:
             source_ids=[k.source_id for k in keys],
             claim_token=claim_token,
             lease_seconds=lease_seconds,
+            ignored_run=self._ignored_run,
         )
         return [ClaimedRow.from_row(r) for r in rows]
 
@@ -177,3 +193,21 @@ class PostgresStore:
             stopped_early=stopped_early,
             report=json.dumps(report, default=str),
         )
+
+    # the inbound processor (sql/inbound.sql) ------------------------------------------------
+    def apply_inbound(self, rows: Sequence[InboundRow], options: ApplyOptions) -> dict[int, Applied]:
+        """A batch of inbound events applied in one statement: the outcome of each row, by
+        its `ord`."""
+        if not rows:
+            return {}
+        found = self.db.fetch_all(
+            self.db.sql("apply_inbound_events", INBOUND_SQL),
+            {
+                "events": as_json(rows),
+                "reply_window_seconds": options.reply_window.total_seconds(),
+                "write_responses": options.write_responses,
+                "write_sms_opt_in": options.write_sms_opt_in,
+                "liftable": list(options.liftable_sources),
+            },
+        )
+        return {int(r["ord"]): Applied(str(r["outcome"]), r["message_id"]) for r in found}

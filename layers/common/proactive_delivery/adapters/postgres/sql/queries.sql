@@ -134,6 +134,9 @@ RETURNING s.source_id;
 -- the platform's own contact rules (timezone, sms_opt_in), our preference row, and what the
 -- contractor was sent in the last 26 hours (enough to cover any local day). The ONE source
 -- of these facts: claim_batch (send time) and policy_inputs (queue time) both include it.
+-- The way back adds: the channels a provider reported undeliverable (suppressed_channels),
+-- and, with IGNORED_RUN_PAUSE on (the `ignored_run` feature), the contractor's last
+-- proactive sends (as many as it counts) with whether each was answered.
 SELECT content.contractor_id,
        content.message_type,
        content.body,
@@ -156,7 +159,11 @@ SELECT content.contractor_id,
        p.quiet_start AS pref_quiet_start,
        p.quiet_end AS pref_quiet_end,
        p.max_per_day AS pref_max_per_day,
-       recent.sent_times
+       recent.sent_times,
+       p.suppressed_channels AS pref_suppressed_channels
+       {{#ignored_run}}
+       , engagement.recent_proactive_sent_at, engagement.recent_proactive_answered
+       {{/ignored_run}}
 FROM (
     {{#proactive}}
     SELECT m.contractor_id::bigint AS contractor_id,
@@ -198,6 +205,30 @@ LEFT JOIN LATERAL (
       AND r.state = 'sent'
       AND r.sent_at > now() - interval '26 hours'
 ) recent ON true
+{{#ignored_run}}
+LEFT JOIN LATERAL (
+    -- IGNORED_RUN_PAUSE (only rendered when it is on): the contractor's last proactive sends,
+    -- and whether each was answered: a reply the inbound processor linked to it, or a
+    -- response on the platform's row (whoever wrote it).
+    SELECT array_agg(q.sent_at ORDER BY q.sent_at DESC) AS recent_proactive_sent_at,
+           array_agg(q.answered ORDER BY q.sent_at DESC) AS recent_proactive_answered
+    FROM (
+        SELECT r.sent_at,
+               EXISTS (SELECT 1 FROM delivery.inbound_event i WHERE i.delivery_id = r.id AND i.outcome = 'linked')
+               {{#proactive}}{{#m.contractor_response}}
+               OR EXISTS (SELECT 1 FROM ai_proactive_messages pm
+                          WHERE pm.id = r.source_id AND pm.contractor_response IS NOT NULL)
+               {{/m.contractor_response}}{{/proactive}}
+               AS answered
+        FROM delivery.message_state r
+        WHERE r.contractor_id = content.contractor_id
+          AND r.state = 'sent'
+          AND r.source = 'proactive'
+        ORDER BY r.sent_at DESC
+        LIMIT %(ignored_run)s
+    ) q
+) engagement ON true
+{{/ignored_run}}
 
 -- name: claim_batch
 -- Claims every message of an SQS batch that is free to send, in one statement, with a
@@ -271,7 +302,8 @@ WITH outcome AS (
         delivery_id bigint, state text, outcome text, attempted boolean, channel text, provider_ref text,
         reason text, error text, http_status integer, started_at timestamptz, finished_at timestamptz,
         latency_ms integer, next_attempt_at timestamptz, opt_out_contractor_id bigint, opt_out_channel text,
-        provider text, transient boolean, retry_after double precision, paced_until timestamptz
+        provider text, transient boolean, retry_after double precision, paced_until timestamptz,
+        phone_hash text
     )
 ),
 updated AS (
@@ -286,6 +318,7 @@ updated AS (
         -- A slot held for the provider's pace, or none: any other outcome gives it up.
         paced_until = o.paced_until,
         sent_at = CASE WHEN o.state = 'sent' THEN o.finished_at ELSE s.sent_at END,
+        phone_hash = coalesce(decode(o.phone_hash, 'hex'), s.phone_hash),
         lease_expires_at = NULL,
         claim_token = NULL,
         updated_at = now()
@@ -369,10 +402,13 @@ followup_cancelled AS (
 {{/followup}}
 opted_out AS (
     -- The provider said the recipient opted out (Twilio 21610): remember it for that
-    -- channel, so neither evaluate nor deliver ever tries it again.
+    -- channel, so neither evaluate nor deliver ever tries it again. opt_out_sources records
+    -- the source per channel (a START lifts a provider's opt-out, never an operator's).
     INSERT INTO delivery.contractor_preferences
-        (contractor_id, opted_out_channels, opted_out_at, opt_out_source)
-    SELECT DISTINCT o.opt_out_contractor_id, ARRAY[o.opt_out_channel], now(), %(opt_out_source)s
+        (contractor_id, opted_out_channels, opted_out_at, opt_out_source, opt_out_sources)
+    SELECT DISTINCT o.opt_out_contractor_id, ARRAY[o.opt_out_channel], now(), %(opt_out_source)s,
+           jsonb_build_object(o.opt_out_channel, jsonb_build_object(
+               'opted_out', true, 'source', %(opt_out_source)s::text, 'at', now(), 'platform', false))
     FROM updated u
     JOIN outcome o ON o.delivery_id = u.id
     WHERE o.opt_out_contractor_id IS NOT NULL AND o.opt_out_channel IS NOT NULL
@@ -384,6 +420,7 @@ opted_out AS (
         END,
         opted_out_at = EXCLUDED.opted_out_at,
         opt_out_source = EXCLUDED.opt_out_source,
+        opt_out_sources = delivery.contractor_preferences.opt_out_sources || EXCLUDED.opt_out_sources,
         updated_at = now()
     RETURNING contractor_id
 ),
@@ -399,6 +436,35 @@ paced AS (
             '[]'::jsonb),
         %(circuit)s::jsonb
     ) AS providers
+),
+-- The way back (sql/inbound.sql): whose number it is. The number an SMS went to, as its
+-- keyed hash, becomes the contractor's number in delivery.contractor_phone (their other
+-- numbers are dropped: a reply or a STOP from a number they no longer have is not theirs).
+-- message_state.phone_hash (set above) links a reply to the SMS it answers.
+sms_recipient AS (
+    SELECT DISTINCT ON (s.contractor_id)
+           s.contractor_id, decode(o.phone_hash, 'hex') AS phone_hash
+    FROM updated u
+    JOIN outcome o ON o.delivery_id = u.id
+    JOIN delivery.message_state s ON s.id = u.id
+    WHERE u.state = 'sent' AND o.phone_hash IS NOT NULL AND s.contractor_id IS NOT NULL
+    ORDER BY s.contractor_id, u.sent_at DESC
+),
+recipient_recorded AS (
+    -- A number already recorded for the contractor (the common case) writes nothing.
+    INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)
+    SELECT r.phone_hash, r.contractor_id, 'send'
+    FROM sms_recipient r
+    ON CONFLICT (phone_hash, contractor_id) DO UPDATE
+    SET source = 'send', recorded_at = now()
+    WHERE delivery.contractor_phone.source <> 'send'
+    RETURNING contractor_id
+),
+recipient_previous_numbers AS (
+    DELETE FROM delivery.contractor_phone d
+    USING sms_recipient r
+    WHERE d.contractor_id = r.contractor_id AND d.phone_hash <> r.phone_hash
+    RETURNING d.contractor_id
 )
 SELECT u.id, u.state
 FROM updated u, paced;
