@@ -11,6 +11,9 @@ Sections (benchmarks/pipeline_bench/, one module each):
   cost        evaluate with nothing due (warm, cold); the cost of a million deliveries
   inbound     the inbound processor: events/s at batches of 10, SQL statements per batch
               (sizes 1, 5, 10), each event applied once and a replay changing nothing
+  pace        a backlog drained against a provider that takes R requests/s (429 above it),
+              with and without the limit; quiet-hour deferrals due in the same minute; the
+              provider down under a backlog, with and without the circuit breaker
 
 Rows are informational (absolute rates: they depend on the machine), targets (ratios of
 two figures of this run, counts, sizes) or checks (correctness). The exit status is 1 when
@@ -40,7 +43,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline_bench import common, cost, deliver, evaluate, inbound, statements
+from pipeline_bench import common, cost, deliver, evaluate, inbound, pace, statements
 from pipeline_bench.common import RECEIVER_DELAY, Databases, Run, Sizes
 from pipeline_bench.table import Table
 
@@ -53,6 +56,7 @@ SECTIONS: list[tuple[str, Callable[[Run, Table], None]]] = [
     ("backlog", evaluate.measure_backlog),
     ("cost", cost.measure),
     ("inbound", inbound.measure),
+    ("pace", pace.measure),
 ]
 
 # bench_pipeline.py --child MODE ARGS...: a measurement that needs a process of its own.
@@ -61,6 +65,9 @@ CHILDREN: dict[str, common.ChildMode] = {
     "evaluate": evaluate.evaluate_child,
     "enqueue": evaluate.enqueue_child,
     "backlog": evaluate.backlog_child,
+    "pace-queue": pace.queue_child,
+    "pace-worker": pace.worker_child,
+    "pace-evaluate": pace.evaluate_child,
 }
 
 

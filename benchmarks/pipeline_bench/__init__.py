@@ -9,4 +9,7 @@ these modules is imported).
     statements  SQL statements per deliver batch
     evaluate    evaluate rows/s and memory, enqueue concurrency, the backlog and its EXPLAIN
     cost        evaluate with nothing due (warm, cold) and the cost rows
+    pace        backlogs drained by five deliver processes against a provider that takes R
+                requests/s (with and without the limit, quiet-hour deferrals, an outage)
+    sqs_standin the in-memory SQS queue the pace runs' processes share
 """

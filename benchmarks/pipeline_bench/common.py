@@ -40,6 +40,26 @@ DB_TIMEOUT = 10
 # The run: sizes, options, what one section hands to a later one
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class PaceSizes:
+    """The pace section's runs (pipeline_bench/pace.py), sized to `make bench`'s budget."""
+
+    rate: float  # R: the provider's requests/s, and the limit configured for it
+    backlog: int  # drained at the limit
+    unpaced: int  # the same backlog without the limit
+    unpaced_seconds: float  # ... stopped after this long (draining it would take far longer)
+    deferred: int  # quiet-hour deferrals coming due in the same minute
+    outage_backlog: int
+    outage_seconds: float
+    cool_off: int  # CIRCUIT_COOL_OFF_SECONDS during the outage
+
+    @classmethod
+    def for_run(cls, *, quick: bool) -> PaceSizes:
+        if quick:
+            return cls(100, 500, 500, 5, 300, 100, 10, 2)
+        return cls(150, 10_000, 10_000, 30, 5_000, 1_000, 60, 5)
+
+
+@dataclass(frozen=True)
 class Sizes:
     baseline: int
     deliver: int
@@ -48,13 +68,15 @@ class Sizes:
     enqueue: int
     backlog: int  # 0 skips the backlog section
     inbound: int  # inbound events applied (a multiple of 10)
+    pace: PaceSizes
 
     @classmethod
     def for_run(cls, *, quick: bool, backlog_rows: int | None) -> Sizes:
         backlog = backlog_rows if backlog_rows is not None else (20_000 if quick else 1_000_000)
+        pace = PaceSizes.for_run(quick=quick)
         if quick:
-            return cls(100, 300, 5, (2_000, 20_000), 2_000, backlog, 1_000)
-        return cls(300, 1000, 20, (10_000, 100_000), 10_000, backlog, 5_000)
+            return cls(100, 300, 5, (2_000, 20_000), 2_000, backlog, 1_000, pace)
+        return cls(300, 1000, 20, (10_000, 100_000), 10_000, backlog, 5_000, pace)
 
 
 @dataclass

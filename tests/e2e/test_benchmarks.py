@@ -69,8 +69,16 @@ def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold()
         "enqueue correctness (every id queued once)",
         "backlog: every id sent exactly once",
         "inbound processor correctness (each event applied once; a replay changes nothing)",
+        # the pace runs: five deliver processes against the rate-limited provider stand-in
+        "pace: every message delivered once, none lost",
+        "pace, no limit: none sent twice or lost",
+        "quiet hours: every message delivered once, none lost",
+        "outage: every message delivered once after it returned (probe messages: after their retry step)",
+        "outage, breaker off: none sent twice or lost",
     ):
         assert rows[check][0] == "ok" and rows[check][2] == "ok", (check, out)
+    for check in ("pace: messages failed or dead-lettered", "quiet hours: messages failed or dead-lettered"):
+        assert rows[check] == ["0", "0", "ok"], (check, out)
     # AND the inbound processor applies a batch in one statement, whatever its size
     inbound = [m for m in rows if m.startswith("inbound SQL statements/batch")]
     assert len(inbound) >= 3 and all(rows[m][0] == "1.00" and rows[m][2] == "met" for m in inbound), out
@@ -81,6 +89,19 @@ def test_pipeline_benchmark_runs_every_section_and_its_correctness_checks_hold()
     rates = [m for m in rows if "msg/s" in m and " / " not in m]
     assert len(rates) >= 6 and all(rows[m][1:] == ["-", "-"] for m in rates), out
     assert rows["CPU per delivered message: deliver / floor"][1] == "<= 1.3"
+    # AND the pace rows are targets on ratios and counts of the run: the rate reached over R,
+    # the share of 429s, the attempts per message, the outage's attempts
+    pace_targets = {
+        "pace: delivered msg/s / R": ">= 0.95",
+        "quiet hours: delivered msg/s / R": ">= 0.95",
+        "pace: attempts per message (attempt_log)": "<= 1.01",
+        "outage: attempts before its first cool-off ended (in flight as it opened)": "<= 50",
+    }
+    assert {m: rows[m][1] for m in pace_targets} == pace_targets, out
+    throttled = [m for m in rows if m.startswith(("pace: 429s / requests", "quiet hours: 429s / requests"))]
+    assert len(throttled) == 2 and all(rows[m][1] == "<= 0.5%" for m in throttled), out
+    probes = [m for m in rows if m.startswith("outage: attempts after that, until the provider returned")]
+    assert len(probes) == 1 and rows[probes[0]][1].endswith(" probes"), out
     log_bytes = rows["log + EMF bytes per delivered message"]
     assert log_bytes[1] == "<= 300" and float(log_bytes[0]) > 0
     # AND the exit status is 1 exactly when a target or a check says so, each one named
