@@ -65,12 +65,25 @@ def drain(pipeline: Pipeline, n: int, timeout: float) -> None:
     try:
         deadline = time.monotonic() + timeout
         while not all_sent(pipeline, n):
-            assert time.monotonic() < deadline, f"not all sent within {timeout}s: {states(pipeline.conn)}"
+            assert time.monotonic() < deadline, f"not all sent within {timeout}s: {stuck(pipeline)}"
             time.sleep(0.1)
     finally:
         stop.set()
         for thread in threads:
             thread.join(30)
+
+
+def stuck(pipeline: Pipeline) -> str:
+    """What a drain that timed out left behind: the unsent rows, the pace rows, the queues."""
+    unsent = pipeline.conn.execute(
+        "SELECT source_id, state, attempts, next_attempt_at, paced_until, reason"
+        " FROM delivery.message_state WHERE state <> 'sent' ORDER BY source_id"
+    ).fetchall()
+    pace = pipeline.conn.execute(
+        "SELECT provider, circuit, open_until, probe_until, blocked_until, tokens, send_tokens, now()"
+        " FROM delivery.provider_pace"
+    ).fetchall()
+    return f"unsent {unsent}; pace {pace}; queue (visible, in flight) {pipeline.queue_depth()}"
 
 
 def all_sent(pipeline: Pipeline, n: int) -> bool:
@@ -133,14 +146,14 @@ def test_fault24_a_429s_retry_after_holds_the_provider_for_every_invocation(
     pipeline: Pipeline, make_messages: Any
 ) -> None:
     # GIVEN no pace of ours at all (a deployment that did not set one), and a provider that
-    # takes 5 requests a second and answers 429 with Retry-After: 2 above it
+    # takes 5 requests a second and answers 429 with Retry-After: 3 above it
     ids = make_messages(12)
     bucket = TokenBucket(5)
     bucket_reply = bucket.__call__
 
     def slow_down(webhook_id: str, n: int) -> Reply:
         reply = bucket_reply(webhook_id, n)
-        return Reply(429, headers={"Retry-After": "2"}) if reply.status == 429 else reply
+        return Reply(429, headers={"Retry-After": "3"}) if reply.status == 429 else reply
 
     pipeline.receiver.plan = slow_down
     pipeline.setenv(PROVIDER_RATE_LIMITS="none", CIRCUIT_BREAKER="off")
@@ -150,11 +163,11 @@ def test_fault24_a_429s_retry_after_holds_the_provider_for_every_invocation(
     drain(pipeline, len(ids), timeout=90)
 
     # THEN after the first 429 nobody sent to the provider until its Retry-After was over
-    # (sends already on their way arrive within a moment of it), not only the message that
-    # got the 429
+    # (sends already on their way arrive within a second of it, even on a loaded machine),
+    # not only the message that got the 429
     requests = sorted(pipeline.receiver.requests, key=lambda r: r.at)
     first_429 = next(r.at for r in requests if r.status == 429)
-    assert [r.webhook_id for r in requests if first_429 + 0.5 < r.at < first_429 + 1.9] == []
+    assert [r.webhook_id for r in requests if first_429 + 1.0 < r.at < first_429 + 2.9] == []
     # AND every message was delivered, none dead-lettered
     assert set(states(pipeline.conn).values()) == {"sent"}
     assert pipeline.dlq_bodies() == []

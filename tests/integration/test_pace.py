@@ -1,6 +1,6 @@
-"""Each provider's pace in PostgreSQL (migration 0006), through the store's two calls: the
-token bucket that every deliver invocation shares, the slots held messages reserve, a 429's
-Retry-After, and the circuit breaker."""
+"""Each provider's pace in PostgreSQL (migrations 0006 and 0009), through the store's two
+calls: the token buckets that every deliver invocation shares (the slots held messages
+reserve, the sends), a 429's Retry-After, and the circuit breaker."""
 
 from __future__ import annotations
 
@@ -113,11 +113,48 @@ def test_beyond_the_horizon_a_message_waits_without_a_slot(database_url: str) ->
         assert pace_row(s.db.connection(), "twilio")["tokens"] == pytest.approx(-15, abs=0.01)
 
 
-def test_a_message_holding_a_slot_takes_no_token(store: PostgresStore) -> None:
-    ask(store, 10)  # the burst is spent
-    slots = store.take_slots([SlotRequest("n8n", 0.0), SlotRequest("n8n", 1.0)])
-    assert slots[0].action == "send"
-    assert slots[1].action == "reserve"
+def test_a_message_holding_a_slot_takes_no_second_slot(store: PostgresStore) -> None:
+    # GIVEN 5 of the burst's 10 slots taken
+    ask(store, 5)
+    # WHEN a message that holds a slot and a new one ask
+    slots = store.take_slots([SlotRequest("n8n", 1.0, reserved=True), SlotRequest("n8n", 1.0)])
+    # THEN both go; only the new one took a slot (4 left, less nothing refilled), both took
+    # send tokens (3 left)
+    assert [s.action for s in slots] == ["send", "send"]
+    row = pace_row(store.db.connection())
+    assert 4 <= row["tokens"] < 4.5
+    assert 3 <= row["send_tokens"] < 3.5
+
+
+def test_messages_back_after_their_slots_go_no_faster_than_the_rate(store: PostgresStore) -> None:
+    # GIVEN the burst spent now (10 sent), and 25 messages whose reserved slots have all
+    # passed (a queue behind its schedule brings them back together)
+    ask(store, 10)
+    slots = store.take_slots([SlotRequest("n8n", 1.0, reserved=True)] * 25)
+    # THEN they do not all go at once: only what the send bucket refilled meanwhile goes,
+    # the others wait a moment for it, keeping their slots (no slot taken again)
+    sent = [s for s in slots if s.action == "send"]
+    waiting = [s for s in slots if s.action == "wait"]
+    assert len(sent) + len(waiting) == 25
+    assert len(sent) <= 2
+    assert {(s.reason) for s in waiting} == {"rate_limited"}
+    assert all(0 < s.wait_seconds <= 0.11 for s in waiting)
+    assert pace_row(store.db.connection())["tokens"] < 1.5
+
+
+def test_a_message_dearer_than_the_burst_goes_when_the_sends_are_full(database_url: str) -> None:
+    # GIVEN Twilio at 1 segment a second (a burst of 1) and a 3-segment SMS
+    s = store_for(database_url, twilio=1)
+    with closing(s.db):
+        # WHEN it asks THEN it reserves the slot its three tokens make (two seconds ahead)
+        [slot] = ask(s, 1, provider="twilio", cost=3)
+        assert slot.action == "reserve" and 1.9 < slot.wait_seconds <= 2.01
+        # AND back with its slot, it goes on a full send bucket (not held forever for three
+        # tokens a bucket of one never holds), leaving the sends in debt: the next message
+        # waits three seconds for them
+        assert [x.action for x in s.take_slots([SlotRequest("twilio", 3.0, reserved=True)])] == ["send"]
+        [held] = s.take_slots([SlotRequest("twilio", 1.0, reserved=True)])
+        assert held.action == "wait" and 2.9 < held.wait_seconds <= 3.01
 
 
 def test_an_unlimited_provider_sends_at_once(store: PostgresStore) -> None:
@@ -131,7 +168,8 @@ def test_a_429s_retry_after_holds_the_provider_for_everyone(store: PostgresStore
     slots = ask(store, 3)
     assert {(s.action, s.reason) for s in slots} == {("wait", "provider_throttled")}
     assert all(1.5 < s.wait_seconds <= 2.01 for s in slots)
-    assert pace_row(store.db.connection())["tokens"] <= 0
+    row = pace_row(store.db.connection())
+    assert row["tokens"] <= 0 and row["send_tokens"] <= 0
 
 
 def test_the_circuit_opens_probes_and_closes(store: PostgresStore) -> None:

@@ -639,10 +639,28 @@ def test_a_message_back_at_its_slot_takes_no_second_token(make_harness: Callable
     # WHEN it is delivered
     result = h.deliver(receive(1))
 
-    # THEN it asks only for the circuit's say (cost 0) and is sent; its slot is given up
-    assert h.store.slot_requests == [[SlotRequest("fake", 0.0)]]
+    # THEN it asks as the holder of a slot (for its send tokens and the circuit's say, no new
+    # slot) and is sent; its slot is given up
+    assert h.store.slot_requests == [[SlotRequest("fake", 1.0, reserved=True)]]
     assert result.dispositions[key(1)].kind == "sent"
     assert h.store.outcome_for(1).paced_until is None
+
+
+def test_a_message_holding_a_slot_told_to_wait_keeps_its_slot(make_harness: Callable[..., Harness]) -> None:
+    # GIVEN a message back at its slot while the send tokens are spent (others going now)
+    slot_at = NOW - timedelta(seconds=3)
+    h = make_harness(claimed_row(1, paced_until=slot_at))
+    h.store.slots = [Slot("wait", 0.4, "rate_limited")]
+
+    # WHEN it is delivered
+    result = h.deliver(receive(1))
+
+    # THEN it is not sent, comes back in a second, and still holds the slot it had
+    assert h.channel.sent == []
+    assert result.dispositions[key(1)] == Disposition("hold", "rate_limited", 1, "queued", requeue=True)
+    held = h.store.outcome_for(1)
+    assert held.paced_until == slot_at
+    assert held.next_attempt_at == NOW + timedelta(seconds=0.4)
 
 
 def test_a_message_back_before_its_slot_is_held_again_without_asking(

@@ -218,8 +218,8 @@ class Deliverer:
     ) -> tuple[list[tuple[MessageKey, Outcome, Disposition]], list[_Send]]:
         """The holds of the messages that may not go yet, and the sends that may. One
         statement takes the batch's slots at each provider's shared pace; a message that holds
-        a slot already (it was held before) takes no new token, and one that came back before
-        its slot is held again until then without asking."""
+        a slot already (it was held before) takes no new slot, only its send tokens, and one
+        that came back before its slot is held again until then without asking."""
         held: list[tuple[MessageKey, Outcome, Disposition]] = []
         asking: list[_Send] = []
         for send in sends:
@@ -236,7 +236,8 @@ class Deliverer:
         requests = [
             SlotRequest(
                 send.channel.provider,
-                0.0 if send.row.paced_until else pace.cost(send.channel.provider, send.message.segments),
+                pace.cost(send.channel.provider, send.message.segments),
+                reserved=send.row.paced_until is not None,
             )
             for send in asking
         ]
@@ -421,7 +422,8 @@ def _outcome_of(
 
 def _paced(send: _Send, slot: Slot, now: datetime) -> tuple[Outcome, Disposition]:
     """A message held at its provider's pace: still queued, not an attempt, back when its
-    slot comes (a reserved slot is kept with the message) or when the provider may take it."""
+    slot comes (a reserved slot is kept with the message, and a slot it held already is kept
+    while it waits) or when the provider may take it."""
     assert send.row.delivery_id is not None
     until = now + timedelta(seconds=slot.wait_seconds)
     reserved = slot.action == "reserve"
@@ -434,7 +436,7 @@ def _paced(send: _Send, slot: Slot, now: datetime) -> tuple[Outcome, Disposition
         channel=send.channel.name,
         provider=send.channel.provider,
         next_attempt_at=until,
-        paced_until=until if reserved else None,
+        paced_until=until if reserved else send.row.paced_until,
     )
     delay = max(1, math.ceil(slot.wait_seconds))
     return outcome, Disposition("hold", outcome.reason, delay, State.QUEUED, requeue=True)

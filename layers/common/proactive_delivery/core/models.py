@@ -225,11 +225,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class SlotRequest:
-    """One message that is about to go to `provider`, taking `cost` tokens (0: it holds a
-    slot already)."""
+    """One message that is about to go to `provider`, costing `cost` tokens; `reserved`: it
+    holds a slot already, and takes only the send tokens."""
 
     provider: str
     cost: float
+    reserved: bool = False
 
 
 SlotAction = Literal["send", "probe", "reserve", "wait"]

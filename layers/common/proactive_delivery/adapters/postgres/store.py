@@ -166,7 +166,10 @@ class PostgresStore:
         rows = self._run(
             "take_provider_slots",
             requests=json.dumps(
-                [{"ord": i, "provider": r.provider, "cost": r.cost} for i, r in enumerate(requests)]
+                [
+                    {"ord": i, "provider": r.provider, "cost": r.cost, "reserved": r.reserved}
+                    for i, r in enumerate(requests)
+                ]
             ),
             limits=self._limits,
             horizon=float(MAX_RESERVATION_SECONDS),
