@@ -5,7 +5,9 @@
 -- the provider saw more than its burst and answered 429. Now every message that actually goes
 -- also takes its cost from a second bucket of the same rate and burst (the sends), a message
 -- with a reserved slot too; a reserved message that finds no send token waits a moment and
--- keeps its slot. Additive and re-runnable; the two functions are replaced whole.
+-- keeps its slot. The send bucket decides what goes now (a new message with a send token
+-- goes, and takes the next slot of the schedule); the slot bucket decides when a message
+-- that may not go comes back. Additive and re-runnable; the two functions are replaced whole.
 ALTER TABLE delivery.provider_pace
     -- Sends: every message that goes takes its cost here. Never below minus one message's cost.
     ADD COLUMN IF NOT EXISTS send_tokens      double precision NOT NULL DEFAULT 0,
@@ -136,7 +138,12 @@ BEGIN
                 END IF;
             ELSE
                 wait := (spent + r.cost - available) / lim_rate;
-                IF wait <= 0 AND needed <= 0 THEN
+                IF needed <= 0 THEN
+                    -- The provider can take it now: it goes, and takes the next slot of the
+                    -- schedule too, so that the slots reserved stay as many as the messages.
+                    -- (While a backlog is first walked, the messages that reserved the early
+                    -- slots are behind it in the queue: the sends they would make go to those
+                    -- walked now instead, and they wait for the sends when they come back.)
                     action := 'send'; wait_seconds := 0; reason := NULL;
                     spent := spent + r.cost;
                     sendable := sendable - r.cost;
