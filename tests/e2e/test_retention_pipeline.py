@@ -111,8 +111,8 @@ def test_after_a_purge_nothing_is_sent_again(
     out = capsys.readouterr().out
     # THEN the sent ones and the cancelled follow-up are gone; the skipped and failed ones
     # the platform still has due stay
-    assert result["deleted"] == {"message_state": 3, "attempt_log": 4}
-    assert result["kept"] == {"message_state": 4}
+    assert result["deleted"] == {"message_state": 3, "attempt_log": 4, "inbound_event": 0}
+    assert result["kept"] == {"message_state": 4, "inbound_event": 0}
     assert (result["retention_days"], result["stopped_early"], result["dry_run"]) == (90, False, False)
     left = {(r[0], r[1]) for r in conn.execute("SELECT source, source_id FROM delivery.message_state")}
     assert left == {
@@ -174,7 +174,7 @@ def test_a_purge_holding_its_locks_through_a_whole_send_blocks_nothing(
             clock=lambda: datetime.now(UTC),
             safety_margin_ms=0,
         ).run(lambda: 10**9)
-        assert purge.deleted == {"message_state": 300, "attempt_log": 300}
+        assert purge.deleted == {"message_state": 300, "attempt_log": 300, "inbound_event": 0}
         purge_pid = held.connection().info.backend_pid
         locks = {
             (r[0], r[1])

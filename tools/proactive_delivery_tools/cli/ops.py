@@ -82,9 +82,11 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
 
     purge = sub.add_parser(
         "purge",
-        help="delete finished delivery rows older than the retention, as the daily purge does",
-        description="Delete this project's finished messages (and their attempt logs) older than the"
-        " retention, except those the platform still has due; the platform's rows are never touched."
+        help="delete finished delivery rows and inbound events older than the retention, as the daily"
+        " purge does",
+        description="Delete this project's finished messages (and their attempt logs) and the inbound"
+        " events it applied, older than the retention, except the messages the platform still has due"
+        " and opt-outs from numbers nobody had yet; the platform's rows are never touched."
         " The same code as the purge function, in the same small batches.",
     )
     purge.add_argument(
@@ -413,6 +415,16 @@ def cmd_purge(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     return 0
 
 
+# Why a table's old rows were read and kept (PurgeReport.kept), in the order the purge works.
+_KEPT_BECAUSE = {
+    "message_state": "messages the platform still has due: without them evaluate would queue those"
+    " messages again",
+    "inbound_event": "opt-outs and opt-ins from numbers nobody had yet: `inbound backfill-phones`"
+    " applies them once it knows whose number it is",
+}
+_KEPT_ORDER = {table: n for n, table in enumerate(_KEPT_BECAUSE)}
+
+
 def render_purge(report: Any, source: str, max_seconds: float) -> str:
     verb = "would delete" if report.dry_run else "deleted"
     counts = ", ".join(f"{table} {n}" for table, n in sorted(report.deleted.items()))
@@ -422,12 +434,13 @@ def render_purge(report: Any, source: str, max_seconds: float) -> str:
         f"{verb}: {counts} (in {report.batches} batch{'es' if report.batches != 1 else ''}"
         f"{', rolled back' if report.dry_run else ''})",
     ]
-    kept = ", ".join(f"{table} {n}" for table, n in sorted(report.kept.items()) if n)
+    kept = "; ".join(
+        f"{table} {n} ({_KEPT_BECAUSE.get(table, 'kept by its statement')})"
+        for table, n in sorted(report.kept.items(), key=lambda item: _KEPT_ORDER.get(item[0], 9))
+        if n
+    )
     if kept:
-        lines.append(
-            f"kept past the horizon: {kept} (messages the platform still has due: without them evaluate"
-            " would queue those messages again)"
-        )
+        lines.append(f"kept past the horizon: {kept}")
     if report.stopped_early:
         lines.append(f"stopped after --max-seconds {max_seconds:g}: run it again to go on")
     return "\n".join(lines)
