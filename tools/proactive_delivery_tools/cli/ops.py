@@ -45,7 +45,9 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
     _add_stack_options(status, samconfig=False)
     status.set_defaults(func=lambda args: cmd_status(args, database_url))
 
-    show = sub.add_parser("show", help="one message's delivery state and attempt history")
+    show = sub.add_parser(
+        "show", help="one message's delivery state, attempt history, delivery receipt and replies"
+    )
     show.add_argument("message", metavar="SOURCE:ID", help="e.g. proactive:42 or followup:7")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(func=lambda args: cmd_show(args, database_url))
@@ -578,6 +580,7 @@ def render_message(report: dict[str, Any]) -> str:
         ("lease until", state["lease_expires_at"] if state["state"] == "sending" else None),
         ("last error", state["last_error"]),
         ("updated at", state["updated_at"]),
+        ("receipt", _receipt(report["delivery_status"], sent=state["state"] == "sent")),
     ]
     lines += [f"  {label:<16} {value}" for label, value in rows if value not in (None, "")]
     lines.append("Attempts" if report["attempts"] else "Attempts: none")
@@ -588,4 +591,35 @@ def render_message(report: dict[str, Any]) -> str:
             f"  #{a['attempt']:<3} {a['outcome']:<10} {a['channel'] or '-':<9} http {status:<4} {latency:>9}"
             f"  {a['started_at']} .. {a['finished_at']}" + (f"  {a['error']}" if a["error"] else "")
         )
+    if report["replies"]:
+        where = report["reply_text_column"]
+        lines.append(
+            f"Replies (text not kept here: the first one's goes to {where}, where still empty,"
+            " unless PLATFORM_WRITE_RESPONSES=false)"
+            if where
+            else "Replies (text not kept here, and this platform's table has no column for it)"
+        )
+    else:
+        lines.append("Replies: none linked")
+    for r in report["replies"]:
+        keyword = f" {r['keyword']}" if r["keyword"] else ""
+        lines.append(
+            f"  {r['occurred_at']}  {r['action']}{keyword} {r['outcome']}"
+            f" ({r['kind']}, {r['provider'] or '-'}; applied {r['applied_at']})  {r['event']}"
+        )
+    lines.append("Receipts" if report["receipts"] else "Receipts: none")
+    for r in report["receipts"]:
+        code = f" error {r['error_code']}" if r["error_code"] else ""
+        lines.append(
+            f"  {r['occurred_at']}  {r['status'] or '-'}{code} ({r['provider'] or '-'};"
+            f" applied {r['applied_at']})  {r['event']}"
+        )
     return "\n".join(lines)
+
+
+def _receipt(status: dict[str, Any] | None, *, sent: bool) -> str | None:
+    """The latest receipt in one line; "none yet" for a sent message no receipt reached."""
+    if status is None or status["status"] is None:
+        return "none yet (sent, no receipt recorded)" if sent else None
+    code = f", error {status['error_code']}" if status["error_code"] else ""
+    return f"{status['status']}{code} at {status['at']}"

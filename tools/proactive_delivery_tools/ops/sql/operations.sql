@@ -95,9 +95,21 @@ RETURNING source, source_id;
 -- contact details). NULL columns when evaluate has not seen the message yet.
 SELECT s.id AS delivery_id, s.state, s.reason, s.attempts, s.channel, s.provider_ref,
        s.last_error, s.contractor_id, s.created_at, s.queued_at, s.sent_at, s.next_attempt_at,
-       s.lease_expires_at, s.updated_at
+       s.lease_expires_at, s.updated_at,
+       s.delivery_status, s.delivery_error_code, s.delivery_status_at
 FROM delivery.message_state s
 WHERE s.source = %(source)s AND s.source_id = %(source_id)s;
+
+-- name: message_inbound_events
+-- `show SOURCE:ID`: the inbound events the processor linked to one message (replies it
+-- answers, receipts about it), in the order they happened, on inbound_event_delivery_idx.
+-- Never a number or a text: the table holds neither (a number only as its keyed hash, which
+-- is not read here).
+SELECT i.identity, i.kind, i.provider, i.action, i.keyword, i.outcome, i.status, i.error_code,
+       i.occurred_at, i.received_at, i.applied_at
+FROM delivery.inbound_event i
+WHERE i.delivery_id = %(delivery_id)s
+ORDER BY i.occurred_at, i.id;
 
 -- name: platform_row_proactive
 -- Whether the platform has the message, and when it was due, for a message evaluate has
