@@ -39,7 +39,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, samconfig: bool) -> N
 def register(sub: Any, database_url: DatabaseUrl) -> None:
     status = sub.add_parser(
         "status",
-        help="backlog, failures, queue depths, the last evaluate run of each source, the pause switch",
+        help="backlog, failures, receipts, replies and opt-outs of the last 24 h, queue depths, the last"
+        " evaluate run of each source, the pause switch",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_stack_options(status, samconfig=False)
@@ -495,6 +496,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append("  (none)")
     for f in status["failures_24h"]:
         lines.append(f"  {f['source']:<12} {f['reason']:<28} {f['messages']:>6}")
+    lines.extend(_way_back_lines(status.get("way_back_24h")))
     lines.append("Queues (visible / in flight / delayed)")
     if status["queues"] is None:
         lines.append("  DELIVERY_QUEUE_URL is not set")
@@ -515,6 +517,23 @@ def render_status(status: dict[str, Any]) -> str:
             f"enqueued {run['enqueued']}{shared}{', stopped early' if run['stopped_early'] else ''}"
         )
     return "\n".join(lines)
+
+
+def _way_back_lines(back: dict[str, Any] | None) -> list[str]:
+    if back is None:
+        return []
+    codes = ", ".join(f"{code} {n}" for code, n in back["undelivered_by_code"].items())
+    unlinked = back["replies_not_linked"]
+    return [
+        "The way back, last 24 h (what the inbound processor applied)",
+        f"  delivered    {back['delivered']:>8}   messages whose receipt now says delivered or read",
+        f"  undelivered  {back['undelivered']:>8}   undelivered or failed"
+        + (f" (by code: {codes})" if codes else ""),
+        f"  replied      {back['replied']:>8}   replies linked to a message; {unlinked} linked to none"
+        " (unmatched, ambiguous, outside the window)",
+        f"  opted out    {back['opted_out']:>8}   keyword {back['opted_out_keyword']},"
+        f" DND {back['opted_out_dnd']}; opted in {back['opted_in']}",
+    ]
 
 
 def _provider_lines(providers: list[dict[str, Any]]) -> list[str]:

@@ -48,6 +48,10 @@ class OperationsStore:
     def state_counts(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("state_counts"), {})
 
+    def way_back(self) -> dict[str, Any]:
+        """Receipts, replies and opt-outs the inbound processor applied in the last 24 h."""
+        return self.db.fetch_all(self._sql("way_back_24h"), {})[0]
+
     def recent_failures(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("recent_failures"), {})
 
