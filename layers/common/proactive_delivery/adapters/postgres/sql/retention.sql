@@ -67,9 +67,9 @@ SELECT (SELECT count(*) FROM page) AS scanned,
 -- time already read (a processor batch shares one applied_at) are passed over by id. Locked
 -- as read (SKIP LOCKED) and deleted, in this one statement.
 --
--- An event's identity is what makes a provider's retry or a replay change nothing; past the
--- horizon none can come: Twilio and n8n retry within hours, and a queue keeps a message 14
--- days at most (RETENTION_DAYS is at least 30).
+-- An event's identity is what makes a provider's retry or a DLQ replay change nothing; an
+-- event waits on the inbound queue or its DLQ 14 days at most (their retention, the SQS
+-- maximum), and RETENTION_DAYS is at least 30.
 --
 -- Kept, however old: a keyword or DND opt-out or opt-in recorded `unmatched` (a number nobody
 -- we knew). `proactive-delivery inbound backfill-phones` applies the latest of each number
