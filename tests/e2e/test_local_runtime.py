@@ -226,7 +226,10 @@ def test_the_daily_purge_fires_once_a_day_and_once_in_a_single_pass(
     assert result.summary["invocations"]["PurgeFunction"] == 1
     assert result.summary["function_errors"]["PurgeFunction"] == 0
     report = runtime.functions["PurgeFunction"].last_result
-    assert (report["deleted"], report["stopped_early"]) == ({"message_state": 0, "attempt_log": 0}, False)
+    assert (report["deleted"], report["stopped_early"]) == (
+        {"message_state": 0, "attempt_log": 0, "inbound_event": 0},
+        False,
+    )
     assert result.summary["states"]["sent"] >= 15 and not result.summary["unbalanced"]
     assert result.exit_code == 0
 

@@ -1,6 +1,7 @@
 """The retention purge next to the running pipeline: after a purge nothing is sent a second
 time, and a purge during sends blocks nothing (its locks held for the whole send, and a purge
-running batch after batch while deliver sends, its waits sampled)."""
+running batch after batch while deliver sends, its waits sampled); nor does a purge of the
+inbound events while the inbound processor applies new ones."""
 
 from __future__ import annotations
 
@@ -24,12 +25,15 @@ from proactive_delivery_tools.local.esm import LambdaContext
 from proactive_delivery_tools.local.receiver import Reply
 from tests.pipeline import Pipeline, load_function
 from tests.support.db import state_row
+from tests.support.processor import ghl_status, process, sms
 from tests.support.retention import (
     PLATFORM_TABLES,
     age_delivery_rows,
     delivery_ids,
     fingerprints,
     finished_row,
+    inbound_event_ids,
+    inbound_event_row,
 )
 from tests.support.telemetry import captured_log_lines, emf_metrics
 
@@ -111,8 +115,8 @@ def test_after_a_purge_nothing_is_sent_again(
     out = capsys.readouterr().out
     # THEN the sent ones and the cancelled follow-up are gone; the skipped and failed ones
     # the platform still has due stay
-    assert result["deleted"] == {"message_state": 3, "attempt_log": 4}
-    assert result["kept"] == {"message_state": 4}
+    assert result["deleted"] == {"message_state": 3, "attempt_log": 4, "inbound_event": 0}
+    assert result["kept"] == {"message_state": 4, "inbound_event": 0}
     assert (result["retention_days"], result["stopped_early"], result["dry_run"]) == (90, False, False)
     left = {(r[0], r[1]) for r in conn.execute("SELECT source, source_id FROM delivery.message_state")}
     assert left == {
@@ -174,7 +178,7 @@ def test_a_purge_holding_its_locks_through_a_whole_send_blocks_nothing(
             clock=lambda: datetime.now(UTC),
             safety_margin_ms=0,
         ).run(lambda: 10**9)
-        assert purge.deleted == {"message_state": 300, "attempt_log": 300}
+        assert purge.deleted == {"message_state": 300, "attempt_log": 300, "inbound_event": 0}
         purge_pid = held.connection().info.backend_pid
         locks = {
             (r[0], r[1])
@@ -203,6 +207,89 @@ def test_a_purge_holding_its_locks_through_a_whole_send_blocks_nothing(
     # AND once it committed the old rows are gone and the new ones stay
     assert _delivery_ids_of(conn, old) == []
     assert len(_delivery_ids_of(conn, due)) == 30
+
+
+def test_a_purge_of_inbound_events_holding_its_locks_blocks_no_inbound_event(
+    pipeline: Pipeline, make_contractor: Callable[..., int], make_message: Callable[..., int]
+) -> None:
+    conn = pipeline.conn
+    # GIVEN 300 inbound events applied 100 days ago (replies and receipts of 100 messages
+    # finished then, whose platform rows are gone), and two messages sent just now
+    old_messages = [
+        finished_row(conn, "proactive", 8_500_000 + n, "sent", days_ago=100, attempts=1) for n in range(100)
+    ]
+    old_events = {
+        inbound_event_row(conn, days_ago=100, delivery_id=m, action=a, outcome=o, kind=k)
+        for m in old_messages
+        for a, o, k in (("reply", "linked", "sms.received"), ("receipt", "recorded", "message.status"))
+    } | {inbound_event_row(conn, days_ago=100, action="help", outcome="help") for _ in range(100)}
+    ana, ben = "+13125550142", "+13125550143"
+    answered = make_message(make_contractor(phone=ana))
+    stopped = make_message(make_contractor(phone=ben))
+    pipeline.evaluate({"sources": ["proactive"]})
+    pipeline.drain(timeout=30)
+    # AND an inbound processor whose statements give up on any lock wait longer than 200 ms
+    url = pipeline.env["DATABASE_URL"]
+    pipeline.setenv(DATABASE_URL=with_lock_timeout(url, SENDER_LOCK_TIMEOUT_MS))
+    assert pipeline.services.database.fetch_all("SHOW lock_timeout", {}) == [
+        {"lock_timeout": f"{SENDER_LOCK_TIMEOUT_MS}ms"}
+    ]
+    # WHEN a purge deletes every old row in batches of 50, all in ONE transaction left open
+    held = Database(lambda: url)
+    try:
+        held.connection().autocommit = False
+        purge = Purger(
+            PostgresRetentionStore(held),
+            retention_days=90,
+            batch_size=50,
+            clock=lambda: datetime.now(UTC),
+            safety_margin_ms=0,
+        ).run(lambda: 10**9)
+        assert purge.deleted == {"message_state": 100, "attempt_log": 100, "inbound_event": 300}
+        purge_pid = held.connection().info.backend_pid
+        locks = {
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " WHERE l.pid = %s AND l.granted",
+                (purge_pid,),
+            )
+        }
+        assert ("inbound_event", "RowExclusiveLock") in locks
+        # AND meanwhile the inbound processor applies receipts, a reply and a STOP, in one batch
+        # and then one by one
+        events = [
+            ghl_status(f"proactive-{answered}", "delivered"),
+            ghl_status(f"proactive-{stopped}", "undelivered", "30003"),
+            sms(ana, "Thursday works"),
+            sms(ben, "STOP"),
+        ]
+        results = [
+            process(pipeline.services, *events[:2]),
+            *(process(pipeline.services, e) for e in events[2:]),
+        ]
+        # THEN every event was applied, none waited for a lock or failed
+        assert results == [{"batchItemFailures": []}] * 3
+        applied = conn.execute(
+            "SELECT action, outcome FROM delivery.inbound_event WHERE applied_at > now() - interval '1 hour'"
+            " ORDER BY id"
+        ).fetchall()
+        assert applied == [
+            ("receipt", "recorded"),
+            ("receipt", "recorded"),
+            ("reply", "linked"),
+            ("opt_out", "opted_out"),
+        ]
+        assert state_row(conn, answered)["delivery_status"] == "delivered"
+        # AND the purge's transaction was open the whole time, its deletions not yet visible
+        [(state,)] = conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (purge_pid,))
+        assert state == "idle in transaction"
+        assert old_events <= inbound_event_ids(conn)
+        held.connection().commit()
+    finally:
+        held.close()
+    # AND once it committed the old events are gone and the new ones stay
+    assert inbound_event_ids(conn).isdisjoint(old_events) and len(inbound_event_ids(conn)) == 4
 
 
 def _delivery_ids_of(conn: psycopg.Connection[Any], source_ids: list[int]) -> list[int]:

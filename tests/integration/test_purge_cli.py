@@ -70,7 +70,9 @@ def test_the_dry_run_prints_the_retention_in_effect_and_what_would_go(
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("retention 90 days (the default): finished rows older than 20")
-    assert lines[1] == "would delete: attempt_log 2, message_state 1 (in 1 batch, rolled back)"
+    assert lines[1] == (
+        "would delete: attempt_log 2, inbound_event 0, message_state 1 (in 2 batches, rolled back)"
+    )
     assert lines[2].startswith("kept past the horizon: message_state 1 (messages the platform still has due")
     assert (delivery_ids(conn), attempt_delivery_ids(conn)) == before
 
@@ -89,8 +91,8 @@ def test_a_purge_by_hand_deletes_what_the_function_would(
     report = json.loads(out)
     # THEN the old sent row went with its attempts; the tombstone and the recent row stay
     assert code == 0
-    assert report["deleted"] == {"message_state": 1, "attempt_log": 2}
-    assert report["kept"] == {"message_state": 1}
+    assert report["deleted"] == {"message_state": 1, "attempt_log": 2, "inbound_event": 0}
+    assert report["kept"] == {"message_state": 1, "inbound_event": 0}
     assert (report["retention_days"], report["retention_source"], report["dry_run"]) == (
         90,
         "RETENTION_DAYS",
@@ -104,7 +106,7 @@ def test_a_purge_by_hand_deletes_what_the_function_would(
     # WHEN it runs again with a longer retention named on the command line THEN it says so
     code, out, _ = run(capsys, database_url, "--retention-days", "120")
     assert code == 0 and out.startswith("retention 120 days (--retention-days)")
-    assert "deleted: attempt_log 0, message_state 0" in out
+    assert "deleted: attempt_log 0, inbound_event 0, message_state 0" in out
 
 
 @pytest.mark.parametrize(

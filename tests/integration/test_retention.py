@@ -1,8 +1,9 @@
 """The retention purge on the real PostgreSQL, on the platform's real tables: what goes (our
-finished rows past RETENTION_DAYS that can never come back, with their attempt logs), what
-stays (recent rows, open rows, the tombstones of messages the platform still has due, the
-preferences, every platform row), small batches on a keyset cursor, the time budget, the
-dry run and the index each batch reads."""
+finished rows past RETENTION_DAYS that can never come back, with their attempt logs; the
+inbound events applied before the horizon), what stays (recent rows, open rows, the
+tombstones of messages the platform still has due, unmatched opt-outs and opt-ins, the
+preferences, every platform row), small batches on a keyset cursor, the time budget, the dry
+run and the index each batch reads."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from tests.support.retention import (
     delivery_ids,
     fingerprints,
     finished_row,
+    inbound_event_ids,
+    inbound_event_row,
 )
 
 OLD = 100.0  # days: past the default horizon of 90
@@ -151,8 +154,8 @@ def test_purge_deletes_old_finished_rows_that_cannot_come_back_and_keeps_everyth
     assert attempt_delivery_ids(conn) == sorted(kept.values())
     # AND the report says so: rows deleted by table, the tombstones read and kept
     attempts_gone = sum(ROWS[label][4] for label in [*deleted, *tombstones])
-    assert report.deleted == {"message_state": len(deleted), "attempt_log": attempts_gone}
-    assert report.kept == {"message_state": len(tombstones)}
+    assert report.deleted == {"message_state": len(deleted), "attempt_log": attempts_gone, "inbound_event": 0}
+    assert report.kept == {"message_state": len(tombstones), "inbound_event": 0}
     assert not report.stopped_early and not report.dry_run
     # AND not one platform row, nor one preference, was deleted, updated or even locked
     assert fingerprints(conn, untouched) == before
@@ -231,11 +234,11 @@ def test_purge_works_in_small_batches_and_resumes_when_time_ran_out(
     pages.clear()
     second = run(lambda: ALWAYS_TIME)
     assert not second.stopped_early
-    assert [p.scanned for p in pages] == [10, 10, 10, 5]
-    assert second.deleted == {"message_state": 20, "attempt_log": 20}
-    assert second.kept == {"message_state": 15}
+    assert [p.scanned for p in pages] == [10, 10, 10, 5, 0]  # the last: inbound_event's only page
+    assert second.deleted == {"message_state": 20, "attempt_log": 20, "inbound_event": 0}
+    assert second.kept == {"message_state": 15, "inbound_event": 0}
     assert delivery_ids(conn) & set(purgeable) == set()
-    assert all(p.deleted["message_state"] <= 10 for p in pages)
+    assert all(p.deleted.get("message_state", 0) <= 10 for p in pages)
 
 
 def test_the_dry_run_reports_what_a_purge_would_delete_and_changes_nothing(
@@ -256,7 +259,7 @@ def test_the_dry_run_reports_what_a_purge_would_delete_and_changes_nothing(
 def test_a_longer_retention_keeps_more(conn: psycopg.Connection[Any], db: Database, matrix: Matrix) -> None:
     # GIVEN the matrix's rows are 100 days old WHEN the purge keeps 120 days THEN nothing goes
     report = purger(db, days=120).run(lambda: ALWAYS_TIME)
-    assert report.deleted == {"message_state": 0, "attempt_log": 0}
+    assert report.deleted == {"message_state": 0, "attempt_log": 0, "inbound_event": 0}
     assert report.horizon < datetime.now(UTC) - timedelta(days=119)
 
 
@@ -332,8 +335,8 @@ def test_a_purge_with_nothing_old_deletes_nothing(
     kept = finished_row(conn, "proactive", make_message(), "sent", days_ago=RECENT, attempts=1)
     # WHEN the purge runs THEN it says 0 for each table and one batch was enough
     report = purger(db).run(lambda: ALWAYS_TIME)
-    assert report.as_dict()["deleted"] == {"message_state": 0, "attempt_log": 0}
-    assert report.batches == 1
+    assert report.as_dict()["deleted"] == {"message_state": 0, "attempt_log": 0, "inbound_event": 0}
+    assert report.batches == 2  # one per table
     assert delivery_ids(conn) == {kept}
 
 
@@ -393,3 +396,166 @@ def test_the_purge_runs_on_every_platform_variant(
         # THEN what can never come back went, what the platform still has due stayed
         assert delivery_ids(conn) == expected_kept
         assert report.deleted["message_state"] == len(expected_gone)
+
+
+# --- delivery.inbound_event ------------------------------------------------------------------------
+# label: (action, outcome, kind, age in days, kept?)
+EVENTS: dict[str, tuple[str, str, str, float, bool]] = {
+    "old linked reply": ("reply", "linked", "sms.received", OLD, False),
+    "old reply nobody's": ("reply", "unmatched", "sms.received", OLD, False),
+    "old reply outside the window": ("reply", "outside_window", "sms.received", OLD, False),
+    "old receipt": ("receipt", "recorded", "message.status", OLD, False),
+    "old receipt, message unknown": ("receipt", "unknown_message", "message.status", OLD, False),
+    "old STOP applied": ("opt_out", "opted_out", "sms.received", OLD, False),
+    "old START kept operator's": ("opt_in", "kept_operator_opt_out", "sms.received", OLD, False),
+    "old HELP": ("help", "help", "sms.received", OLD, False),
+    "old DND opt-out applied": ("opt_out", "opted_out", "contact.dnd", OLD, False),
+    # What a later `inbound backfill-phones` applies: never lost to age.
+    "old STOP nobody's": ("opt_out", "unmatched", "sms.received", OLD + 200, True),
+    "old START nobody's": ("opt_in", "unmatched", "sms.received", OLD, True),
+    "old DND opt-out nobody's": ("opt_out", "unmatched", "contact.dnd", OLD, True),
+    "recent reply": ("reply", "linked", "sms.received", RECENT, True),
+    "recent receipt": ("receipt", "recorded", "message.status", RECENT, True),
+    "recent STOP": ("opt_out", "opted_out", "sms.received", RECENT, True),
+}  # fmt: skip
+
+
+def test_old_inbound_events_go_unmatched_opt_outs_and_recent_ones_stay(
+    conn: psycopg.Connection[Any], db: Database
+) -> None:
+    # GIVEN every kind of inbound event, old and recent, and the tables the purge must not
+    # touch as they are (the platform's, our preferences and phone directory)
+    ids = {
+        label: inbound_event_row(conn, days_ago=days, action=action, outcome=outcome, kind=kind)
+        for label, (action, outcome, kind, days, _kept) in EVENTS.items()
+    }
+    conn.execute(
+        "INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source, recorded_at)"
+        " VALUES ('\\x01', 1, 'send', now() - interval '400 days')"
+    )
+    untouched = [*PLATFORM_TABLES, "delivery.contractor_preferences", "delivery.contractor_phone"]
+    before = fingerprints(conn, untouched)
+    # WHEN the purge runs with the default retention
+    report = purger(db).run(lambda: ALWAYS_TIME)
+    # THEN the old events went, except opt-outs and opt-ins from numbers nobody had yet
+    kept = {ids[label] for label, row in EVENTS.items() if row[-1]}
+    assert inbound_event_ids(conn) == kept
+    old_kept = sum(1 for row in EVENTS.values() if row[-1] and row[3] >= OLD)
+    assert report.deleted["inbound_event"] == len(EVENTS) - len(kept)
+    assert report.kept["inbound_event"] == old_kept
+    # AND nothing else changed, not even a lock
+    assert fingerprints(conn, untouched) == before
+    # AND what backfill-phones reads is still there: the latest of each unknown number
+    assert {
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM delivery.inbound_event WHERE outcome = 'unmatched'"
+        ).fetchall()
+    } == {"opt_out", "opt_in"}
+
+
+def test_a_message_and_its_inbound_events_are_purged_in_either_order(
+    conn: psycopg.Connection[Any], db: Database, make_message: Callable[..., int]
+) -> None:
+    # GIVEN an old message that can go, with a receipt recorded for it recently (a late one),
+    # and a tombstone (the platform still has it due) with an old reply linked to it
+    gone = finished_row(conn, "proactive", 9_300_000, "failed", days_ago=OLD, attempts=1)
+    late_receipt = inbound_event_row(
+        conn, days_ago=RECENT, action="receipt", outcome="recorded", kind="message.status",
+        delivery_id=gone, status="undelivered",
+    )  # fmt: skip
+    tombstone = finished_row(conn, "proactive", make_message(), "skipped", days_ago=OLD, reason="opted_out")
+    old_reply = inbound_event_row(conn, days_ago=OLD, delivery_id=tombstone)
+    # WHEN the purge runs
+    report = purger(db).run(lambda: ALWAYS_TIME)
+    # THEN the message went although an event still names it (no foreign key ties them), the
+    # event stays until its own time; the tombstone stays, its old reply went
+    assert delivery_ids(conn) == {tombstone}
+    assert inbound_event_ids(conn) == {late_receipt}
+    assert old_reply not in inbound_event_ids(conn)
+    assert report.deleted == {"message_state": 1, "attempt_log": 1, "inbound_event": 1}
+
+
+def test_inbound_events_are_purged_in_small_batches_on_the_keyset_through_shared_times(
+    conn: psycopg.Connection[Any], db: Database
+) -> None:
+    # GIVEN 25 old events applied by one processor batch (one applied_at for all), 15 older
+    # unmatched STOPs (kept: read first, every run), and a purge of 10 rows a batch
+    for _ in range(15):
+        inbound_event_row(conn, days_ago=OLD + 10, action="opt_out", outcome="unmatched")
+    [(shared,)] = conn.execute("SELECT now() - interval '100 days'").fetchall()
+    batch = [inbound_event_row(conn, days_ago=0, applied_at=shared) for _ in range(25)]
+    pages: list[PurgePage] = []
+
+    class Recorded(PostgresRetentionStore):
+        def purge_page(
+            self, statement: str, *, horizon: datetime, after: PurgeCursor, batch_size: int
+        ) -> PurgePage:
+            page = super().purge_page(statement, horizon=horizon, after=after, batch_size=batch_size)
+            if statement == "purge_inbound_event":
+                pages.append(page)
+            return page
+
+    store = Recorded(db)
+    report = Purger(
+        store, retention_days=90, batch_size=10, clock=lambda: datetime.now(UTC), safety_margin_ms=0
+    ).run(lambda: ALWAYS_TIME)
+    # THEN each row was read once, 10 at most a batch, the keyset passing the rows of the
+    # shared time it had read by id
+    assert [p.scanned for p in pages] == [10, 10, 10, 10, 0]
+    assert report.deleted["inbound_event"] == 25 and report.kept["inbound_event"] == 15
+    assert inbound_event_ids(conn).isdisjoint(batch) and len(inbound_event_ids(conn)) == 15
+    assert all(p.deleted["inbound_event"] <= 10 for p in pages)
+
+
+def test_an_inbound_event_another_transaction_holds_is_skipped_not_waited_for(
+    conn: psycopg.Connection[Any], db: Database
+) -> None:
+    # GIVEN two old events, one of them locked by an open transaction
+    held = inbound_event_row(conn, days_ago=OLD)
+    inbound_event_row(conn, days_ago=OLD)
+    with psycopg.connect(conn.info.dsn) as other:
+        other.execute("SELECT 1 FROM delivery.inbound_event WHERE id = %s FOR UPDATE", (held,))
+        # WHEN the purge runs meanwhile THEN it deletes the other one and passes the held one by
+        report = purger(db).run(lambda: ALWAYS_TIME)
+        assert report.deleted["inbound_event"] == 1
+        assert inbound_event_ids(conn) == {held}
+    # AND the next run, the lock gone, takes it
+    purger(db).run(lambda: ALWAYS_TIME)
+    assert inbound_event_ids(conn) == set()
+
+
+def test_each_inbound_batch_reads_old_events_on_the_applied_at_index(database_url: str, db: Database) -> None:
+    # GIVEN 50,000 inbound events, most of them recent, 2,000 applied long ago, in batches of
+    # ten sharing one applied_at as the processor writes them, and fresh statistics
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO delivery.inbound_event (identity, kind, received_at, occurred_at, applied_at,"
+            " action, outcome)"
+            " SELECT 'test:' || g, 'sms.received', t, t, t, 'reply', 'linked'"
+            " FROM generate_series(1, 50000) g,"
+            " LATERAL (SELECT now() - make_interval(days => CASE WHEN (g / 10) % 25 = 1 THEN 100 ELSE 5 END,"
+            " secs => g / 10) AS t) w"
+        )
+        conn.execute("ANALYZE delivery.inbound_event")
+    [entry] = [t for t in PURGED_TABLES if t.table == "inbound_event"]
+    statement = db.sql(entry.statement, RETENTION_SQL)
+    for after_at in (None, datetime.now(UTC) - timedelta(days=100)):
+        params = {
+            "horizon": datetime.now(UTC) - timedelta(days=90),
+            "after_at": after_at,
+            "after_id": 0 if after_at is None else 25_000,
+            "batch_size": 200,
+        }
+        # WHEN the planner plans a batch (the first, and one from a cursor)
+        with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
+            [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
+        scans = [n for n in _plan_nodes(explained[0]["Plan"]) if n["Node Type"].endswith("Scan")]
+        # THEN the page is an index range scan on applied_at from the cursor, the deletes find
+        # their rows by key, and the table is never read whole
+        [page] = [n for n in scans if n.get("Index Name") == "inbound_event_applied_idx"]
+        assert "applied_at <" in page["Index Cond"] and "applied_at >=" in page["Index Cond"]
+        assert {n.get("Index Name") for n in scans if n.get("Relation Name") == "inbound_event"} == {
+            "inbound_event_applied_idx",
+            "inbound_event_pkey",
+        }

@@ -114,3 +114,106 @@ def test_show_an_unknown_or_malformed_message_is_one_line(
     assert captured.out == "" and "Traceback" not in captured.err
     [line] = captured.err.strip().splitlines()
     assert cause in line
+
+
+# --- the way back: the receipt and the replies linked to a message ---------------------------------
+PHONE = "+13125550142"
+REPLY = "Thursday at 4 works for the Oak St walkthrough"
+
+
+@pytest.fixture
+def answered(pipeline: Any, make_contractor: Any, make_message: Any) -> dict[str, Any]:
+    """A proactive message sent by the real evaluate and deliver functions, answered by the
+    contractor twice (the inbound processor links both), and its receipts: `undelivered`
+    with a code, then `delivered` (receipts only move up)."""
+    from tests.support.db import state_row
+    from tests.support.processor import ghl_status, process, sms
+
+    contractor = make_contractor(phone="(312) 555-0142", email="ana.ortiz@example.com")
+    message = make_message(contractor)
+    pipeline.evaluate({"sources": ["proactive"]})
+    pipeline.drain(timeout=30)
+    assert state_row(pipeline.conn, message)["state"] == "sent"
+    assert process(pipeline.services, ghl_status(f"proactive-{message}", "undelivered", "30003")) == {
+        "batchItemFailures": []
+    }
+    process(pipeline.services, sms(PHONE, REPLY))
+    process(pipeline.services, sms(PHONE, "Also Friday is fine"))
+    process(pipeline.services, ghl_status(f"proactive-{message}", "delivered"))
+    # A STOP from the same number is not a reply to the message: it is not linked to it
+    process(pipeline.services, sms(PHONE, "STOP"))
+    return {"message": message, "contractor": contractor, "url": pipeline.env["DATABASE_URL"]}
+
+
+def _no_contact_details_or_text(out: str) -> None:
+    for leak in ("5550142", "555-0142", "ana.ortiz", REPLY, "Friday"):
+        assert leak not in out
+
+
+def test_show_json_has_the_delivery_status_and_the_replies_linked(
+    answered: dict[str, Any], capsys: Any
+) -> None:
+    # WHEN an operator looks at the answered message, as JSON
+    assert (
+        cli.main(["--database-url", answered["url"], "show", f"proactive:{answered['message']}", "--json"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    report = json.loads(out)
+    # THEN its delivery status is the highest receipt's: delivered, no code, with its time
+    status = report["delivery_status"]
+    assert (status["status"], status["error_code"]) == ("delivered", None) and status["at"]
+    # AND both replies are there, linked, in the order they came, with their times
+    replies = report["replies"]
+    assert [(r["kind"], r["action"], r["outcome"], r["provider"]) for r in replies] == [
+        ("sms.received", "reply", "linked", "twilio")
+    ] * 2
+    assert all(r["occurred_at"] and r["received_at"] and r["applied_at"] for r in replies)
+    assert replies[0]["occurred_at"] <= replies[1]["occurred_at"]
+    assert all(r["event"].startswith("twilio:") for r in replies)
+    # AND the receipts in the order they happened, the undelivered one with its code
+    assert [(r["status"], r["error_code"]) for r in report["receipts"]] == [
+        ("undelivered", "30003"),
+        ("delivered", None),
+    ]
+    # AND where the reply's text is, instead of the text
+    assert report["reply_text_column"] == "ai_proactive_messages.contractor_response"
+    _no_contact_details_or_text(out)
+
+
+def test_show_prints_the_receipt_and_the_replies_without_their_text(
+    answered: dict[str, Any], capsys: Any
+) -> None:
+    assert cli.main(["--database-url", answered["url"], "show", f"proactive:{answered['message']}"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    [receipt] = [line for line in lines if line.lstrip().startswith("receipt ")]
+    assert receipt.split()[1] == "delivered" and " at 20" in receipt
+    [start] = [n for n, line in enumerate(lines) if line.startswith("Replies (text not kept here")]
+    assert "the first one's goes to ai_proactive_messages.contractor_response" in lines[start]
+    replies = lines[start + 1 : start + 3]
+    assert all(" reply linked (sms.received, twilio; applied " in r for r in replies)
+    start = lines.index("Receipts")
+    assert "undelivered error 30003 (ghl; applied " in lines[start + 1]
+    assert "delivered (ghl; applied " in lines[start + 2]
+    _no_contact_details_or_text(out)
+
+
+def test_show_a_message_without_receipt_or_reply(
+    database_url: str, conn: Any, make_message: Any, capsys: Any
+) -> None:
+    # GIVEN a message sent a minute ago that no receipt and no reply has reached yet
+    message = make_message()
+    conn.execute(
+        "INSERT INTO delivery.message_state (source, source_id, state, attempts, channel, sent_at)"
+        " VALUES ('proactive', %s, 'sent', 1, 'sms', now() - interval '1 minute')",
+        (message,),
+    )
+    assert cli.main(["--database-url", database_url, "show", f"proactive:{message}", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["delivery_status"] == {"status": None, "error_code": None, "at": None}
+    assert (report["replies"], report["receipts"]) == ([], [])
+    assert cli.main(["--database-url", database_url, "show", f"proactive:{message}"]) == 0
+    out = capsys.readouterr().out
+    assert "receipt          none yet (sent, no receipt recorded)" in out
+    assert "Replies: none linked" in out and "Receipts: none" in out

@@ -94,3 +94,41 @@ def delivery_ids(conn: psycopg.Connection[Any]) -> set[int]:
 def attempt_delivery_ids(conn: psycopg.Connection[Any]) -> list[int]:
     """The delivery id of every attempt_log row (one entry per row)."""
     return sorted(int(r[0]) for r in conn.execute("SELECT delivery_id FROM delivery.attempt_log").fetchall())
+
+
+def inbound_event_row(
+    conn: psycopg.Connection[Any],
+    *,
+    days_ago: float,
+    action: str = "reply",
+    outcome: str = "linked",
+    kind: str = "sms.received",
+    delivery_id: int | None = None,
+    status: str | None = None,
+    applied_at: Any = None,
+) -> int:
+    """A row of delivery.inbound_event the processor applied `days_ago` days ago (or at
+    `applied_at`, a timestamptz, when given: a processor batch shares one)."""
+    row = conn.execute(
+        "INSERT INTO delivery.inbound_event (identity, kind, provider, received_at, occurred_at,"
+        " applied_at, action, delivery_id, status, outcome)"
+        " SELECT 'test:' || gen_random_uuid(), %(kind)s, 'twilio', t, t, t, %(action)s, %(delivery_id)s,"
+        " %(status)s, %(outcome)s"
+        " FROM (SELECT coalesce(%(at)s::timestamptz, now() - make_interval(secs => %(seconds)s)) AS t) w"
+        " RETURNING id",
+        {
+            "kind": kind,
+            "action": action,
+            "delivery_id": delivery_id,
+            "status": status,
+            "outcome": outcome,
+            "at": applied_at,
+            "seconds": days_ago * 86400,
+        },
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def inbound_event_ids(conn: psycopg.Connection[Any]) -> set[int]:
+    return {int(r[0]) for r in conn.execute("SELECT id FROM delivery.inbound_event").fetchall()}

@@ -39,13 +39,16 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, samconfig: bool) -> N
 def register(sub: Any, database_url: DatabaseUrl) -> None:
     status = sub.add_parser(
         "status",
-        help="backlog, failures, queue depths, the last evaluate run of each source, the pause switch",
+        help="backlog, failures, receipts, replies and opt-outs of the last 24 h, queue depths, the last"
+        " evaluate run of each source, the pause switch",
     )
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_stack_options(status, samconfig=False)
     status.set_defaults(func=lambda args: cmd_status(args, database_url))
 
-    show = sub.add_parser("show", help="one message's delivery state and attempt history")
+    show = sub.add_parser(
+        "show", help="one message's delivery state, attempt history, delivery receipt and replies"
+    )
     show.add_argument("message", metavar="SOURCE:ID", help="e.g. proactive:42 or followup:7")
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(func=lambda args: cmd_show(args, database_url))
@@ -82,9 +85,11 @@ def register(sub: Any, database_url: DatabaseUrl) -> None:
 
     purge = sub.add_parser(
         "purge",
-        help="delete finished delivery rows older than the retention, as the daily purge does",
-        description="Delete this project's finished messages (and their attempt logs) older than the"
-        " retention, except those the platform still has due; the platform's rows are never touched."
+        help="delete finished delivery rows and inbound events older than the retention, as the daily"
+        " purge does",
+        description="Delete this project's finished messages (and their attempt logs) and the inbound"
+        " events it applied, older than the retention, except the messages the platform still has due"
+        " and opt-outs from numbers nobody had yet; the platform's rows are never touched."
         " The same code as the purge function, in the same small batches.",
     )
     purge.add_argument(
@@ -413,6 +418,16 @@ def cmd_purge(args: argparse.Namespace, database_url: DatabaseUrl) -> int:
     return 0
 
 
+# Why a table's old rows were read and kept (PurgeReport.kept), in the order the purge works.
+_KEPT_BECAUSE = {
+    "message_state": "messages the platform still has due: without them evaluate would queue those"
+    " messages again",
+    "inbound_event": "opt-outs and opt-ins from numbers nobody had yet: `inbound backfill-phones`"
+    " applies them once it knows whose number it is",
+}
+_KEPT_ORDER = {table: n for n, table in enumerate(_KEPT_BECAUSE)}
+
+
 def render_purge(report: Any, source: str, max_seconds: float) -> str:
     verb = "would delete" if report.dry_run else "deleted"
     counts = ", ".join(f"{table} {n}" for table, n in sorted(report.deleted.items()))
@@ -422,12 +437,13 @@ def render_purge(report: Any, source: str, max_seconds: float) -> str:
         f"{verb}: {counts} (in {report.batches} batch{'es' if report.batches != 1 else ''}"
         f"{', rolled back' if report.dry_run else ''})",
     ]
-    kept = ", ".join(f"{table} {n}" for table, n in sorted(report.kept.items()) if n)
+    kept = "; ".join(
+        f"{table} {n} ({_KEPT_BECAUSE.get(table, 'kept by its statement')})"
+        for table, n in sorted(report.kept.items(), key=lambda item: _KEPT_ORDER.get(item[0], 9))
+        if n
+    )
     if kept:
-        lines.append(
-            f"kept past the horizon: {kept} (messages the platform still has due: without them evaluate"
-            " would queue those messages again)"
-        )
+        lines.append(f"kept past the horizon: {kept}")
     if report.stopped_early:
         lines.append(f"stopped after --max-seconds {max_seconds:g}: run it again to go on")
     return "\n".join(lines)
@@ -480,6 +496,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append("  (none)")
     for f in status["failures_24h"]:
         lines.append(f"  {f['source']:<12} {f['reason']:<28} {f['messages']:>6}")
+    lines.extend(_way_back_lines(status.get("way_back_24h")))
     lines.append("Queues (visible / in flight / delayed)")
     if status["queues"] is None:
         lines.append("  DELIVERY_QUEUE_URL is not set")
@@ -500,6 +517,23 @@ def render_status(status: dict[str, Any]) -> str:
             f"enqueued {run['enqueued']}{shared}{', stopped early' if run['stopped_early'] else ''}"
         )
     return "\n".join(lines)
+
+
+def _way_back_lines(back: dict[str, Any] | None) -> list[str]:
+    if back is None:
+        return []
+    codes = ", ".join(f"{code} {n}" for code, n in back["undelivered_by_code"].items())
+    unlinked = back["replies_not_linked"]
+    return [
+        "The way back, last 24 h (what the inbound processor applied)",
+        f"  delivered    {back['delivered']:>8}   messages whose receipt now says delivered or read",
+        f"  undelivered  {back['undelivered']:>8}   undelivered or failed"
+        + (f" (by code: {codes})" if codes else ""),
+        f"  replied      {back['replied']:>8}   replies linked to a message; {unlinked} linked to none"
+        " (unmatched, ambiguous, outside the window)",
+        f"  opted out    {back['opted_out']:>8}   keyword {back['opted_out_keyword']},"
+        f" DND {back['opted_out_dnd']}; opted in {back['opted_in']}",
+    ]
 
 
 def _provider_lines(providers: list[dict[str, Any]]) -> list[str]:
@@ -565,6 +599,7 @@ def render_message(report: dict[str, Any]) -> str:
         ("lease until", state["lease_expires_at"] if state["state"] == "sending" else None),
         ("last error", state["last_error"]),
         ("updated at", state["updated_at"]),
+        ("receipt", _receipt(report["delivery_status"], sent=state["state"] == "sent")),
     ]
     lines += [f"  {label:<16} {value}" for label, value in rows if value not in (None, "")]
     lines.append("Attempts" if report["attempts"] else "Attempts: none")
@@ -575,4 +610,35 @@ def render_message(report: dict[str, Any]) -> str:
             f"  #{a['attempt']:<3} {a['outcome']:<10} {a['channel'] or '-':<9} http {status:<4} {latency:>9}"
             f"  {a['started_at']} .. {a['finished_at']}" + (f"  {a['error']}" if a["error"] else "")
         )
+    if report["replies"]:
+        where = report["reply_text_column"]
+        lines.append(
+            f"Replies (text not kept here: the first one's goes to {where}, where still empty,"
+            " unless PLATFORM_WRITE_RESPONSES=false)"
+            if where
+            else "Replies (text not kept here, and this platform's table has no column for it)"
+        )
+    else:
+        lines.append("Replies: none linked")
+    for r in report["replies"]:
+        keyword = f" {r['keyword']}" if r["keyword"] else ""
+        lines.append(
+            f"  {r['occurred_at']}  {r['action']}{keyword} {r['outcome']}"
+            f" ({r['kind']}, {r['provider'] or '-'}; applied {r['applied_at']})  {r['event']}"
+        )
+    lines.append("Receipts" if report["receipts"] else "Receipts: none")
+    for r in report["receipts"]:
+        code = f" error {r['error_code']}" if r["error_code"] else ""
+        lines.append(
+            f"  {r['occurred_at']}  {r['status'] or '-'}{code} ({r['provider'] or '-'};"
+            f" applied {r['applied_at']})  {r['event']}"
+        )
     return "\n".join(lines)
+
+
+def _receipt(status: dict[str, Any] | None, *, sent: bool) -> str | None:
+    """The latest receipt in one line; "none yet" for a sent message no receipt reached."""
+    if status is None or status["status"] is None:
+        return "none yet (sent, no receipt recorded)" if sent else None
+    code = f", error {status['error_code']}" if status["error_code"] else ""
+    return f"{status['status']}{code} at {status['at']}"

@@ -1,4 +1,5 @@
-"""`proactive-delivery show SOURCE:ID`: one message's state and attempt history."""
+"""`proactive-delivery show SOURCE:ID`: one message's state, attempt history, delivery receipt
+and the inbound events linked to it (replies, receipts)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,18 @@ def _clean(value: Any) -> Any:
     return redact_value(value) if isinstance(value, str) else value
 
 
+# Where the text of a reply is: the platform's own column, filled with the first reply's text
+# (where still NULL, with PLATFORM_WRITE_RESPONSES on). We keep no text.
+REPLY_TEXT_COLUMN = {
+    "proactive": ("ai_proactive_messages", "contractor_response"),
+    "followup": ("contractor_followup_schedules", "response_text"),
+}
+
+
 def message_report(store: OperationsStore, key: MessageKey) -> dict[str, Any]:
-    """One message's delivery state and its attempt history, for `show`. Never the text
-    or the contractor's contact details."""
+    """One message's delivery state, its attempt history, its delivery receipt and the
+    inbound events linked to it, for `show`. Never the text (of the message or of a reply)
+    nor the contractor's contact details."""
     state = store.message_detail(key)
     platform = store.platform_row(key)
     if state is None and platform is None:
@@ -55,6 +65,15 @@ def message_report(store: OperationsStore, key: MessageKey) -> dict[str, Any]:
         },
         "state": None,
         "attempts": [],
+        # The latest receipt's status (delivered, undelivered, failed, read; None: no receipt
+        # yet), its error code and time; None without a row of ours.
+        "delivery_status": None,
+        # Replies linked to this message, and the receipts recorded for it (oldest first).
+        "replies": [],
+        "receipts": [],
+        "reply_text_column": store.reply_text_column(*REPLY_TEXT_COLUMN[key.source])
+        if key.source in REPLY_TEXT_COLUMN
+        else None,
     }
     if state is not None:
         report["state"] = {
@@ -83,4 +102,26 @@ def message_report(store: OperationsStore, key: MessageKey) -> dict[str, Any]:
             }
             for a in store.attempt_history(int(state["delivery_id"]))
         ]
+        report["delivery_status"] = {
+            "status": state["delivery_status"],
+            "error_code": _clean(state["delivery_error_code"]),
+            "at": _when(state["delivery_status_at"]),
+        }
+        for event in store.inbound_events(int(state["delivery_id"])):
+            item = {
+                "event": _clean(event["identity"]),
+                "kind": event["kind"],
+                "provider": event["provider"],
+                "action": event["action"],
+                "outcome": event["outcome"],
+                "occurred_at": _when(event["occurred_at"]),
+                "received_at": _when(event["received_at"]),
+                "applied_at": _when(event["applied_at"]),
+            }
+            if event["action"] == "receipt":
+                item |= {"status": event["status"], "error_code": _clean(event["error_code"])}
+                report["receipts"].append(item)
+            else:
+                item["keyword"] = event["keyword"]
+                report["replies"].append(item)
     return report

@@ -1,5 +1,5 @@
-"""`proactive-delivery status`: backlog, states, failures, queues, the last evaluate run of each
-source and other senders."""
+"""`proactive-delivery status`: backlog, states, failures, what came back (receipts, replies,
+opt-outs), queues, the last evaluate run of each source and other senders."""
 
 from __future__ import annotations
 
@@ -52,10 +52,27 @@ def collect_status(
         "backlog": backlog,
         "states": states,
         "failures_24h": failures,
+        "way_back_24h": _way_back(store.way_back()),
         "queues": queues,
         "last_evaluate_run": _run(last) if last is not None else None,
         "last_evaluate_run_by_source": by_source,
         "sent_by_others_24h": sent_by_others,
+    }
+
+
+def _way_back(row: dict[str, Any]) -> dict[str, Any]:
+    """What the inbound processor applied in the last 24 h (ops/sql/operations.sql
+    way_back_24h): messages by the receipt they now have, replies, opt-outs and opt-ins."""
+    return {
+        "delivered": int(row["delivered"]),
+        "undelivered": int(row["undelivered"]),
+        "undelivered_by_code": {str(k): int(v) for k, v in sorted(row["undelivered_by_code"].items())},
+        "replied": int(row["replied"]),
+        "replies_not_linked": int(row["replies_not_linked"]),
+        "opted_out": int(row["opted_out_keyword"]) + int(row["opted_out_dnd"]),
+        "opted_out_keyword": int(row["opted_out_keyword"]),
+        "opted_out_dnd": int(row["opted_out_dnd"]),
+        "opted_in": int(row["opted_in"]),
     }
 
 

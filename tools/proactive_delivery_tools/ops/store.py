@@ -48,6 +48,10 @@ class OperationsStore:
     def state_counts(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("state_counts"), {})
 
+    def way_back(self) -> dict[str, Any]:
+        """Receipts, replies and opt-outs the inbound processor applied in the last 24 h."""
+        return self.db.fetch_all(self._sql("way_back_24h"), {})[0]
+
     def recent_failures(self) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("recent_failures"), {})
 
@@ -70,3 +74,12 @@ class OperationsStore:
 
     def attempt_history(self, delivery_id: int) -> list[dict[str, Any]]:
         return self.db.fetch_all(self._sql("attempt_history"), {"delivery_id": delivery_id})
+
+    def inbound_events(self, delivery_id: int) -> list[dict[str, Any]]:
+        """The replies and receipts the inbound processor linked to one message."""
+        return self.db.fetch_all(self._sql("message_inbound_events"), {"delivery_id": delivery_id})
+
+    def reply_text_column(self, table: str, column: str) -> str | None:
+        """`table.column` when this platform's schema has it (where the processor writes a
+        reply's text), else None."""
+        return f"{table}.{column}" if self.db.platform_schema().has(table, column) else None

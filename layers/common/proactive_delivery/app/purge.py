@@ -30,12 +30,17 @@ class PurgedTable:
     statement: str
 
 
-# Every table the purge keeps bounded, in the order the purge works them. Adding one (the
-# inbound events, say) is one entry here, with its statement in retention.sql. attempt_log
-# goes with message_state, in the same statement: an attempt hangs on its message by a
-# foreign key. contractor_preferences is never purged (it holds opt-outs), evaluate_run is
-# pruned by the statement that starts a run.
-PURGED_TABLES: Final = (PurgedTable("message_state", "purge_message_state"),)
+# Every table the purge keeps bounded, in the order the purge works them. Adding one is one
+# entry here, with its statement in retention.sql. attempt_log goes with message_state, in
+# the same statement: an attempt hangs on its message by a foreign key. inbound_event has
+# its own statement: an event names its message (delivery_id) without a foreign key, so
+# either can go first. contractor_preferences and contractor_phone are never purged (they
+# hold opt-outs and whose number is whose), evaluate_run is pruned by the statement that
+# starts a run.
+PURGED_TABLES: Final = (
+    PurgedTable("message_state", "purge_message_state"),
+    PurgedTable("inbound_event", "purge_inbound_event"),
+)
 
 
 @dataclass
@@ -46,7 +51,8 @@ class PurgeReport:
     # Rows deleted, by table (a dry run: rows a purge would have deleted).
     deleted: Counter[str] = field(default_factory=Counter)
     # Rows past the horizon a table's pages read and kept, by table: for message_state, the
-    # messages the platform still has due (rows another transaction holds are not read).
+    # messages the platform still has due; for inbound_event, opt-outs and opt-ins from
+    # numbers nobody had yet (rows another transaction holds are not read).
     kept: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     # Time ran out before every table was done; the next run goes on.

@@ -59,6 +59,37 @@ WHERE state IN ('pending', 'queued', 'sending', 'deferred')
 GROUP BY source, state
 ORDER BY source, state;
 
+-- name: way_back_24h
+-- What came back in the last 24 hours, from the events the inbound processor applied then
+-- (a range scan of inbound_event_applied_idx): messages with a receipt recorded in the window,
+-- by the status they have now (found by key: message_state_pkey), delivered (delivered, read)
+-- or undelivered (undelivered, failed; by error code); replies linked to a message, and
+-- replies linked to none (unmatched, ambiguous, outside the window); keyword and DND opt-outs
+-- and opt-ins applied. Never a whole table read.
+WITH recent AS (
+    SELECT i.kind, i.action, i.outcome, i.delivery_id
+    FROM delivery.inbound_event i
+    WHERE i.applied_at >= now() - interval '24 hours'
+),
+receipted AS (
+    SELECT s.delivery_status, s.delivery_error_code
+    FROM delivery.message_state s
+    WHERE s.id IN (SELECT r.delivery_id FROM recent r WHERE r.action = 'receipt' AND r.delivery_id IS NOT NULL)
+)
+SELECT
+    (SELECT count(*) FROM receipted WHERE delivery_status IN ('delivered', 'read')) AS delivered,
+    (SELECT count(*) FROM receipted WHERE delivery_status IN ('undelivered', 'failed')) AS undelivered,
+    (SELECT coalesce(jsonb_object_agg(c.code, c.messages), '{}'::jsonb)
+     FROM (SELECT coalesce(delivery_error_code, 'none') AS code, count(*) AS messages
+           FROM receipted
+           WHERE delivery_status IN ('undelivered', 'failed')
+           GROUP BY 1) c) AS undelivered_by_code,
+    (SELECT count(*) FROM recent WHERE outcome = 'linked') AS replied,
+    (SELECT count(*) FROM recent WHERE action = 'reply' AND outcome <> 'linked') AS replies_not_linked,
+    (SELECT count(*) FROM recent WHERE outcome = 'opted_out' AND kind = 'sms.received') AS opted_out_keyword,
+    (SELECT count(*) FROM recent WHERE outcome = 'opted_out' AND kind = 'contact.dnd') AS opted_out_dnd,
+    (SELECT count(*) FROM recent WHERE outcome = 'opted_in') AS opted_in;
+
 -- name: recent_failures
 SELECT source, coalesce(reason, 'unknown') AS reason, count(*) AS messages
 FROM delivery.message_state
@@ -95,9 +126,21 @@ RETURNING source, source_id;
 -- contact details). NULL columns when evaluate has not seen the message yet.
 SELECT s.id AS delivery_id, s.state, s.reason, s.attempts, s.channel, s.provider_ref,
        s.last_error, s.contractor_id, s.created_at, s.queued_at, s.sent_at, s.next_attempt_at,
-       s.lease_expires_at, s.updated_at
+       s.lease_expires_at, s.updated_at,
+       s.delivery_status, s.delivery_error_code, s.delivery_status_at
 FROM delivery.message_state s
 WHERE s.source = %(source)s AND s.source_id = %(source_id)s;
+
+-- name: message_inbound_events
+-- `show SOURCE:ID`: the inbound events the processor linked to one message (replies it
+-- answers, receipts about it), in the order they happened, on inbound_event_delivery_idx.
+-- Never a number or a text: the table holds neither (a number only as its keyed hash, which
+-- is not read here).
+SELECT i.identity, i.kind, i.provider, i.action, i.keyword, i.outcome, i.status, i.error_code,
+       i.occurred_at, i.received_at, i.applied_at
+FROM delivery.inbound_event i
+WHERE i.delivery_id = %(delivery_id)s
+ORDER BY i.occurred_at, i.id;
 
 -- name: platform_row_proactive
 -- Whether the platform has the message, and when it was due, for a message evaluate has

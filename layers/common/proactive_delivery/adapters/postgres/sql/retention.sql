@@ -60,6 +60,51 @@ SELECT (SELECT count(*) FROM page) AS scanned,
            'message_state', (SELECT count(*) FROM messages)
        ) AS deleted;
 
+-- name: purge_inbound_event
+-- A page of the inbound events the processor applied (delivery.inbound_event.applied_at)
+-- before the horizon, oldest first, on inbound_event_applied_idx (applied_at): the cursor's
+-- row comparison starts the index scan at the cursor's time, and the few rows of that same
+-- time already read (a processor batch shares one applied_at) are passed over by id. Locked
+-- as read (SKIP LOCKED) and deleted, in this one statement.
+--
+-- An event's identity is what makes a provider's retry or a DLQ replay change nothing; an
+-- event waits on the inbound queue or its DLQ 14 days at most (their retention, the SQS
+-- maximum), and RETENTION_DAYS is at least 30.
+--
+-- Kept, however old: a keyword or DND opt-out or opt-in recorded `unmatched` (a number nobody
+-- we knew). `proactive-delivery inbound backfill-phones` applies the latest of each number
+-- once it knows whose number it is (apply_unmatched_opt_outs in the tools' phones.sql), and
+-- an opt-out must not be lost to age. Such rows are read once a run and counted as kept.
+--
+-- delivery.inbound_event.delivery_id names the message_state row a reply or a receipt is
+-- about, with no foreign key: purge_message_state deletes a message without looking here,
+-- and an event can outlive its message (or a message its events) without either statement
+-- failing. Message ids are never reused, so a dangling delivery_id never names another
+-- message; it goes with its own row, at its own age.
+WITH page AS (
+    SELECT i.id, i.applied_at, i.outcome, i.action
+    FROM delivery.inbound_event i
+    WHERE i.applied_at < %(horizon)s
+      AND (i.applied_at, i.id) > (coalesce(%(after_at)s::timestamptz, '-infinity'), %(after_id)s::bigint)
+    ORDER BY i.applied_at, i.id
+    LIMIT %(batch_size)s
+    FOR UPDATE OF i SKIP LOCKED
+),
+events AS (
+    DELETE FROM delivery.inbound_event i
+    USING page h
+    WHERE i.id = h.id
+      AND NOT (h.outcome = 'unmatched' AND h.action IN ('opt_out', 'opt_in'))
+    RETURNING i.id
+),
+last AS (
+    SELECT p.applied_at, p.id FROM page p ORDER BY p.applied_at DESC, p.id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM page) AS scanned,
+       (SELECT applied_at FROM last) AS last_at,
+       (SELECT id FROM last) AS last_id,
+       jsonb_build_object('inbound_event', (SELECT count(*) FROM events)) AS deleted;
+
 -- name: platform_still_due
 -- Whether the platform row of a finished message `h` (source, source_id) is one evaluate's
 -- page statement would take as new were our row gone: a proactive message with sent_at NULL
