@@ -657,13 +657,17 @@ class LocalRuntime:
         if self.next_messages or self.scheduler is None:
             return False
         with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
-            self.next_messages = write_next_messages(conn)
-        if not self.next_messages:
-            self.next_messages = -1  # looked once; nothing to write
+            written = write_next_messages(conn)
+        self.next_messages = len(written) or -1  # -1: looked once, nothing to write
+        if not written:
             return False
+        whom = {
+            "stop": "the contractor whose STOP was applied",
+            "landline": "the one whose number came back a landline",
+        }
         display.say(
-            f"the platform wrote {self.next_messages} more messages (to the contractor who replied STOP"
-            " and to the one whose number came back a landline): evaluate fires again"
+            f"the platform wrote {len(written)} more messages (to {' and '.join(whom[k] for k in written)}):"
+            " evaluate fires again"
         )
         for target in self.scheduler.targets:
             if target.function == "EvaluateFunction":
@@ -709,7 +713,16 @@ class LocalRuntime:
             "signature_rejections": receiver.rejected_signatures,
             "invocations": {name: f.invocations for name, f in self.functions.items()},
             "function_errors": {name: f.errors for name, f in self.functions.items()},
-            "batch_sizes": [size for m in self.mappings for size in m.stats.batch_sizes],
+            # By function: the deliver function's batches and the inbound processor's.
+            "batch_sizes": {
+                m.function_name: [
+                    size
+                    for n in self.mappings
+                    if n.function_name == m.function_name
+                    for size in n.stats.batch_sizes
+                ]
+                for m in self.mappings
+            },
             "peak_concurrency": max((m.stats.peak_concurrency for m in self.mappings), default=0),
             "schedule_fires": len(self.schedule_fires),
             "dlq_messages": dlq_depth,

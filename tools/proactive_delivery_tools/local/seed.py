@@ -128,25 +128,37 @@ def seed_inbound_scenario(conn: psycopg.Connection[object]) -> int:
     return len(INBOUND_SCENARIO)
 
 
-def write_next_messages(conn: psycopg.Connection[object]) -> int:
+# What must have come back before the platform writes a scenario contractor's next message:
+# their STOP applied (SMS opted out), their number reported a landline (SMS suppressed).
+_CAME_BACK = {
+    "stop": "(p.opt_out_sources -> 'sms' ->> 'opted_out')::boolean",
+    "landline": "p.suppressed_channels ? 'sms'",
+}
+
+
+def write_next_messages(conn: psycopg.Connection[object]) -> list[str]:
     """What the platform writes once the scenario's first messages came back: the next
-    message to the contractor who replied STOP and to the one whose number is a landline.
-    Only for scenario contractors (the sample's e-mail addresses) who have had exactly their
-    first message, so a second call writes nothing; how many it wrote."""
-    written = 0
+    message to the contractor whose STOP was applied and to the one whose number came back a
+    landline. Only for scenario contractors (the sample's e-mail addresses) to whom that
+    happened and who have had exactly their first message, so a second call writes nothing;
+    the keys of the contractors written to."""
+    written: list[str] = []
     with conn.cursor() as cur:
         for c in INBOUND_SCENARIO:
-            if c.next is None:
+            if c.next is None or c.key not in _CAME_BACK:
                 continue
             row = cur.execute(
-                "SELECT min(c.id), count(m.id) FROM contractors c"
-                " LEFT JOIN ai_proactive_messages m ON m.contractor_id = c.id WHERE c.email = %s",
+                "SELECT c.id FROM contractors c"
+                " JOIN delivery.contractor_preferences p ON p.contractor_id = c.id"
+                f" WHERE c.email = %s AND coalesce({_CAME_BACK[c.key]}, false)"  # nosec B608 - constants
+                " AND (SELECT count(*) FROM ai_proactive_messages m WHERE m.contractor_id = c.id) = 1"
+                " ORDER BY c.id LIMIT 1",
                 (c.email,),
             ).fetchone()
-            if row is None or row[0] is None or row[1] != 1:  # type: ignore[index]
+            if row is None:
                 continue
             _insert_message(cur, int(row[0]), c.next)  # type: ignore[index]
-            written += 1
+            written.append(c.key)
     return written
 
 
