@@ -124,13 +124,18 @@ class FakeTwilio:
         self.incoming_url = incoming_url
         self.hold_callbacks = hold_callbacks
         self.callback_log = CallbackLog()
-        self._held: list[Callback] = []
-        self._outbox: list[Callback] = []
+        # One bundle per accepted message: its callbacks, posted in order by one poster.
+        self._held: list[list[Callback]] = []
+        self._outbox: list[list[Callback]] = []
         self._replied: set[str] = set()
         self._posting = 0
         self._wake = threading.Condition(self._lock)
         self._closing = False
-        self._poster = threading.Thread(target=self._post_loop, name="fake-twilio-callbacks", daemon=True)
+        # Messages' callbacks go out side by side, as Twilio's do; each message's in order.
+        self._posters = [
+            threading.Thread(target=self._post_loop, name=f"fake-twilio-callbacks-{i}", daemon=True)
+            for i in range(4)
+        ]
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-twilio", daemon=True)
@@ -143,22 +148,24 @@ class FakeTwilio:
     def __enter__(self) -> FakeTwilio:
         self._thread.start()
         if self.callbacks:
-            self._poster.start()
+            for poster in self._posters:
+                poster.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._wake:
             self._closing = True
             self._wake.notify_all()
-        if self._poster.is_alive():
-            self._poster.join(timeout=10)
+        for poster in self._posters:
+            if poster.is_alive():
+                poster.join(timeout=10)
         self._server.shutdown()
         self._server.server_close()
 
     # Callbacks ------------------------------------------------------------------------------
     def release(self, limit: int | None = None) -> int:
-        """Send the held callbacks (the first `limit` of them, in the order they were made);
-        how many."""
+        """Send the held callbacks (those of the first `limit` messages, in the order they were
+        accepted); for how many messages."""
         with self._wake:
             released = self._held[:limit] if limit is not None else list(self._held)
             del self._held[: len(released)]
@@ -213,15 +220,16 @@ class FakeTwilio:
                         self._wake.wait()
                     if not self._outbox:
                         return
-                    callback = self._outbox.pop(0)
+                    bundle = self._outbox.pop(0)
                     self._posting += 1
                 try:
-                    status = self._post(client, callback)
+                    for callback in bundle:
+                        status = self._post(client, callback)
+                        with self._lock:
+                            self.callback_log.posted.append((callback, status))
                 finally:
                     with self._lock:
                         self._posting -= 1
-                with self._lock:
-                    self.callback_log.posted.append((callback, status))
 
     def _post(self, client: httpx.Client, callback: Callback) -> int:
         headers = {"X-Twilio-Signature": twilio_signature(callback.url, callback.params, self._auth_token)}
@@ -258,7 +266,8 @@ class FakeTwilio:
             )
             if sid and self.callbacks:
                 made = self._callbacks_for(form, sid)
-                (self._held if self.hold_callbacks else self._outbox).extend(made)
+                if made:
+                    (self._held if self.hold_callbacks else self._outbox).append(made)
                 self._wake.notify_all()
         if reply.status == 201:
             return 201, {"sid": sid, "status": "queued", "to": to}, reply
