@@ -128,12 +128,19 @@ def seed_inbound_scenario(conn: psycopg.Connection[object]) -> int:
     return len(INBOUND_SCENARIO)
 
 
-# What must have come back before the platform writes a scenario contractor's next message:
-# their STOP applied (SMS opted out), their number reported a landline (SMS suppressed).
-_CAME_BACK = {
-    "stop": "(p.opt_out_sources -> 'sms' ->> 'opted_out')::boolean",
-    "landline": "p.suppressed_channels ? 'sms'",
-}
+# A scenario contractor to whom what they stand for came back (their STOP applied: SMS opted
+# out; their number reported a landline: SMS suppressed), who has had only their first message.
+_NEXT_MESSAGE_TO = """
+SELECT c.id FROM contractors c
+JOIN delivery.contractor_preferences p ON p.contractor_id = c.id
+WHERE c.email = %(email)s
+  AND CASE %(key)s WHEN 'stop' THEN coalesce((p.opt_out_sources -> 'sms' ->> 'opted_out')::boolean, false)
+                   WHEN 'landline' THEN p.suppressed_channels ? 'sms'
+                   ELSE false END
+  AND (SELECT count(*) FROM ai_proactive_messages m WHERE m.contractor_id = c.id) = 1
+ORDER BY c.id
+LIMIT 1
+"""
 
 
 def write_next_messages(conn: psycopg.Connection[object]) -> list[str]:
@@ -145,16 +152,9 @@ def write_next_messages(conn: psycopg.Connection[object]) -> list[str]:
     written: list[str] = []
     with conn.cursor() as cur:
         for c in INBOUND_SCENARIO:
-            if c.next is None or c.key not in _CAME_BACK:
+            if c.next is None:
                 continue
-            row = cur.execute(
-                "SELECT c.id FROM contractors c"
-                " JOIN delivery.contractor_preferences p ON p.contractor_id = c.id"
-                f" WHERE c.email = %s AND coalesce({_CAME_BACK[c.key]}, false)"  # nosec B608 - constants
-                " AND (SELECT count(*) FROM ai_proactive_messages m WHERE m.contractor_id = c.id) = 1"
-                " ORDER BY c.id LIMIT 1",
-                (c.email,),
-            ).fetchone()
+            row = cur.execute(_NEXT_MESSAGE_TO, {"email": c.email, "key": c.key}).fetchone()
             if row is None:
                 continue
             _insert_message(cur, int(row[0]), c.next)  # type: ignore[index]
