@@ -77,7 +77,7 @@ def test_batch_size_in_the_template_sets_the_invocation_batch_size(tmp_path: Pat
     result = run(tmp_path, database_url, template)
     # THEN no invocation got more than 3 records, some got exactly 3, every sent message
     # came through one of them, and the ledger balances
-    sizes = result.summary["batch_sizes"]
+    sizes = result.summary["batch_sizes"]["DeliverFunction"]
     assert max(sizes) == 3
     assert result.summary["states"]["sent"] >= 20
     assert sum(sizes) >= result.summary["states"]["sent"]
@@ -92,7 +92,7 @@ def test_batch_size_parameter_default_is_honoured(tmp_path: Path, database_url: 
     # WHEN the runtime runs one pass
     result = run(tmp_path, database_url, template)
     # THEN batches of up to 10 were invoked, never above, with several invocations at once
-    assert max(result.summary["batch_sizes"]) == 10
+    assert max(result.summary["batch_sizes"]["DeliverFunction"]) == 10
     assert result.summary["peak_concurrency"] >= 2
     assert result.exit_code == 0
 
@@ -138,10 +138,12 @@ def test_the_templates_retry_budget_is_the_queues_and_the_functions(
         out=io.StringIO(),
     )
     result = runtime.run()
-    # THEN each reachable message was POSTed exactly max_receive_count times, then failed
-    # with its last error, and its queue message went to the DLQ
-    assert runtime.receiver is not None
+    # THEN each reachable message was POSTed exactly max_receive_count times (to the webhook
+    # receiver, or for SMS to the Twilio stand-in), then failed with its last error, and its
+    # queue message went to the DLQ
+    assert runtime.receiver is not None and runtime.twilio is not None
     posts = Counter(r.webhook_id for r in runtime.receiver.requests)
+    posts.update(r.idempotency_key for r in runtime.twilio.requests)
     assert posts and set(posts.values()) == {max_receive_count}
     assert result.summary["states"].get("failed") == len(posts)
     assert result.summary["dlq_messages"] == len(posts)
@@ -290,7 +292,9 @@ def test_local_once_with_injected_faults_leaves_the_ledger_balanced(
             "FROM ai_proactive_messages m LEFT JOIN delivery.message_state s "
             "ON s.source = 'proactive' AND s.source_id = m.id"
         ).fetchall()
-    assert len(rows) == 40
+    # (40 seeded, and the next messages the platform writes once the scenario's STOP and
+    # landline came back, when they did)
+    assert len(rows) == 40 + next_messages(output)
     for message_id, state, reason, next_attempt_at, sent_at in rows:
         assert state in ("sent", "skipped", "failed", "deferred"), (message_id, state)
         if state == "sent":
@@ -304,11 +308,11 @@ def test_local_once_with_injected_faults_leaves_the_ledger_balanced(
     assert states[outcome] > 0
     if outcome == "failed":
         # nothing is waiting for a retry: a 400 is final at once
-        assert states["failed"] + states["sent"] + states["skipped"] + states["deferred"] == 40
+        assert states["failed"] + states["sent"] + states["skipped"] + states["deferred"] == len(rows)
         rejected = [r for r in rows if r[1] == "failed" and r[2] == "rejected"]
         assert rejected
     # ... and the receiver showed deliveries without a full phone number
-    assert "+1312555" not in output
+    assert "+1312555" not in output and "+1415555" not in output
 
 
 def _postgres_processes_under(directory: Path) -> list[str]:
@@ -351,13 +355,20 @@ def test_local_once_without_database_url_starts_and_stops_its_own_postgres(tmp_p
         messages, followups = int(seeded[1]), int(seeded[2])
         assert messages == 20 and followups > 0
         total, _buckets, unaccounted = parse_ledger(proc.stdout)
-        assert (total, unaccounted) == (messages + followups, 0)
+        assert (total, unaccounted) == (messages + followups + next_messages(proc.stdout), 0)
         # ... and neither that cluster nor its data is left (moto and the receiver are
         # threads of the command's process, gone with it)
         assert _postgres_processes_under(scratch) == []
         assert [p.name for p in scratch.iterdir() if p.name.startswith("proactive-delivery-pg-")] == []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def next_messages(output: str) -> int:
+    """How many messages the platform wrote after the first pass, as the run printed it (the
+    way-back scenario: to the contractor whose STOP was applied, to the landline's)."""
+    found = re.search(r"the platform wrote (\d+) more messages", output)
+    return int(found[1]) if found else 0
 
 
 def parse_ledger(output: str) -> tuple[int, list[tuple[str, int, list[tuple[str, int]]]], int]:
@@ -423,3 +434,118 @@ def test_the_summary_adds_up_every_ledger_row_in_exactly_one_line(
     failed = [b for b in buckets if b[0] == "failed"]
     assert failed and failed[0][2] and all(reason for reason, _ in failed[0][2])
     assert unaccounted == 0
+
+
+def way_back_lines(output: str) -> dict[str, int]:
+    """The summary's lines after the ledger's verdict (two spaces of indentation): what came
+    back, as printed."""
+    lines = output[output.rindex("\nsummary\n") :].splitlines()
+    pattern = re.compile(r"^  (?P<label>\S.*?) {2,}(?P<value>\d+)$")
+    found = {m["label"]: int(m["value"]) for m in map(pattern.match, lines) if m}
+    return found
+
+
+def test_the_demo_brings_back_receipts_a_stop_a_reply_and_a_landline(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the demo's sample seeded through the command line: among it the way-back
+    # scenario, a contractor whose handset replies STOP, one who answers a check-in and one
+    # whose number is a landline (seed.INBOUND_SCENARIO)
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["--database-url", database_url, "seed", "--count", "30", "--contractors", "10"]) == 0
+    # WHEN the local runtime makes its pass, as `make demo` does (SMS through the Twilio
+    # stand-in, which calls the inbound edge's Function URL back)
+    out = io.StringIO()
+    runtime = LocalRuntime(
+        RuntimeOptions(
+            template=ROOT / "template.yaml",
+            env_vars=ROOT / "events" / "env.local.json",
+            once=True,
+            count=0,
+            live=False,
+            latency=0.0,
+            database_url=database_url,
+            max_wait=120,
+            run_dir=tmp_path / "run",
+        ),
+        out=out,
+    )
+    result = runtime.run()
+    output = out.getvalue()
+    assert result.exit_code == 0, output
+    twilio, edge = runtime.twilio, runtime.function_urls["InboundFunction"]
+    assert twilio is not None
+    texted = Counter(r.form["To"] for r in twilio.delivered())
+    # THEN every status callback (sent, then delivered or undelivered) and both replies were
+    # signed as Twilio signs and accepted by the edge: nothing refused
+    posted = twilio.callback_log.posted
+    assert sum(1 for c, _ in posted if c.kind == "status") == 2 * sum(texted.values())
+    assert sorted(c.params["Body"] for c, _ in posted if c.kind == "incoming") == [
+        "4 - two bids out, one signed",
+        "STOP",
+    ]
+    assert {status for _, status in posted} <= {200, 204}
+    assert set(edge.statuses) <= {200, 204} and edge.requests == len(posted)
+    with psycopg.connect(database_url) as conn:
+
+        def contractor(key: str) -> int:
+            row = conn.execute("SELECT id FROM contractors WHERE email LIKE %s", (f"%.{key}@example.com",))
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+        def messages(contractor_id: int) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                "SELECT s.state, s.channel, coalesce(s.reason, s.last_error), s.delivery_status,"
+                " s.delivery_error_code, m.contractor_response, m.response_received_at"
+                " FROM ai_proactive_messages m JOIN delivery.message_state s"
+                " ON s.source = 'proactive' AND s.source_id = m.id WHERE m.contractor_id = %s ORDER BY m.id",
+                (contractor_id,),
+            ).fetchall()
+
+        stop, check_in, landline = contractor("stop"), contractor("check_in"), contractor("landline")
+        # ... the contractor who replied STOP is opted out of SMS (ours and the platform's
+        # sms_opt_in) and receives nothing after: their next message is skipped opted_out,
+        # and Twilio was asked to text them once
+        stop_messages = messages(stop)
+        assert [m[:3] for m in stop_messages] == [("sent", "sms", None), ("skipped", None, "opted_out")]
+        assert texted["+14155550181"] == 1
+        opt_out = conn.execute(
+            "SELECT keyword, outcome FROM delivery.inbound_event"
+            " WHERE action = 'opt_out' AND %s = ANY(contractor_ids)",
+            (stop,),
+        ).fetchall()
+        assert opt_out == [("STOP", "opted_out")]
+        sms_opt_in = conn.execute("SELECT sms_opt_in FROM contractors WHERE id = %s", (stop,)).fetchone()
+        assert sms_opt_in == (False,)
+        # ... the check-in's answer is in the platform's own response columns
+        ((state, channel, _, delivered, _, response, received_at),) = messages(check_in)
+        assert (state, channel, delivered) == ("sent", "sms", "delivered")
+        assert response == "4 - two bids out, one signed" and received_at is not None
+        # ... the landline came back undelivered (30006), SMS is suppressed for that number,
+        # and the contractor's next message went by e-mail, the next channel of their order
+        first, following = messages(landline)
+        assert first[:5] == ("sent", "sms", None, "undelivered", "30006")
+        assert following[:2] == ("sent", "email")
+        assert texted["+14155550183"] == 1
+        suppressed = conn.execute(
+            "SELECT suppressed_channels -> 'sms' ->> 'reason' FROM delivery.contractor_preferences"
+            " WHERE contractor_id = %s",
+            (landline,),
+        ).fetchone()
+        assert suppressed == ("landline_or_unreachable_carrier",)
+        # ... and the four counts the summary prints are the database's
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM delivery.message_state"
+            "  WHERE delivery_status IN ('delivered', 'read')),"
+            " (SELECT count(*) FROM delivery.message_state"
+            "  WHERE delivery_status IN ('undelivered', 'failed')),"
+            " (SELECT count(DISTINCT delivery_id) FROM delivery.inbound_event"
+            "  WHERE action = 'reply' AND outcome = 'linked'),"
+            " (SELECT count(DISTINCT c) FROM delivery.inbound_event, unnest(contractor_ids) AS c"
+            "  WHERE action = 'opt_out' AND outcome = 'opted_out')"
+        ).fetchone()
+    printed = way_back_lines(output)
+    assert counts is not None
+    assert (printed["delivered"], printed["undelivered"], printed["replied"], printed["opted out"]) == counts
+    # every SMS Twilio accepted was delivered but the landline's; one reply, one STOP
+    assert counts == (sum(texted.values()) - 1, 1, 1, 1)
+    assert "+1415555" not in output and "+1312555" not in output

@@ -57,6 +57,12 @@ def add_local_commands(sub: Any) -> None:
     local.add_argument("--fail-rate", type=float, default=0.0, help="share of webhook calls that fail")
     local.add_argument("--latency", type=float, default=0.02, help="webhook receiver latency in seconds")
     local.add_argument("--status", type=int, default=503, help="HTTP status of a failed call (429, 500, 400)")
+    local.add_argument(
+        "--sms-provider",
+        choices=("twilio", "n8n"),
+        default="twilio",
+        help="SMS through the Twilio stand-in, which calls back (default), or n8n's webhook receiver",
+    )
     local.add_argument("--no-live", action="store_true", help="plain progress lines instead of a live view")
     local.add_argument("--for", dest="run_for", type=_positive_float, help="stop after this many seconds")
     local.add_argument("--max-wait", type=_positive_float, default=300.0, help="--once gives up after this")
@@ -101,6 +107,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         run_for=args.run_for,
         max_wait=args.max_wait,
         keep_data=args.keep_data,
+        sms_provider=getattr(args, "sms_provider", "twilio"),
     )
     return run_local(options, sys.stdout).exit_code
 
@@ -131,7 +138,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
     refuse_remote_database(url, "seed writes sample rows into the platform's tables", args)
     apply_migrations(url, reference_schema=True)
     with connect(url) as conn:
-        result = seed(conn, count=args.count, contractors=args.contractors)
+        result = seed(conn, count=args.count, contractors=args.contractors, inbound_scenario=True)
     print(
         f"seeded {result.messages} messages for {result.contractors} contractors "
         f"({result.without_phone} without a phone), {result.followups} follow-ups"

@@ -15,6 +15,7 @@ import psycopg
 
 from proactive_delivery.adapters.redact import mask_phone
 from proactive_delivery_tools.local.receiver import WebhookReceiver
+from proactive_delivery_tools.local.twilio import FakeTwilio
 
 
 class Watched(Protocol):
@@ -22,6 +23,7 @@ class Watched(Protocol):
 
     database_url: str
     receiver: WebhookReceiver | None
+    twilio: FakeTwilio | None
 
     def view(self) -> dict[str, Any]:
         """Queues and DLQs (visible, in flight), mappings' in-flight count, invocations,
@@ -86,6 +88,85 @@ GROUP BY 1
 """
 
 
+# What came back, from the database: receipts on the messages (delivery_status), replies the
+# processor linked, opt-outs it applied, channels it suppressed.
+_RECEIPTS_SQL = """
+SELECT CASE WHEN delivery_status IN ('delivered', 'read') THEN 'delivered'
+            WHEN delivery_status IN ('undelivered', 'failed') THEN 'undelivered'
+            ELSE 'no receipt' END,
+       channel, coalesce(delivery_error_code, ''), count(*)
+FROM delivery.message_state
+WHERE state = 'sent'
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+_REPLIES_SQL = """
+SELECT count(*) FILTER (WHERE action = 'reply' AND outcome = 'linked'),
+       count(DISTINCT delivery_id) FILTER (WHERE action = 'reply' AND outcome = 'linked'),
+       count(*) FILTER (WHERE action = 'reply' AND outcome <> 'linked')
+FROM delivery.inbound_event
+"""
+
+_OPT_OUTS_SQL = """
+SELECT coalesce(e.keyword, e.provider, e.kind), count(DISTINCT c)
+FROM delivery.inbound_event e, unnest(e.contractor_ids) AS c
+WHERE e.action = 'opt_out' AND e.outcome = 'opted_out'
+GROUP BY 1
+ORDER BY 1
+"""
+
+_SUPPRESSED_SQL = """
+SELECT s.key, s.value ->> 'reason', count(*)
+FROM delivery.contractor_preferences p, jsonb_each(p.suppressed_channels) AS s
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# The platform's own response columns, where its schema has them.
+_RESPONSE_COLUMNS = (
+    ("ai_proactive_messages", "contractor_response"),
+    ("contractor_followup_schedules", "response_text"),
+)
+
+
+def way_back_summary(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Delivered, undelivered (by channel and code), replied (and the platform's response
+    columns filled), opted out (by keyword or source), channels suppressed: read from the
+    tables the inbound processor writes."""
+    receipts: dict[str, list[dict[str, Any]]] = {"delivered": [], "undelivered": [], "no receipt": []}
+    for bucket, channel, code, n in conn.execute(_RECEIPTS_SQL).fetchall():
+        receipts[str(bucket)].append({"channel": str(channel), "code": str(code), "count": int(n)})
+    replies = conn.execute(_REPLIES_SQL).fetchone()
+    assert replies is not None
+    filled = 0
+    for table, column in _RESPONSE_COLUMNS:
+        exists = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = %s AND column_name = %s",
+            (table, column),
+        ).fetchone()
+        if exists:
+            row = conn.execute(
+                psycopg.sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
+                    psycopg.sql.Identifier(table), psycopg.sql.Identifier(column)
+                )
+            ).fetchone()
+            filled += int(row[0]) if row else 0
+    return {
+        "receipts": receipts,
+        "replies_linked": int(replies[0]),
+        "messages_replied": int(replies[1]),
+        "replies_unlinked": int(replies[2]),
+        "platform_responses": filled,
+        "opted_out": [{"by": str(b), "count": int(n)} for b, n in conn.execute(_OPT_OUTS_SQL).fetchall()],
+        "suppressed": [
+            {"channel": str(ch), "reason": str(r), "count": int(n)}
+            for ch, r, n in conn.execute(_SUPPRESSED_SQL).fetchall()
+        ],
+    }
+
+
 def ledger_summary(conninfo: str) -> dict[str, Any]:
     """Every due message of the run, each in exactly one bucket: its delivery state, or why
     the pipeline has none. `messages` is the sum of the buckets, so the summary's lines add
@@ -109,7 +190,9 @@ def ledger_summary(conninfo: str) -> dict[str, Any]:
         ).fetchone()
         retries = conn.execute("SELECT count(*) FROM delivery.attempt_log WHERE outcome = 'retry'").fetchone()
         unbalanced = conn.execute(_UNBALANCED_SQL).fetchall()
+        way_back = way_back_summary(conn)
     return {
+        "way_back": way_back,
         "states": states,
         "not_queued": {k: v for k, v in not_queued.items() if v},
         "reasons": [{"state": s, "reason": r, "count": c} for s, r, c in reasons],
@@ -130,6 +213,7 @@ class Display:
         self._last_plain = 0.0
         self._last_line = ""
         self._shown_posts = 0
+        self._shown_sms = 0
         self._live: Any = None
         self._console: Any = None
         try:
@@ -183,11 +267,15 @@ class Display:
 
     def snapshot(self) -> dict[str, Any]:
         receiver = self.runtime.receiver
+        twilio = self.runtime.twilio
         return {
             **self.runtime.view(),
             "states": self._states(),
             "posts": len(receiver.requests) if receiver is not None else 0,
-            "recent": list(receiver.requests[-6:]) if receiver is not None else [],
+            "recent": [
+                *(receiver.requests[-3:] if receiver is not None else []),
+                *(_TwilioDelivery(r.form) for r in (twilio.delivered()[-3:] if twilio is not None else [])),
+            ],
         }
 
     def refresh(self) -> None:
@@ -207,8 +295,11 @@ class Display:
         if receiver is None:
             return
         accepted = receiver.accepted()
-        new = accepted[self._shown_posts :]
+        new: list[Any] = accepted[self._shown_posts :]
         self._shown_posts = len(accepted)
+        sms = self.runtime.twilio.delivered() if self.runtime.twilio is not None else []
+        new += [_TwilioDelivery(r.form) for r in sms[self._shown_sms :]]
+        self._shown_sms = len(sms)
         for request in new[:limit]:
             _status, name, phone, text = contractor_view(request.payload, request.status)
             self.say(f"  -> {name} ({phone}): {text}")
@@ -272,8 +363,17 @@ class Display:
         else:
             print("summary", file=self.out)
             for label, value in lines:
-                print(f"  {label:<36} {value}", file=self.out)
+                print(f"  {label:<40} {value}", file=self.out)
         self.out.flush()
+
+
+class _TwilioDelivery:
+    """A message the Twilio stand-in accepted, shaped as the display reads a receiver's."""
+
+    status = 201
+
+    def __init__(self, form: dict[str, str]) -> None:
+        self.payload = {"to_name": "sms", "phone": form.get("To", ""), "body": form.get("Body", "")}
 
 
 def contractor_view(payload: dict[str, Any], status: int) -> tuple[str, str, str, str]:
@@ -317,9 +417,11 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if summary.get("deferred_until"):
         lines.append(("deferred until", " .. ".join(summary["deferred_until"])))
     lines.append(("retried attempts", str(summary["retried_attempts"])))
+    lines += way_back_lines(summary.get("way_back"))
     if "webhook_posts" in summary:
         lines += [
             ("webhook POSTs (accepted)", f"{summary['webhook_posts']} ({summary['webhook_accepted']})"),
+            *_twilio_lines(summary),
             ("bad signatures", str(summary["signature_rejections"])),
             ("invocations", ", ".join(f"{k} {v}" for k, v in summary["invocations"].items())),
             ("function errors", ", ".join(f"{k} {v}" for k, v in summary["function_errors"].items())),
@@ -333,3 +435,45 @@ def summary_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         if summary.get("pg_data_dir"):
             lines.append(("PostgreSQL data dir (stopped)", summary["pg_data_dir"]))
     return lines
+
+
+def way_back_lines(way_back: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What came back, as outline lines: the sent messages by receipt (delivered, undelivered
+    by channel and code, no receipt), then replies and opt-outs."""
+    if not way_back:
+        return []
+    lines: list[tuple[str, str]] = []
+    for bucket in ("delivered", "undelivered", "no receipt"):
+        rows = way_back["receipts"][bucket]
+        label = "sent, no receipt" if bucket == "no receipt" else bucket
+        lines.append((label, str(sum(r["count"] for r in rows))))
+        by_channel: dict[str, int] = {}
+        for row in rows:
+            key = f"{row['channel']} {row['code']}" if row["code"] else row["channel"]
+            by_channel[key] = by_channel.get(key, 0) + row["count"]
+        lines += [(f"  {key}", str(n)) for key, n in by_channel.items()]
+    suppressed = way_back["suppressed"]
+    if suppressed:
+        lines.append(("channels suppressed", str(sum(r["count"] for r in suppressed))))
+        lines += [(f"  {r['channel']}: {r['reason']}", str(r["count"])) for r in suppressed]
+    lines.append(("replied", str(way_back["messages_replied"])))
+    lines.append(("  platform response columns filled", str(way_back["platform_responses"])))
+    if way_back["replies_unlinked"]:
+        lines.append(("  replies linked to no message", str(way_back["replies_unlinked"])))
+    opted_out = way_back["opted_out"]
+    lines.append(("opted out", str(sum(r["count"] for r in opted_out))))
+    lines += [(f"  by {row['by']}", str(row["count"])) for row in opted_out]
+    return lines
+
+
+def _twilio_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    if summary.get("twilio_requests") is None:
+        return []
+    callbacks = summary["callbacks"]
+    return [
+        ("Twilio API requests (accepted)", f"{summary['twilio_requests']} ({summary['twilio_accepted']})"),
+        (
+            "Twilio callbacks (answered 2xx)",
+            f"{callbacks['status']} status, {callbacks['incoming']} incoming ({callbacks['answered_2xx']})",
+        ),
+    ]

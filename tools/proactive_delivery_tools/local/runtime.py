@@ -6,7 +6,9 @@ maxReceiveCount), every function's handler, timeout and environment (Globals + i
 Environment), its Schedule events (expression and Input) and its SQS events (BatchSize,
 MaximumBatchingWindowInSeconds, ScalingConfig.MaximumConcurrency, FunctionResponseTypes).
 What is local: SQS is moto's server on loopback, PostgreSQL is DATABASE_URL or a throwaway
-cluster, the webhook is a signature-verifying receiver with injectable faults.
+cluster, the webhook is a signature-verifying receiver with injectable faults, SMS goes to a
+Twilio stand-in that calls back (signed status callbacks, the contractors' replies), and a
+function with a FunctionUrlConfig (the inbound edge) is served over HTTP on loopback.
 
 Environment: both functions run in this one process, each on services built for it
 (proactive_delivery.bootstrap.build) from its own environment (template + env file + the
@@ -35,11 +37,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import httpx
 import psycopg
 
-from proactive_delivery.bootstrap import Services, build
+from proactive_delivery.bootstrap import InboundServices, build
 from proactive_delivery.channels import CHANNELS
 from proactive_delivery.core.errors import ConfigError
-from proactive_delivery.settings import Settings
+from proactive_delivery.settings import InboundSettings, Settings
 from proactive_delivery_tools.local.esm import LambdaContext, SqsEventSourceMapping
+from proactive_delivery_tools.local.function_url import FunctionUrlServer
 from proactive_delivery_tools.local.postgres import ThrowawayPostgres, url_from_params
 from proactive_delivery_tools.local.receiver import FaultPlan, Reply, WebhookReceiver
 from proactive_delivery_tools.local.schedule import (
@@ -50,6 +53,7 @@ from proactive_delivery_tools.local.schedule import (
 )
 from proactive_delivery_tools.local.sqs import LocalSqsServer, local_aws_environment, local_client
 from proactive_delivery_tools.local.template import LocalTemplate, load_env_file
+from proactive_delivery_tools.local.twilio import FakeTwilio, TwilioReply
 from proactive_delivery_tools.queues import queue_depth
 
 if TYPE_CHECKING:
@@ -77,10 +81,15 @@ class RuntimeOptions:
     keep_data: bool = False
     fault_seed: int | None = 11
     run_dir: Path = Path(".local-run")
+    # Who sends SMS: the Twilio stand-in (which calls back) or n8n (the webhook receiver).
+    sms_provider: str = "twilio"
 
 
 # The sender the local SES accepts unless the env file names another.
 LOCAL_EMAIL_SENDER = "coach@example.com"
+# The Twilio stand-in's number the SMS come from (555-01xx: fiction).
+LOCAL_TWILIO_NUMBER = "+14155550100"
+SMS_PROVIDERS = ("twilio", "n8n")
 
 
 def new_signing_secret() -> str:
@@ -108,6 +117,20 @@ def fault_plan(fail_rate: float, status: int, latency: float, seed: int | None) 
         return Reply(status, delay=latency, headers=headers) if failing else Reply(200, delay=latency)
 
     return plan
+
+
+def twilio_fault_plan(plan: FaultPlan) -> Callable[[str, int], TwilioReply]:
+    """The same faults at the Twilio stand-in: a 429 carries Twilio's code 20429 and
+    Retry-After; any other failing status is answered without a Twilio code."""
+
+    def twilio_plan(to: str, n: int) -> TwilioReply:
+        reply = plan(to, n)
+        if reply.status < 300:
+            return TwilioReply(201, delay=reply.delay)
+        code = 20429 if reply.status == 429 else None
+        return TwilioReply(reply.status, code=code, headers=tuple(reply.headers.items()), delay=reply.delay)
+
+    return twilio_plan
 
 
 def load_handler(module_file: Path, function_name: str, logical_id: str) -> Handler:
@@ -138,7 +161,7 @@ class LocalFunction:
     timeout: int
     memory_mb: int
     environment: dict[str, str]
-    services: Services
+    services: Any  # Services; InboundServices for the inbound edge
     invocations: int = 0
     errors: int = 0
     last_result: Any = None
@@ -199,7 +222,12 @@ def prepare_database(
     url = _admin_url(server_url, LOCAL_DATABASE)
     apply_migrations(url, reference_schema=True)
     with psycopg.connect(url, autocommit=True) as conn:
-        seeded = seed(conn, count=count, contractors=contractors or max(12, min(200, count // 5)))
+        seeded = seed(
+            conn,
+            count=count,
+            contractors=contractors or max(12, min(200, count // 5)),
+            inbound_scenario=True,
+        )
     return url, seeded
 
 
@@ -221,6 +249,10 @@ class LocalRuntime:
         self.scheduler: Scheduler | None = None
         self.schedule_fires: list[tuple[str, str]] = []
         self.receiver: WebhookReceiver | None = None
+        self.twilio: FakeTwilio | None = None
+        # Functions with a FunctionUrlConfig, each served on loopback (logical id -> server).
+        self.function_urls: dict[str, FunctionUrlServer] = {}
+        self.next_messages = 0
         self.database_url = ""
         self.sqs_client: Any = None
         self.log_path: Path | None = None
@@ -302,14 +334,17 @@ class LocalRuntime:
 
     def channel_line(self) -> str:
         """Which channels the deliver function has, and through which provider."""
-        settings = next(iter(self.functions.values())).services.settings
+        settings = next(
+            f.services.settings for f in self.functions.values() if isinstance(f.services.settings, Settings)
+        )
         names = [f"{d.name} via {d.provider(settings)}" for d in CHANNELS.configured(settings)]
         return "channels: " + ", ".join(names)
 
     def _build_functions(self, runtime_env: dict[str, str], endpoint: str) -> None:
         for logical_id, spec in self.template.functions.items():
             if not (spec.schedules or spec.sqs_events):
-                # Called over HTTP (the inbound edge's Function URL): nothing here invokes it.
+                if spec.function_url:
+                    self._build_url_function(logical_id, runtime_env, endpoint)
                 continue
             environment = self.function_environment(logical_id, runtime_env)
             try:
@@ -326,6 +361,29 @@ class LocalRuntime:
             self.functions[logical_id] = LocalFunction(
                 logical_id, bound, spec.timeout, spec.memory_mb, environment, services
             )
+
+    def _build_url_function(self, logical_id: str, runtime_env: dict[str, str], endpoint: str) -> None:
+        """The inbound edge: its InboundSettings from its environment, served by the Function
+        URL stand-in started before the functions were built (its URL is in their env)."""
+        spec = self.template.functions[logical_id]
+        environment = self.function_environment(logical_id, runtime_env)
+        try:
+            settings = InboundSettings.from_env(environment)
+        except ConfigError as exc:
+            raise ConfigError(f"{logical_id}: {exc}") from None
+        services = InboundServices(settings, sqs=local_client("sqs", endpoint))
+        handler = load_handler(spec.module_file, spec.function_name, logical_id)
+        bound = handler.with_services(services) if hasattr(handler, "with_services") else handler
+        self.functions[logical_id] = LocalFunction(
+            logical_id, bound, spec.timeout, spec.memory_mb, environment, services
+        )
+
+    def _url_invoker(self, logical_id: str) -> Callable[[dict[str, Any]], Any]:
+        def invoke(event: dict[str, Any]) -> Any:
+            function = self.functions[logical_id]
+            return function(event, function.context())
+
+        return invoke
 
     def _build_mappings(self, on_invoke: Callable[[list[dict[str, Any]], Any], None] | None) -> None:
         for logical_id, function in self.functions.items():
@@ -366,6 +424,61 @@ class LocalRuntime:
         ]
         return Scheduler(targets, clock)
 
+    def _start_way_back(self, stack: ExitStack, plan: FaultPlan) -> dict[str, str]:
+        """The inbound edge's Function URL on loopback and the Twilio stand-in that calls it
+        back; the settings that point the functions at both."""
+        from proactive_delivery_tools.local.seed import DEMO_HANDSETS
+
+        if self.options.sms_provider not in SMS_PROVIDERS:
+            raise ConfigError(f"--sms-provider must be one of {', '.join(SMS_PROVIDERS)}")
+        env: dict[str, str] = {}
+        url_functions = [lid for lid, spec in self.template.functions.items() if spec.function_url]
+        for logical_id in url_functions:
+            self.function_urls[logical_id] = stack.enter_context(
+                FunctionUrlServer(self._url_invoker(logical_id), name=f"function-url-{logical_id}")
+            )
+        token = self.env_file_value("TWILIO_AUTH_TOKEN") or secrets.token_hex(16)
+        env["TWILIO_AUTH_TOKEN"] = token
+        inbound = self.function_urls.get("InboundFunction")
+        if inbound is not None:
+            # Twilio signs the URL it calls: here plain HTTP on loopback, not the https://
+            # Function URL domain the edge would reconstruct, so it is the public URL.
+            env["INBOUND_PUBLIC_URL"] = inbound.url.rstrip("/")
+            events_secret = self.env_file_value("INBOUND_SIGNING_SECRET") or new_signing_secret()
+            env["INBOUND_SIGNING_SECRET"] = events_secret
+        if self.options.sms_provider == "twilio":
+            account_sid = "AC" + secrets.token_hex(16)
+            twilio = FakeTwilio(
+                account_sid,
+                token,
+                plan=twilio_fault_plan(plan),
+                callbacks=True,
+                handsets=DEMO_HANDSETS,
+                incoming_url=f"{inbound.url}twilio/inbound" if inbound else None,
+                hold_callbacks=True,
+            )
+            self.twilio = stack.enter_context(twilio)
+            env.update(
+                SMS_PROVIDER="twilio",
+                TWILIO_API_BASE_URL=twilio.base_url,
+                TWILIO_ACCOUNT_SID=account_sid,
+                TWILIO_FROM_NUMBER=LOCAL_TWILIO_NUMBER,
+            )
+            if inbound is not None:
+                env["TWILIO_STATUS_CALLBACK_URL"] = f"{inbound.url}twilio/status"
+        return env
+
+    def release_callbacks(self) -> None:
+        """Let the Twilio stand-in call back for the messages it accepted while no invocation
+        was running: deliver records a batch's provider references after its last send, so a
+        receipt posted earlier would find no message (deployed, the processor puts it back for
+        30 s and tries again; here it is simply not posted before its message is recorded)."""
+        if self.twilio is None:
+            return
+        held = self.twilio.held()
+        if held and not any(m.stats.in_flight for m in self.mappings):
+            self.twilio.release(held)
+
     def fire(self, target: ScheduledTarget) -> Any:
         """What EventBridge does when a schedule fires: invoke with the rule's Input."""
         function = self.functions[target.function]
@@ -400,7 +513,7 @@ class LocalRuntime:
         SqsEventSourceMapping.drain). A delayed message counts while its message is due
         within a minute (one held for its provider's pace, seconds away); one deferred
         further (quiet hours open in ten minutes) does not keep a one-pass run waiting."""
-        if any(m.stats.in_flight for m in self.mappings):
+        if any(m.stats.in_flight for m in self.mappings) or (self.twilio and not self.twilio.idle()):
             self._empty_reads = 0
             return False
         sources = {m.queue_url for m in self.mappings}
@@ -465,6 +578,7 @@ class LocalRuntime:
                 "WEBHOOK_SIGNING_SECRET": signing_secret,
                 "AWS_ENDPOINT_URL_SESV2": sqs.endpoint,
                 **self._local_channels(self.receiver.url, email_sender),
+                **self._start_way_back(stack, plan),
             }
 
             # The functions' stdout (Powertools' JSON logs and EMF metrics) goes to a file,
@@ -477,7 +591,8 @@ class LocalRuntime:
             self._build_functions(runtime_env, sqs.endpoint)
             display.say(self.channel_line())
             for function in self.functions.values():
-                stack.callback(function.services.close)
+                if hasattr(function.services, "close"):
+                    stack.callback(function.services.close)
             self._build_mappings(display.on_invoke)
             self.scheduler = self._build_scheduler()
             for warning in self.warnings:
@@ -516,9 +631,12 @@ class LocalRuntime:
         try:
             while True:
                 display.refresh()
-                if stop.wait(0.25):
+                self.release_callbacks()
+                if stop.wait(0.1 if self.twilio and not self.twilio.idle() else 0.25):
                     return 0
                 if options.once and self.drained():
+                    if self._next_pass(display):
+                        continue
                     return 0
                 if (options.once or options.run_for is not None) and time.monotonic() >= deadline:
                     if options.once:
@@ -528,6 +646,35 @@ class LocalRuntime:
         except KeyboardInterrupt:
             display.say("interrupted: stopping")
             return 130
+
+    def _next_pass(self, display: Any) -> bool:
+        """--once, after the first pass drained with what came back applied: the platform
+        writes the next message to the contractors of the way-back scenario (the one who
+        replied STOP, the one whose number is a landline) and evaluate's schedules fire once
+        more. Whether there is a second pass (only once, and only when it wrote something)."""
+        from proactive_delivery_tools.local.seed import write_next_messages
+
+        if self.next_messages or self.scheduler is None:
+            return False
+        with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
+            written = write_next_messages(conn)
+        self.next_messages = len(written) or -1  # -1: looked once, nothing to write
+        if not written:
+            return False
+        whom = {
+            "stop": "the contractor whose STOP was applied",
+            "landline": "the one whose number came back a landline",
+        }
+        display.say(
+            f"the platform wrote {len(written)} more messages (to {' and '.join(whom[k] for k in written)}):"
+            " evaluate fires again"
+        )
+        for target in self.scheduler.targets:
+            if target.function == "EvaluateFunction":
+                target.fired += 1
+                self.fire(target)
+        self._empty_reads = 0
+        return True
 
     def _schedule_loop(self, stop: threading.Event) -> None:
         assert self.scheduler is not None
@@ -548,14 +695,34 @@ class LocalRuntime:
         assert receiver is not None
         depths = self.queue_depths()
         dlq_depth = sum(sum(depths[q]) for q in self.template.dead_letter_queues)
+        twilio = self.twilio
+        callbacks = twilio.callback_log.posted if twilio is not None else []
         return {
             "elapsed_seconds": round(elapsed, 2),
+            "twilio_requests": len(twilio.requests) if twilio is not None else None,
+            "twilio_accepted": len(twilio.delivered()) if twilio is not None else None,
+            "callbacks": {
+                "status": sum(1 for c, _ in callbacks if c.kind == "status"),
+                "incoming": sum(1 for c, _ in callbacks if c.kind == "incoming"),
+                "answered_2xx": sum(1 for _, status in callbacks if 200 <= status < 300),
+            },
+            "function_url_requests": {k: v.requests for k, v in self.function_urls.items()},
+            "next_messages": max(self.next_messages, 0),
             "webhook_posts": len(receiver.requests),
             "webhook_accepted": len(receiver.accepted()),
             "signature_rejections": receiver.rejected_signatures,
             "invocations": {name: f.invocations for name, f in self.functions.items()},
             "function_errors": {name: f.errors for name, f in self.functions.items()},
-            "batch_sizes": [size for m in self.mappings for size in m.stats.batch_sizes],
+            # By function: the deliver function's batches and the inbound processor's.
+            "batch_sizes": {
+                m.function_name: [
+                    size
+                    for n in self.mappings
+                    if n.function_name == m.function_name
+                    for size in n.stats.batch_sizes
+                ]
+                for m in self.mappings
+            },
             "peak_concurrency": max((m.stats.peak_concurrency for m in self.mappings), default=0),
             "schedule_fires": len(self.schedule_fires),
             "dlq_messages": dlq_depth,

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from proactive_delivery_tools.local.twilio import Handset
+
 FIRST_NAMES = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
 LAST_NAMES = ["Silva", "Okafor", "Martin", "Patel", "Cohen", "Haddad", "Berg", "Sato", "Petrov", "Lee"]
 # The platform's CHECK on ai_proactive_messages.message_type.
@@ -44,6 +46,120 @@ class SeedResult:
     without_phone: int
     followups: int = 0
     preferences: int = 0
+
+
+@dataclass(frozen=True)
+class ScenarioContractor:
+    """A contractor of the way-back scenario: their number as the platform stores it and as
+    Twilio writes it, their channel order, what the Twilio stand-in's handset at that number
+    does, their one message of the first pass, and the message the platform writes them
+    once what came back is applied (None: none)."""
+
+    key: str
+    first_name: str
+    last_name: str
+    phone: str
+    e164: str
+    channels: tuple[str, ...]
+    handset: Handset
+    first: tuple[str, str]
+    next: tuple[str, str] | None
+
+    @property
+    def email(self) -> str:
+        return f"{self.first_name.lower()}.{self.key}@example.com"
+
+
+# The way back in the demo (docs/local-runtime.md, "What comes back"): one contractor replies
+# STOP, one answers a check-in, one number is a landline. Area code 415, so no sample
+# contractor (312) shares their number; 555-01xx is reserved for fiction.
+INBOUND_SCENARIO: tuple[ScenarioContractor, ...] = (
+    ScenarioContractor(
+        "stop", "Noor", "Kaplan", "(415) 555-0181", "+14155550181", ("sms",), Handset(reply="STOP"),
+        ("encouragement", "Noor, four jobs booked this month - keep that pace!"),
+        ("resource_suggestion", "Quick tip, Noor: follow up on open estimates within 48 hours."),
+    ),
+    ScenarioContractor(
+        "check_in", "Omar", "Reyes", "415.555.0182", "+14155550182", ("sms",),
+        Handset(reply="4 - two bids out, one signed"),
+        ("check_in", "Hi Omar, how did this week's bids go? Reply with a number 1-5."),
+        None,
+    ),
+    ScenarioContractor(
+        "landline", "Pia", "Novak", "415-555-0183", "+14155550183", ("sms", "email"), Handset(landline=True),
+        ("celebration", "Pia, you closed 3 jobs this month - that's a personal best!"),
+        ("check_in", "Hi Pia, how did this week's bids go? Reply with a number 1-5."),
+    ),
+)  # fmt: skip
+# What the Twilio stand-in does at each scenario number (E.164, as the SMS channel sends To).
+DEMO_HANDSETS: dict[str, Handset] = {c.e164: c.handset for c in INBOUND_SCENARIO}
+
+
+def _insert_message(cur: psycopg.Cursor[object], contractor_id: int, message: tuple[str, str]) -> None:
+    cur.execute(
+        "INSERT INTO ai_proactive_messages (contractor_id, message_type, message_content, ai_reasoning,"
+        " context_data, created_at, updated_at) VALUES (%s, %s, %s, 'sample reasoning', '{}'::jsonb,"
+        " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+        (contractor_id, message[0], message[1]),
+    )
+
+
+def seed_inbound_scenario(conn: psycopg.Connection[object]) -> int:
+    """The scenario's contractors (quiet hours off, in their own channel order) and their one
+    message each; how many messages."""
+    with conn.cursor() as cur:
+        for c in INBOUND_SCENARIO:
+            cur.execute(
+                "INSERT INTO contractors (first_name, last_name, name, phone, email, timezone,"
+                " created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'America/Chicago',"
+                " now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC') RETURNING id",
+                (c.first_name, c.last_name, f"{c.first_name} {c.last_name}", c.phone, c.email),
+            )
+            row = cur.fetchone()
+            assert row is not None
+            contractor_id = int(row[0])  # type: ignore[index]
+            cur.execute(
+                "INSERT INTO delivery.contractor_preferences (contractor_id, channels, timezone, quiet_start,"
+                " quiet_end) VALUES (%s, %s, 'America/Chicago', '00:00', '00:00')"
+                " ON CONFLICT (contractor_id) DO NOTHING",
+                (contractor_id, list(c.channels)),
+            )
+            _insert_message(cur, contractor_id, c.first)
+    return len(INBOUND_SCENARIO)
+
+
+# A scenario contractor to whom what they stand for came back (their STOP applied: SMS opted
+# out; their number reported a landline: SMS suppressed), who has had only their first message.
+_NEXT_MESSAGE_TO = """
+SELECT c.id FROM contractors c
+JOIN delivery.contractor_preferences p ON p.contractor_id = c.id
+WHERE c.email = %(email)s
+  AND CASE %(key)s WHEN 'stop' THEN coalesce((p.opt_out_sources -> 'sms' ->> 'opted_out')::boolean, false)
+                   WHEN 'landline' THEN p.suppressed_channels ? 'sms'
+                   ELSE false END
+  AND (SELECT count(*) FROM ai_proactive_messages m WHERE m.contractor_id = c.id) = 1
+ORDER BY c.id
+LIMIT 1
+"""
+
+
+def write_next_messages(conn: psycopg.Connection[object]) -> list[str]:
+    """What the platform writes once the scenario's first messages came back: the next
+    message to the contractor whose STOP was applied and to the one whose number came back a
+    landline. Only for scenario contractors (the sample's e-mail addresses) to whom that
+    happened and who have had exactly their first message, so a second call writes nothing;
+    the keys of the contractors written to."""
+    written: list[str] = []
+    with conn.cursor() as cur:
+        for c in INBOUND_SCENARIO:
+            if c.next is None:
+                continue
+            row = cur.execute(_NEXT_MESSAGE_TO, {"email": c.email, "key": c.key}).fetchone()
+            if row is None:
+                continue
+            _insert_message(cur, int(row[0]), c.next)  # type: ignore[index]
+            written.append(c.key)
+    return written
 
 
 # Zones spread around the globe: at any hour some contractors are inside their quiet hours.
@@ -124,13 +240,22 @@ def seed_preferences_and_followups(
 
 
 def seed(
-    conn: psycopg.Connection[object], *, count: int = 100, contractors: int = 20, seed: int = 7
+    conn: psycopg.Connection[object],
+    *,
+    count: int = 100,
+    contractors: int = 20,
+    seed: int = 7,
+    inbound_scenario: bool = False,
 ) -> SeedResult:
     """Insert `contractors` contractors (every tenth without a phone, one with SMS turned
     off on the platform, some known only by `name`) and `count` unsent messages spread
-    over them."""
+    over them. With `inbound_scenario` (and count >= 3), three of the `count` messages are
+    the way-back scenario's, to three contractors of its own (INBOUND_SCENARIO)."""
     if count < 0 or contractors < 1:
         raise ValueError("seed needs count >= 0 and at least one contractor")
+    scenario = inbound_scenario and count >= len(INBOUND_SCENARIO)
+    if scenario:
+        count -= len(INBOUND_SCENARIO)
     rng = random.Random(seed)  # noqa: S311 - sample data, not security  # nosec B311
     without_phone = 0
     ids: list[int] = []
@@ -179,10 +304,11 @@ def seed(
             rows,
         )
     preferences, followups = seed_preferences_and_followups(conn, ids)
+    extra = seed_inbound_scenario(conn) if scenario else 0
     return SeedResult(
-        contractors=contractors,
-        messages=len(rows),
+        contractors=contractors + extra,
+        messages=len(rows) + extra,
         without_phone=without_phone,
         followups=followups,
-        preferences=preferences,
+        preferences=preferences + extra,
     )

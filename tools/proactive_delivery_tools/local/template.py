@@ -124,6 +124,8 @@ class FunctionSpec:
     environment: dict[str, Any]  # unresolved: queue refs need the local queue URLs
     schedules: list[ScheduleSpec] = field(default_factory=list)
     sqs_events: list[SqsEventSpec] = field(default_factory=list)
+    # FunctionUrlConfig: called over HTTP (the local runtime serves it on loopback).
+    function_url: bool = False
 
     @property
     def module_file(self) -> Path:
@@ -361,6 +363,7 @@ class LocalTemplate:
                 environment=environment,
                 schedules=schedules,
                 sqs_events=sqs_events,
+                function_url=bool(props.get("FunctionUrlConfig")),
             )
         return specs
 
