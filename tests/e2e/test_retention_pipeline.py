@@ -160,34 +160,14 @@ def test_a_purge_holding_its_locks_through_a_whole_send_blocks_nothing(
         finished_row(conn, "proactive", message, "sent", days_ago=100, attempts=1)
     due = make_messages(30)
     # AND senders whose statements give up on any lock wait longer than 200 ms
-    url = pipeline.env["DATABASE_URL"]
-    pipeline.setenv(DATABASE_URL=with_lock_timeout(url, SENDER_LOCK_TIMEOUT_MS))
-    assert pipeline.services.database.fetch_all("SHOW lock_timeout", {}) == [
-        {"lock_timeout": f"{SENDER_LOCK_TIMEOUT_MS}ms"}
-    ]
+    url = senders_give_up_on_lock_waits(pipeline)
     # WHEN a purge deletes every old row in batches of 50, all in ONE transaction left open
     # (its row locks and table locks held for as long as the test likes: far longer than a
     # real batch holds them)
     held = Database(lambda: url)
     try:
-        held.connection().autocommit = False
-        purge = Purger(
-            PostgresRetentionStore(held),
-            retention_days=90,
-            batch_size=50,
-            clock=lambda: datetime.now(UTC),
-            safety_margin_ms=0,
-        ).run(lambda: 10**9)
+        purge, purge_pid, locks = purge_in_one_open_transaction(conn, held)
         assert purge.deleted == {"message_state": 300, "attempt_log": 300, "inbound_event": 0}
-        purge_pid = held.connection().info.backend_pid
-        locks = {
-            (r[0], r[1])
-            for r in conn.execute(
-                "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                " WHERE l.pid = %s AND l.granted",
-                (purge_pid,),
-            )
-        }
         assert {("message_state", "RowExclusiveLock"), ("attempt_log", "RowExclusiveLock")} <= locks
         # AND meanwhile evaluate queues the due messages and deliver sends them
         report = pipeline.evaluate()
@@ -229,32 +209,12 @@ def test_a_purge_of_inbound_events_holding_its_locks_blocks_no_inbound_event(
     pipeline.evaluate({"sources": ["proactive"]})
     pipeline.drain(timeout=30)
     # AND an inbound processor whose statements give up on any lock wait longer than 200 ms
-    url = pipeline.env["DATABASE_URL"]
-    pipeline.setenv(DATABASE_URL=with_lock_timeout(url, SENDER_LOCK_TIMEOUT_MS))
-    assert pipeline.services.database.fetch_all("SHOW lock_timeout", {}) == [
-        {"lock_timeout": f"{SENDER_LOCK_TIMEOUT_MS}ms"}
-    ]
+    url = senders_give_up_on_lock_waits(pipeline)
     # WHEN a purge deletes every old row in batches of 50, all in ONE transaction left open
     held = Database(lambda: url)
     try:
-        held.connection().autocommit = False
-        purge = Purger(
-            PostgresRetentionStore(held),
-            retention_days=90,
-            batch_size=50,
-            clock=lambda: datetime.now(UTC),
-            safety_margin_ms=0,
-        ).run(lambda: 10**9)
+        purge, purge_pid, locks = purge_in_one_open_transaction(conn, held)
         assert purge.deleted == {"message_state": 100, "attempt_log": 100, "inbound_event": 300}
-        purge_pid = held.connection().info.backend_pid
-        locks = {
-            (r[0], r[1])
-            for r in conn.execute(
-                "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                " WHERE l.pid = %s AND l.granted",
-                (purge_pid,),
-            )
-        }
         assert ("inbound_event", "RowExclusiveLock") in locks
         # AND meanwhile the inbound processor applies receipts, a reply and a STOP, in one batch
         # and then one by one
@@ -290,6 +250,42 @@ def test_a_purge_of_inbound_events_holding_its_locks_blocks_no_inbound_event(
         held.close()
     # AND once it committed the old events are gone and the new ones stay
     assert inbound_event_ids(conn).isdisjoint(old_events) and len(inbound_event_ids(conn)) == 4
+
+
+def senders_give_up_on_lock_waits(pipeline: Pipeline) -> str:
+    """The pipeline's functions connect with a lock_timeout of SENDER_LOCK_TIMEOUT_MS (any
+    statement of theirs that waits longer for a lock fails); returns the plain URL."""
+    url = pipeline.env["DATABASE_URL"]
+    pipeline.setenv(DATABASE_URL=with_lock_timeout(url, SENDER_LOCK_TIMEOUT_MS))
+    assert pipeline.services.database.fetch_all("SHOW lock_timeout", {}) == [
+        {"lock_timeout": f"{SENDER_LOCK_TIMEOUT_MS}ms"}
+    ]
+    return url
+
+
+def purge_in_one_open_transaction(
+    conn: psycopg.Connection[Any], held: Database
+) -> tuple[Any, int, set[tuple[str, str]]]:
+    """A whole purge (batches of 50) run in one transaction of `held`, left open: its report,
+    its backend's pid and the table locks it holds."""
+    held.connection().autocommit = False
+    purge = Purger(
+        PostgresRetentionStore(held),
+        retention_days=90,
+        batch_size=50,
+        clock=lambda: datetime.now(UTC),
+        safety_margin_ms=0,
+    ).run(lambda: 10**9)
+    purge_pid = held.connection().info.backend_pid
+    locks = {
+        (r[0], r[1])
+        for r in conn.execute(
+            "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " WHERE l.pid = %s AND l.granted",
+            (purge_pid,),
+        )
+    }
+    return purge, purge_pid, locks
 
 
 def _delivery_ids_of(conn: psycopg.Connection[Any], source_ids: list[int]) -> list[int]:
