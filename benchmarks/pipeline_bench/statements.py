@@ -89,10 +89,13 @@ def run_statements(
 ) -> tuple[dict[int, PerBatch], int]:
     """`runs` batches of each size; returns the statements per batch by size and what one
     (re)connection adds to xact_commit, measured here."""
-    seed(url, runs * sum(sizes))
+    seed(url, runs * sum(sizes) + 1)
     bodies = queue_due_rows(url)
     harness.use_database(url)
     database = harness.services_in_use.database
+    # One uncounted batch first: a new container reads the platform's catalog once (which
+    # columns its tables have), a statement per process, not per batch.
+    harness.invoke(bodies[:1])
 
     # Calibration: what a connection costs in xact_commit with no statement at all.
     before = counter.xact_commit()
@@ -102,7 +105,7 @@ def run_statements(
     connect_cost = counter.xact_commit() - before
 
     results: dict[int, PerBatch] = {}
-    position = 0
+    position = 1
     for size in sizes:
         chunk = bodies[position : position + runs * size]
         position += runs * size
@@ -137,7 +140,7 @@ def measure(run: Run, table: Table) -> None:
         results, connect_cost = run_statements(harness, url, counter, SIZES, runs)
 
     for size, per_batch in results.items():
-        figures = [("counter", per_batch.counter), ("xact_commit", per_batch.xact_commit)]
+        figures = [("counter", per_batch.counter)]
         if per_batch.pg_stat_statements is not None:
             figures.append(("pg_stat_statements", per_batch.pg_stat_statements))
         for source, value in figures:
@@ -148,6 +151,11 @@ def measure(run: Run, table: Table) -> None:
                 MAX_PER_BATCH,
                 at_least=False,
             )
+        # The server's own count, a cross-check. It also counts, once per connection, the
+        # server-side PREPARE psycopg sends on a statement's sixth execution
+        # (prepare_threshold): three statements, 20 batches read 63, so it is information
+        # here, where the target allows no slack.
+        table.info(f"SQL transactions/batch, size {size:>2} (xact_commit)", f"{per_batch.xact_commit:.2f}")
     table.problems(
         "SQL statements: every batch delivered",
         [f"size {size}: {r.failures} batchItemFailures" for size, r in results.items() if r.failures],
