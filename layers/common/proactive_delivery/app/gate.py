@@ -3,8 +3,9 @@ messages before putting them on the queue. Messages the policy holds are recorde
 statement (deferred / skipped / failed with the reason); short deferrals stay queued and go
 on the queue with a DelaySeconds that opens with the window.
 
-Every message reaches the delivery queue through this check, and it is where the
-contractor's phone is first read on the way to a send: so it is here that the number is
+Every message passes this check before it first reaches the delivery queue (resend and
+replay-dlq put back messages that passed it already), and it is where the contractor's phone
+is first read on the way to a send: so it is here that the number is
 registered in the contractor <-> number directory (one statement a page, before the
 verdict), and that a STOP recorded `unmatched` from that number before anyone knew it is
 applied, so the verdict already skips the message `opted_out`."""
