@@ -143,7 +143,10 @@ class PostgresStore:
         rows = self.db.fetch_all(
             self.db.sql("register_contractor_phones", INBOUND_SQL),
             {
-                "rows": None if pairs is None else as_json(pairs),
+                # Two arrays: cheaper to send and read than a JSON array a page.
+                "contractor_ids": [p.contractor_id for p in pairs or ()],
+                "phone_hashes": [p.phone_hash for p in pairs or ()],
+                "every_number": pairs is None,
                 "source": source,
                 "write_sms_opt_in": write_sms_opt_in,
             },

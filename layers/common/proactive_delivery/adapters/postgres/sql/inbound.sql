@@ -344,12 +344,12 @@ LEFT JOIN delivery.message_state s ON s.id = coalesce(a.delivery_id, c.delivery_
 -- keyword and DND opt-outs recorded `unmatched` from those numbers applied. evaluate runs it
 -- for each page before the queue-time verdict (source 'evaluate'); `proactive-delivery
 -- inbound backfill-phones` for each page of every contractor (source 'backfill'), then once
--- with `rows` NULL. One statement either way, whatever the page's size.
+-- with `every_number` (and no pairs). One statement either way, whatever the page's size.
 --
 -- A pair already in the directory is left as it is: a number deliver texted for the
 -- contractor keeps its row (source 'send'), and deliver still drops the contractor's other
 -- numbers when it texts them at one. The pairs the statement added are where unmatched
--- opt-outs are looked for (`rows` NULL: every pair of the directory, the backfill's last
+-- opt-outs are looked for (`every_number`: every pair of the directory, the backfill's last
 -- step), so a page whose numbers are all known reads nothing of delivery.inbound_event.
 --
 -- An unmatched opt-out: a keyword STOP (or a DND opt-out) that came from a number no
@@ -361,13 +361,18 @@ LEFT JOIN delivery.message_state s ON s.id = coalesce(a.delivery_id, c.delivery_
 -- writes it for a STOP it matches at once (the entry says so: a START lifts it again).
 WITH given AS (
     SELECT DISTINCT decode(g.phone_hash, 'hex') AS phone_hash, g.contractor_id
-    FROM jsonb_to_recordset(coalesce(%(rows)s::jsonb, '[]'::jsonb)) AS g(contractor_id bigint, phone_hash text)
+    FROM unnest(%(contractor_ids)s::bigint[], %(phone_hashes)s::text[]) AS g(contractor_id, phone_hash)
 ),
 registered AS (
-    -- In key order, so two runs adding overlapping pages wait for each other, never deadlock.
+    -- Only the pairs not there (a plain index probe each: the common case writes nothing), in
+    -- key order, so two runs adding overlapping pages wait for each other, never deadlock.
     INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)
     SELECT g.phone_hash, g.contractor_id, %(source)s
     FROM given g
+    WHERE NOT EXISTS (
+        SELECT 1 FROM delivery.contractor_phone d
+        WHERE d.phone_hash = g.phone_hash AND d.contractor_id = g.contractor_id
+    )
     ORDER BY g.phone_hash, g.contractor_id
     ON CONFLICT (phone_hash, contractor_id) DO NOTHING
     RETURNING phone_hash, contractor_id
@@ -375,7 +380,7 @@ registered AS (
 scope AS (
     SELECT r.phone_hash, r.contractor_id FROM registered r
     UNION ALL
-    SELECT d.phone_hash, d.contractor_id FROM delivery.contractor_phone d WHERE %(rows)s::jsonb IS NULL
+    SELECT d.phone_hash, d.contractor_id FROM delivery.contractor_phone d WHERE %(every_number)s
 ),
 latest AS (
     SELECT DISTINCT ON (i.phone_hash) i.phone_hash, i.action, i.occurred_at,
