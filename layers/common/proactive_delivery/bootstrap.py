@@ -267,6 +267,8 @@ class Services:
                 self.catalog,
                 clock=self.clock,
                 phone_hash=self.phone_hasher.of_e164,
+                directory=self.store,
+                write_sms_opt_in=settings.platform_write_sms_opt_in,
             ),
             Enqueuer(self.queue, concurrency=settings.enqueue_concurrency, executor=self.enqueue_executor),
             page_size=settings.evaluate_page_size,

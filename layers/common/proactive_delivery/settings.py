@@ -500,6 +500,15 @@ def policy_defaults_from_env(environ: Mapping[str, str] | None = None) -> Policy
     return _policy_defaults(_Reader(os.environ if environ is None else environ))
 
 
+def platform_write_sms_opt_in_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """PLATFORM_WRITE_SMS_OPT_IN read and checked as Settings.from_env reads it (default on),
+    without the rest of the settings: for `proactive-delivery inbound backfill-phones`, which
+    applies opt-outs as the functions do."""
+    return _Reader(os.environ if environ is None else environ).boolean(
+        "PLATFORM_WRITE_SMS_OPT_IN", Settings.platform_write_sms_opt_in
+    )
+
+
 def retention_from_env(environ: Mapping[str, str] | None = None) -> Retention:
     """RETENTION_DAYS and PURGE_BATCH_SIZE read and checked as Settings.from_env reads them,
     without the rest of the settings: for `proactive-delivery purge`, which needs the

@@ -1,12 +1,14 @@
 """`proactive-delivery inbound backfill-phones`: fill the contractor <-> number directory from
 the platform's contractors.phone (docs/inbound.md#phone-hash-key).
 
-deliver records a contractor's number (as its keyed hash) when it texts them, so a reply or
-a STOP finds them from then on. A number we have never texted finds no one: the backfill
-hashes every contractor's stored phone once (E.164 in DEFAULT_PHONE_REGION, then HMAC-SHA256
-under the phone hash key), so a STOP from any contractor the platform knows is honoured,
-and applies the keyword opt-outs that were recorded `unmatched` from numbers it now knows.
-Safe to run again: it adds what is missing and changes nothing else.
+evaluate registers a contractor's number (as its keyed hash) before it queues their first
+message, and deliver records the number it texts, so a reply or a STOP finds them from then
+on; each applies the keyword opt-outs recorded `unmatched` from a number it adds. A number
+evaluate has not met yet (a contractor with nothing due) finds no one: the backfill hashes
+every contractor's stored phone once (E.164 in DEFAULT_PHONE_REGION, then HMAC-SHA256 under
+the phone hash key) with the same statement evaluate uses, then applies the unmatched opt-outs
+of every number the directory knows. Safe to run again: it adds what is missing and changes
+nothing else.
 
 The key is the functions' own: PHONE_HASH_KEY_ARN (the stack output PhoneHashKeyArn) or
 PHONE_HASH_KEY; a local or test stage without either derives it from WEBHOOK_SIGNING_SECRET
@@ -25,13 +27,21 @@ from typing import Any, TextIO
 import psycopg
 
 from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.adapters.secrets import phone_hash_key_from, powertools_reader, signing_secret_from
 from proactive_delivery.core.errors import ConfigError, StoreUnavailableError
+from proactive_delivery.core.models import PhonePair
 from proactive_delivery.core.phone_hash import PhoneHasher, derive_local_key
-from proactive_delivery.settings import LOCAL_STAGES, policy_defaults_from_env
+from proactive_delivery.settings import (
+    LOCAL_STAGES,
+    platform_write_sms_opt_in_from_env,
+    policy_defaults_from_env,
+)
 
 SQL_PACKAGE = "proactive_delivery_tools.ops.sql"
 PAGE_SIZE = 1000
+# delivery.contractor_phone.source of a number the backfill added.
+BACKFILL_SOURCE = "backfill"
 
 
 def add_parser(sub: Any, database_url: Callable[[argparse.Namespace], str]) -> None:
@@ -81,7 +91,10 @@ def run(args: argparse.Namespace, conninfo: str, out: TextIO | None = None) -> i
         raise ConfigError("--page-size must be between 1 and 10000")
     hasher, key_source = phone_hasher_from_env()
     region = policy_defaults_from_env().phone_region
+    write_sms_opt_in = platform_write_sms_opt_in_from_env()
     db = Database(lambda: conninfo)
+    # The functions' own statement (sql/inbound.sql, register_contractor_phones).
+    store = PostgresStore(db)
     report = {"contractors": 0, "hashed": 0, "invalid": 0, "added": 0, "opt_outs_applied": 0}
     try:
         after = 0
@@ -92,23 +105,24 @@ def run(args: argparse.Namespace, conninfo: str, out: TextIO | None = None) -> i
             if not page:
                 break
             after = int(page[-1]["contractor_id"])
-            rows = []
+            pairs = []
             for row in page:
                 digest = hasher(row["phone"])
                 if digest is None:
                     report["invalid"] += 1
                 else:
-                    rows.append({"contractor_id": int(row["contractor_id"]), "phone_hash": digest})
+                    pairs.append(PhonePair(int(row["contractor_id"]), digest))
             report["contractors"] += len(page)
-            report["hashed"] += len(rows)
-            if rows and not args.dry_run:
-                added = db.fetch_all(
-                    _sql(db, "backfill_phone_directory"), {"rows": json.dumps(rows)}, retry=False
-                )
-                report["added"] += len(added)
+            report["hashed"] += len(pairs)
+            if pairs and not args.dry_run:
+                done = store.register_phones(pairs, source=BACKFILL_SOURCE, write_sms_opt_in=write_sms_opt_in)
+                report["added"] += done.registered
+                report["opt_outs_applied"] += len(done.opted_out)
         if not args.dry_run:
-            applied = db.fetch_all(_sql(db, "apply_unmatched_opt_outs"), {}, retry=False)
-            report["opt_outs_applied"] = len(applied)
+            # Then every number of the directory, whoever added it (a number deliver recorded
+            # after an unmatched STOP from it, too).
+            done = store.register_phones(None, source=BACKFILL_SOURCE, write_sms_opt_in=write_sms_opt_in)
+            report["opt_outs_applied"] += len(done.opted_out)
     except psycopg.Error as exc:
         raise StoreUnavailableError(f"cannot backfill the phone directory: {type(exc).__name__}") from exc
     finally:

@@ -1,24 +1,36 @@
 """The queue-time policy check: evaluate asks it about freshly queued (or re-queued)
 messages before putting them on the queue. Messages the policy holds are recorded in one
 statement (deferred / skipped / failed with the reason); short deferrals stay queued and go
-on the queue with a DelaySeconds that opens with the window."""
+on the queue with a DelaySeconds that opens with the window.
+
+Every message passes this check before it first reaches the delivery queue (resend and
+replay-dlq put back messages that passed it already), and it is where the contractor's phone
+is first read on the way to a send: so it is here that the number is
+registered in the contractor <-> number directory (one statement a page, before the
+verdict), and that a STOP recorded `unmatched` from that number before anyone knew it is
+applied, so the verdict already skips the message `opted_out`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 from aws_lambda_powertools import Logger
 
 from proactive_delivery import SERVICE
-from proactive_delivery.app.ports import GateStore
+from proactive_delivery.app.ports import GateStore, PhoneDirectory
 from proactive_delivery.app.verdict import judge
-from proactive_delivery.core.models import QueueDecision
+from proactive_delivery.core.content import e164
+from proactive_delivery.core.models import MessageFacts, PhonePair, QueueDecision
 from proactive_delivery.core.policy import ChannelCatalog, PolicyDefaults
 from proactive_delivery.core.states import State
 
 logger = Logger(service=SERVICE, child=True)
+
+# delivery.contractor_phone.source of a number evaluate registered before the first text.
+EVALUATE_PHONE_SOURCE: Final = "evaluate"
 
 
 @dataclass
@@ -45,6 +57,8 @@ class QueueGate:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         phone_hash: Callable[[str], str] | None = None,
+        directory: PhoneDirectory | None = None,
+        write_sms_opt_in: bool = True,
     ) -> None:
         self._store = store
         self._defaults = defaults
@@ -52,6 +66,15 @@ class QueueGate:
         self._clock = clock
         # Hashes an E.164 number: a suppression holds only for the number that failed.
         self._phone_hash = phone_hash
+        # Where the contractors' numbers are registered before they are texted (with the
+        # hash, and only where a configured channel texts a phone).
+        self._directory = (
+            directory
+            if phone_hash is not None
+            and any(channels.contacts.get(c) == "phone" for c in channels.configured)
+            else None
+        )
+        self._write_sms_opt_in = write_sms_opt_in
 
     def check(self, source: str, source_ids: Sequence[int]) -> GateResult:
         result = GateResult()
@@ -62,7 +85,7 @@ class QueueGate:
         seen: set[int] = set()
         # Messages already let through in this page count toward the contractor's cap.
         planned: dict[int, int] = {}
-        for facts in self._store.policy_inputs(source, source_ids):
+        for facts in self._register_phones(source, self._store.policy_inputs(source, source_ids)):
             source_id = facts.key.source_id
             seen.add(source_id)
             contractor = facts.contractor_id
@@ -110,3 +133,37 @@ class QueueGate:
         result.send_now.extend(i for i in source_ids if i not in seen)
         self._store.apply_queue_decisions(source, decisions)
         return result
+
+    def _register_phones(self, source: str, found: list[MessageFacts]) -> list[MessageFacts]:
+        """The page's contractors' numbers into the directory (one statement, whatever the
+        page's size), with the unmatched opt-outs of the numbers it did not know applied.
+        The facts of a contractor opted out that way are read again (one more statement, only
+        then), so the verdict sees the opt-out. No number is logged, only counts and ids."""
+        if self._directory is None or self._phone_hash is None:
+            return found
+        hashes: dict[str, str] = {}
+        pairs: dict[tuple[int, str], PhonePair] = {}
+        for facts in found:
+            number = e164(facts.phone, self._defaults.phone_region) if facts.contractor_id else None
+            if number is None or facts.contractor_id is None:
+                continue
+            digest = hashes.get(number)
+            if digest is None:
+                digest = hashes[number] = self._phone_hash(number)
+            pairs.setdefault((facts.contractor_id, digest), PhonePair(facts.contractor_id, digest))
+        if not pairs:
+            return found
+        done = self._directory.register_phones(
+            list(pairs.values()), source=EVALUATE_PHONE_SOURCE, write_sms_opt_in=self._write_sms_opt_in
+        )
+        if not done.opted_out:
+            return found
+        logger.info(
+            "opt-outs recorded unmatched applied to numbers registered at queue time",
+            source=source,
+            registered=done.registered,
+            contractor_ids=sorted(done.opted_out),
+        )
+        again = [f.key.source_id for f in found if f.contractor_id in done.opted_out]
+        fresh = {f.key.source_id: f for f in self._store.policy_inputs(source, again)}
+        return [fresh.get(f.key.source_id, f) for f in found]

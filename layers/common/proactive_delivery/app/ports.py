@@ -17,6 +17,8 @@ from proactive_delivery.core.models import (
     MessageKey,
     OutboundMessage,
     Outcome,
+    PhonePair,
+    PhonesRegistered,
     PurgeCursor,
     PurgePage,
     QueueDecision,
@@ -68,6 +70,19 @@ class GateStore(Protocol):
     def policy_inputs(self, source: str, source_ids: Sequence[int]) -> list[MessageFacts]: ...
 
     def apply_queue_decisions(self, source: str, decisions: Sequence[QueueDecision]) -> int: ...
+
+
+class PhoneDirectory(Protocol):
+    """The contractor <-> number directory (delivery.contractor_phone) the inbound processor
+    finds a sender in."""
+
+    def register_phones(
+        self, pairs: Sequence[PhonePair] | None, *, source: str, write_sms_opt_in: bool
+    ) -> PhonesRegistered:
+        """One statement: the pairs not in the directory added (with `source`), and the
+        keyword and DND opt-outs recorded `unmatched` from the numbers added applied (from
+        every number of the directory when `pairs` is None)."""
+        ...
 
 
 class DeliverStore(Protocol):

@@ -285,6 +285,25 @@ class QueueDecision:
 
 
 @dataclass(frozen=True)
+class PhonePair:
+    """A contractor and the keyed hash (hex) of a number of theirs (core/phone_hash.py), for
+    the contractor <-> number directory (delivery.contractor_phone)."""
+
+    contractor_id: int
+    phone_hash: str
+
+
+@dataclass(frozen=True)
+class PhonesRegistered:
+    """What registering numbers in the directory did: how many pairs were added, and the
+    contractors whose keyword or DND opt-out, recorded `unmatched` from such a number before
+    it was known, was applied."""
+
+    registered: int = 0
+    opted_out: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
 class PurgeCursor:
     """Where a purge statement's page ended: the next page starts after (at, id)."""
 

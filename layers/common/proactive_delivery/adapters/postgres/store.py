@@ -18,6 +18,8 @@ from proactive_delivery.core.models import (
     MessageFacts,
     MessageKey,
     Outcome,
+    PhonePair,
+    PhonesRegistered,
     QueueDecision,
     Slot,
     SlotRequest,
@@ -130,6 +132,29 @@ class PostgresStore:
         if not decisions:
             return 0
         return len(self._run("apply_queue_decisions", source=source, decisions=as_json(decisions)))
+
+    def register_phones(
+        self, pairs: Sequence[PhonePair] | None, *, source: str, write_sms_opt_in: bool
+    ) -> PhonesRegistered:
+        """The contractor <-> number directory (sql/inbound.sql, register_contractor_phones):
+        evaluate before its queue-time verdict, and the operator's backfill."""
+        if pairs is not None and not pairs:
+            return PhonesRegistered()
+        rows = self.db.fetch_all(
+            self.db.sql("register_contractor_phones", INBOUND_SQL),
+            {
+                # Two arrays: cheaper to send and read than a JSON array a page.
+                "contractor_ids": [p.contractor_id for p in pairs or ()],
+                "phone_hashes": [p.phone_hash for p in pairs or ()],
+                "every_number": pairs is None,
+                "source": source,
+                "write_sms_opt_in": write_sms_opt_in,
+            },
+        )
+        return PhonesRegistered(
+            registered=sum(1 for r in rows if r["what"] == "registered"),
+            opted_out=frozenset(int(r["contractor_id"]) for r in rows if r["what"] == "opted_out"),
+        )
 
     # deliver ----------------------------------------------------------------------------
     def claim_batch(

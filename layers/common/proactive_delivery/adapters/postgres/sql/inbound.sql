@@ -337,3 +337,102 @@ FROM ev e
 LEFT JOIN applied a ON a.ord = e.ord
 LEFT JOIN classified c ON c.ord = e.ord
 LEFT JOIN delivery.message_state s ON s.id = coalesce(a.delivery_id, c.delivery_id);
+
+-- name: register_contractor_phones
+-- Whose number is it, learnt before we text them: pairs (contractor, keyed hash of their
+-- number as the platform stores it) added to delivery.contractor_phone where absent, and the
+-- keyword and DND opt-outs recorded `unmatched` from those numbers applied. evaluate runs it
+-- for each page before the queue-time verdict (source 'evaluate'); `proactive-delivery
+-- inbound backfill-phones` for each page of every contractor (source 'backfill'), then once
+-- with `every_number` (and no pairs). One statement either way, whatever the page's size.
+--
+-- A pair already in the directory is left as it is: a number deliver texted for the
+-- contractor keeps its row (source 'send'), and deliver still drops the contractor's other
+-- numbers when it texts them at one. The pairs the statement added are where unmatched
+-- opt-outs are looked for (`every_number`: every pair of the directory, the backfill's last
+-- step), so a page whose numbers are all known reads nothing of delivery.inbound_event.
+--
+-- An unmatched opt-out: a keyword STOP (or a DND opt-out) that came from a number no
+-- contractor had. The latest such event of each number is applied, if it is an opt-out, as
+-- the processor applies one (the same merge: an entry newer than the stored one wins; an
+-- older STOP never undoes a newer START). A START recorded later from the same number means
+-- the contractor's last word was to opt in: nothing is applied. With `write_sms_opt_in` (and
+-- the column) the platform's contractors.sms_opt_in becomes false with it, as the processor
+-- writes it for a STOP it matches at once (the entry says so: a START lifts it again).
+WITH given AS (
+    SELECT DISTINCT decode(g.phone_hash, 'hex') AS phone_hash, g.contractor_id
+    FROM unnest(%(contractor_ids)s::bigint[], %(phone_hashes)s::text[]) AS g(contractor_id, phone_hash)
+),
+registered AS (
+    -- Only the pairs not there (a plain index probe each: the common case writes nothing), in
+    -- key order, so two runs adding overlapping pages wait for each other, never deadlock.
+    INSERT INTO delivery.contractor_phone (phone_hash, contractor_id, source)
+    SELECT g.phone_hash, g.contractor_id, %(source)s
+    FROM given g
+    WHERE NOT EXISTS (
+        SELECT 1 FROM delivery.contractor_phone d
+        WHERE d.phone_hash = g.phone_hash AND d.contractor_id = g.contractor_id
+    )
+    ORDER BY g.phone_hash, g.contractor_id
+    ON CONFLICT (phone_hash, contractor_id) DO NOTHING
+    RETURNING phone_hash, contractor_id
+),
+scope AS (
+    SELECT r.phone_hash, r.contractor_id FROM registered r
+    UNION ALL
+    SELECT d.phone_hash, d.contractor_id FROM delivery.contractor_phone d WHERE %(every_number)s
+),
+latest AS (
+    SELECT DISTINCT ON (i.phone_hash) i.phone_hash, i.action, i.occurred_at,
+           CASE WHEN i.keyword LIKE 'DND:%%' THEN 'dnd' ELSE 'keyword' END AS source
+    FROM delivery.inbound_event i
+    WHERE EXISTS (SELECT 1 FROM scope)
+      AND i.outcome = 'unmatched' AND i.action IN ('opt_out', 'opt_in') AND i.phone_hash IS NOT NULL
+      AND i.phone_hash IN (SELECT s.phone_hash FROM scope s)
+    ORDER BY i.phone_hash, i.occurred_at DESC, i.id DESC
+),
+change AS (
+    SELECT DISTINCT ON (s.contractor_id) s.contractor_id,
+           jsonb_build_object('sms', jsonb_build_object(
+               'opted_out', true, 'source', l.source, 'at', l.occurred_at,
+               'platform', %(write_sms_opt_in)s
+                           AND {{#k.sms_opt_in}}true{{/k.sms_opt_in}}{{^k.sms_opt_in}}false{{/k.sms_opt_in}}))
+               AS consent
+    FROM latest l
+    JOIN scope s ON s.phone_hash = l.phone_hash
+    WHERE l.action = 'opt_out'
+    ORDER BY s.contractor_id, l.occurred_at DESC
+),
+preferences AS (
+    INSERT INTO delivery.contractor_preferences AS p
+        (contractor_id, opted_out_channels, opted_out_at, opt_out_source, opt_out_sources)
+    SELECT c.contractor_id, ARRAY['sms'], now(), c.consent -> 'sms' ->> 'source', c.consent
+    FROM change c
+    ON CONFLICT (contractor_id) DO UPDATE
+    SET opt_out_sources = delivery.merge_opt_out_sources(p.opt_out_sources, EXCLUDED.opt_out_sources, '{}'),
+        opted_out_channels = delivery.opted_out_channels_after(
+            p.opted_out_channels, p.opt_out_sources,
+            delivery.merge_opt_out_sources(p.opt_out_sources, EXCLUDED.opt_out_sources, '{}')),
+        opted_out_at = now(),
+        opt_out_source = EXCLUDED.opt_out_source,
+        updated_at = now()
+    WHERE delivery.merge_opt_out_sources(p.opt_out_sources, EXCLUDED.opt_out_sources, '{}')
+              IS DISTINCT FROM p.opt_out_sources
+    RETURNING p.contractor_id, p.opt_out_sources -> 'sms' AS sms
+)
+{{#k.sms_opt_in}}
+, platform_consent AS (
+    -- contractors.sms_opt_in follows the opt-out just applied (nothing else of the row).
+    UPDATE contractors k
+    SET sms_opt_in = false
+    FROM preferences pr
+    WHERE %(write_sms_opt_in)s
+      AND k.id = pr.contractor_id
+      AND (pr.sms ->> 'opted_out')::boolean AND (pr.sms ->> 'platform')::boolean
+      AND k.sms_opt_in IS DISTINCT FROM false
+    RETURNING k.id
+)
+{{/k.sms_opt_in}}
+SELECT 'registered' AS what, r.contractor_id FROM registered r
+UNION ALL
+SELECT 'opted_out', pr.contractor_id FROM preferences pr;

@@ -72,9 +72,9 @@ SELECT (SELECT count(*) FROM page) AS scanned,
 -- maximum), and RETENTION_DAYS is at least 30.
 --
 -- Kept, however old: a keyword or DND opt-out or opt-in recorded `unmatched` (a number nobody
--- we knew). `proactive-delivery inbound backfill-phones` applies the latest of each number
--- once it knows whose number it is (apply_unmatched_opt_outs in the tools' phones.sql), and
--- an opt-out must not be lost to age. Such rows are read once a run and counted as kept.
+-- we knew). evaluate (before it queues the contractor's message) and `proactive-delivery
+-- inbound backfill-phones` apply the latest of each number once they know whose number it is
+-- (register_contractor_phones in sql/inbound.sql), and an opt-out must not be lost to age. Such rows are read once a run and counted as kept.
 --
 -- delivery.inbound_event.delivery_id names the message_state row a reply or a receipt is
 -- about, with no foreign key: purge_message_state deletes a message without looking here,
