@@ -10,18 +10,22 @@ PLATFORM_WRITE_SMS_OPT_IN off); a START after it (matched from then on) sends ag
 then START both before we knew the number changes nothing; an operator's opt-out stays; a
 number deliver texted keeps its row; a DND opt-out and a follow-up the same way; the
 statements per evaluate run do not grow with the page; the backfill applies what evaluate
-has not met."""
+has not met; the unmatched opt-outs are read on their partial index."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import ClientCursor
 from psycopg.rows import dict_row
 
+from proactive_delivery.adapters.postgres.database import Database
+from proactive_delivery.adapters.postgres.store import INBOUND_SQL
 from proactive_delivery_tools.cli import main
 from proactive_delivery_tools.cli import prefs as prefs_cli
 from tests.support.db import state_row
@@ -262,3 +266,45 @@ def test_the_backfill_still_applies_what_evaluate_has_not_met(
     prefs = preferences(pipeline.conn, contractor)
     assert prefs is not None and prefs["opted_out_channels"] == ["sms"]
     assert sms_opt_in(pipeline.conn, contractor) is False
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_the_unmatched_opt_outs_are_read_on_their_partial_index(database_url: str) -> None:
+    # GIVEN 100,000 inbound events, replies and receipts linked to messages, among them 50
+    # STOPs from numbers nobody had, and fresh statistics
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO delivery.inbound_event (identity, kind, received_at, occurred_at, phone_hash,"
+            " action, outcome)"
+            " SELECT 'test:' || g, 'sms.received', now(), now() - make_interval(secs => g),"
+            " decode(md5(g::text), 'hex'),"
+            " CASE WHEN g % 2000 = 0 THEN 'opt_out' WHEN g % 2 = 0 THEN 'receipt' ELSE 'reply' END,"
+            " CASE WHEN g % 2000 = 0 THEN 'unmatched' ELSE 'linked' END"
+            " FROM generate_series(1, 100000) g"
+        )
+        conn.execute("ANALYZE delivery.inbound_event")
+    database = Database(lambda: database_url)
+    try:
+        statement = database.sql("register_contractor_phones", INBOUND_SQL)
+    finally:
+        database.close()
+    # WHEN the planner plans evaluate's registration of a page of 1,000 new numbers
+    params = {
+        "contractor_ids": list(range(1, 1001)),
+        "phone_hashes": [f"{n:064x}" for n in range(1, 1001)],
+        "every_number": False,
+        "source": "evaluate",
+        "write_sms_opt_in": True,
+    }
+    with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
+        [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
+    nodes = list(_plan_nodes(explained[0]["Plan"]))
+    # THEN inbound_event is read on the partial index of unmatched opt-outs and opt-ins
+    # (migration 0010), never whole
+    on_events = [n for n in nodes if n.get("Relation Name") == "inbound_event"]
+    assert on_events and {n.get("Index Name") for n in on_events} == {"inbound_event_unmatched_consent_idx"}
