@@ -108,3 +108,23 @@ def test_a_page_without_a_valid_number_makes_no_call() -> None:
     store = Store({1: "call my office", 2: None})
     gate(store, "sms").check("proactive", [1, 2])
     assert store.calls == []
+
+
+def test_a_warm_gate_sends_only_numbers_it_has_not_registered_and_a_changed_one_again() -> None:
+    # GIVEN a gate that registered the numbers of contractors 1 and 2 on an earlier page
+    store = Store({1: "(312) 555-0101", 2: "(312) 555-0102", 3: "(312) 555-0103"})
+    g = gate(store, "sms")
+    g.check("proactive", [1, 2])
+    # WHEN a later page has both again, contractor 3 new, and contractor 2's phone changed
+    store.phones[2] = "(312) 555-0199"
+    g.check("proactive", [1, 2, 3])
+    # THEN that page registers only contractor 3's number and contractor 2's new one
+    [(pairs, _, _)] = store.calls[1:]
+    assert pairs is not None
+    assert sorted((p.contractor_id, p.phone_hash) for p in pairs) == [
+        (2, HASHER.of_e164("+13125550199")),
+        (3, HASHER.of_e164("+13125550103")),
+    ]
+    # AND a page of numbers all registered before makes no call at all
+    g.check("proactive", [1, 2, 3])
+    assert len(store.calls) == 2

@@ -29,6 +29,8 @@ from proactive_delivery.core.states import State
 
 logger = Logger(service=SERVICE, child=True)
 
+# Contractors whose registered number an execution environment remembers (~100 bytes each).
+REGISTERED_MEMO_SIZE: Final = 50_000
 # delivery.contractor_phone.source of a number evaluate registered before the first text.
 EVALUATE_PHONE_SOURCE: Final = "evaluate"
 
@@ -75,6 +77,11 @@ class QueueGate:
             else None
         )
         self._write_sms_opt_in = write_sms_opt_in
+        # The number this execution environment registered for each contractor: the next
+        # pages (evaluate runs every few minutes in a warm one) send only what changed. A
+        # contractor whose stored phone changed is registered again. Bounded: forgotten whole
+        # past REGISTERED_MEMO_SIZE, which only costs a statement that writes nothing.
+        self._registered: dict[int, str] = {}
 
     def check(self, source: str, source_ids: Sequence[int]) -> GateResult:
         result = GateResult()
@@ -150,12 +157,17 @@ class QueueGate:
             digest = hashes.get(number)
             if digest is None:
                 digest = hashes[number] = self._phone_hash(number)
+            if self._registered.get(facts.contractor_id) == digest:
+                continue
             pairs.setdefault((facts.contractor_id, digest), PhonePair(facts.contractor_id, digest))
         if not pairs:
             return found
         done = self._directory.register_phones(
             list(pairs.values()), source=EVALUATE_PHONE_SOURCE, write_sms_opt_in=self._write_sms_opt_in
         )
+        if len(self._registered) + len(pairs) > REGISTERED_MEMO_SIZE:
+            self._registered.clear()
+        self._registered.update(pairs.keys())
         if not done.opted_out:
             return found
         logger.info(
