@@ -27,7 +27,7 @@ from proactive_delivery.app.inbound_apply import ApplyOptions, Arrival, InboundA
 from proactive_delivery.core.phone_hash import PhoneHasher
 from proactive_delivery_tools.cli import prefs as prefs_cli
 from proactive_delivery_tools.local.twilio import FakeTwilio
-from tests.support.db import MINIMAL, state_row
+from tests.support.db import MINIMAL, preferences, sms_opt_in, state_row
 from tests.support.processor import dnd, ghl_status, process, ses_body, sms, twilio_sid, twilio_status
 
 PHONE = "+13125550142"
@@ -55,21 +55,6 @@ def followup_row(conn: psycopg.Connection[Any], followup_id: int) -> dict[str, A
         ).fetchone()
     assert row is not None
     return row
-
-
-def preferences(conn: psycopg.Connection[Any], contractor_id: int) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT opted_out, opted_out_channels, opt_out_source, opt_out_sources, suppressed_channels"
-            " FROM delivery.contractor_preferences WHERE contractor_id = %s",
-            (contractor_id,),
-        ).fetchone()
-
-
-def sms_opt_in(conn: psycopg.Connection[Any], contractor_id: int) -> bool | None:
-    row = conn.execute("SELECT sms_opt_in FROM contractors WHERE id = %s", (contractor_id,)).fetchone()
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
 
 
 def inbound_events(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

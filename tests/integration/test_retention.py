@@ -21,7 +21,7 @@ from proactive_delivery.adapters.postgres.retention import RETENTION_SQL, Postgr
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.app.purge import PURGED_TABLES, Purger, PurgeReport
 from proactive_delivery.core.models import PurgeCursor, PurgePage
-from tests.support.db import VARIANTS
+from tests.support.db import VARIANTS, plan_nodes
 from tests.support.retention import (
     PLATFORM_TABLES,
     attempt_delivery_ids,
@@ -279,12 +279,6 @@ def test_a_row_resent_meanwhile_is_not_purged(conn: psycopg.Connection[Any], db:
     assert row in delivery_ids(conn)
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def test_each_batch_finds_old_finished_rows_on_the_index(database_url: str, db: Database) -> None:
     # GIVEN a table of 50,000 messages where most rows are recent or open (a deployment's
     # usual shape), 2,000 of them finished long ago, each with an attempt, fresh statistics,
@@ -314,7 +308,7 @@ def test_each_batch_finds_old_finished_rows_on_the_index(database_url: str, db: 
     # WHEN the planner plans a batch
     with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
         [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
-    scans = [n for n in _plan_nodes(explained[0]["Plan"]) if n["Node Type"].endswith("Scan")]
+    scans = [n for n in plan_nodes(explained[0]["Plan"]) if n["Node Type"].endswith("Scan")]
     # THEN the page is read on the partial index of finished rows, from the cursor on...
     [page] = [n for n in scans if n.get("Index Name") == "message_state_finished_idx"]
     assert "ROW(updated_at, id) >" in page["Index Cond"] and "updated_at <" in page["Index Cond"]
@@ -550,7 +544,7 @@ def test_each_inbound_batch_reads_old_events_on_the_applied_at_index(database_ur
         # WHEN the planner plans a batch (the first, and one from a cursor)
         with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
             [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
-        scans = [n for n in _plan_nodes(explained[0]["Plan"]) if n["Node Type"].endswith("Scan")]
+        scans = [n for n in plan_nodes(explained[0]["Plan"]) if n["Node Type"].endswith("Scan")]
         # THEN the page is an index range scan on applied_at from the cursor, the deletes find
         # their rows by key, and the table is never read whole
         [page] = [n for n in scans if n.get("Index Name") == "inbound_event_applied_idx"]

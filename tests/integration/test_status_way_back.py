@@ -6,7 +6,6 @@ tables of a deployment's shape."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,7 +15,7 @@ from psycopg import ClientCursor
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery_tools import cli
 from proactive_delivery_tools.ops.store import SQL_PACKAGE
-from tests.support.db import state_row
+from tests.support.db import plan_nodes, state_row
 from tests.support.processor import dnd, ghl_status, process, sms
 
 PHONES = {"ana": "+13125550142", "ben": "+13125550143", "cy": "+13125550144", "dee": "+13125550145"}
@@ -105,12 +104,6 @@ def test_status_says_zero_when_nothing_came_back(database_url: str, capsys: Any)
     assert {k: v for k, v in back.items() if k != "undelivered_by_code"} == dict.fromkeys(counts, 0)
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def test_the_way_back_reads_the_last_day_on_indexes_only(database_url: str) -> None:
     # GIVEN 90 days of messages (90,000) and of inbound events (90,000: receipts and
     # replies, a thousand a day) and fresh statistics
@@ -141,7 +134,7 @@ def test_the_way_back_reads_the_last_day_on_indexes_only(database_url: str) -> N
     # WHEN the planner plans status's query
     with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
         [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement).fetchall()
-    nodes = list(_plan_nodes(explained[0]["Plan"]))
+    nodes = list(plan_nodes(explained[0]["Plan"]))
     ours = {"message_state", "inbound_event"}
     # THEN the last day's events are a range of inbound_event_applied_idx, their messages are
     # found by key, and neither table is read whole

@@ -15,40 +15,23 @@ has not met; the unmatched opt-outs are read on their partial index."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import ClientCursor
-from psycopg.rows import dict_row
 
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import INBOUND_SQL
 from proactive_delivery_tools.cli import main
 from proactive_delivery_tools.cli import prefs as prefs_cli
-from tests.support.db import state_row
+from tests.support.db import plan_nodes, preferences, sms_opt_in, state_row
 from tests.support.processor import dnd, process, sms
 
 # The number the contractor texts from (Twilio's E.164), and as the platform stored it.
 FROM = "+13125550177"
 STORED_AS = "(312) 555-0177"
-
-
-def preferences(conn: psycopg.Connection[Any], contractor_id: int) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT opted_out, opted_out_channels, opt_out_source, opt_out_sources"
-            " FROM delivery.contractor_preferences WHERE contractor_id = %s",
-            (contractor_id,),
-        ).fetchone()
-
-
-def sms_opt_in(conn: psycopg.Connection[Any], contractor_id: int) -> bool | None:
-    row = conn.execute("SELECT sms_opt_in FROM contractors WHERE id = %s", (contractor_id,)).fetchone()
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
 
 
 def outcomes(conn: psycopg.Connection[Any]) -> list[str]:
@@ -268,12 +251,6 @@ def test_the_backfill_still_applies_what_evaluate_has_not_met(
     assert sms_opt_in(pipeline.conn, contractor) is False
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
 def test_the_unmatched_opt_outs_are_read_on_their_partial_index(database_url: str) -> None:
     # GIVEN 100,000 inbound events, replies and receipts linked to messages, among them 50
     # STOPs from numbers nobody had, and fresh statistics
@@ -303,7 +280,7 @@ def test_the_unmatched_opt_outs_are_read_on_their_partial_index(database_url: st
     }
     with psycopg.connect(database_url, cursor_factory=ClientCursor) as conn:
         [(explained,)] = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchall()
-    nodes = list(_plan_nodes(explained[0]["Plan"]))
+    nodes = list(plan_nodes(explained[0]["Plan"]))
     # THEN inbound_event is read on the partial index of unmatched opt-outs and opt-ins
     # (migration 0010), never whole
     on_events = [n for n in nodes if n.get("Relation Name") == "inbound_event"]

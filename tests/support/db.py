@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -70,3 +71,27 @@ def platform_sent_at(conn: psycopg.Connection[Any], message_id: int) -> Any:
     ).fetchone()
     assert row is not None
     return row[0]
+
+
+def preferences(conn: psycopg.Connection[Any], contractor_id: int) -> dict[str, Any] | None:
+    """A contractor's row of delivery.contractor_preferences: opt-outs and suppressions."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT opted_out, opted_out_channels, opt_out_source, opt_out_sources, suppressed_channels"
+            " FROM delivery.contractor_preferences WHERE contractor_id = %s",
+            (contractor_id,),
+        ).fetchone()
+
+
+def sms_opt_in(conn: psycopg.Connection[Any], contractor_id: int) -> bool | None:
+    """The platform's contractors.sms_opt_in."""
+    row = conn.execute("SELECT sms_opt_in FROM contractors WHERE id = %s", (contractor_id,)).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
