@@ -11,7 +11,6 @@ per batch."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,9 +24,8 @@ from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import PostgresStore
 from proactive_delivery.app.inbound_apply import ApplyOptions, Arrival, InboundApplier
 from proactive_delivery.core.phone_hash import PhoneHasher
-from proactive_delivery_tools.cli import prefs as prefs_cli
 from proactive_delivery_tools.local.twilio import FakeTwilio
-from tests.support.db import MINIMAL, preferences, sms_opt_in, state_row
+from tests.support.db import MINIMAL, operator_opts_out, preferences, sms_opt_in, state_row
 from tests.support.processor import dnd, ghl_status, process, ses_body, sms, twilio_sid, twilio_status
 
 PHONE = "+13125550142"
@@ -356,16 +354,7 @@ def test_start_does_not_undo_an_operators_opt_out(
     contractor = make_contractor(phone=PHONE)
     send_proactive(pipeline, make_message, contractor)
     # GIVEN the operator opted the contractor out (the real command)
-    args = argparse.Namespace(
-        prefs_command="set",
-        contractor_id=contractor,
-        channels=None,
-        timezone=None,
-        quiet_hours=None,
-        max_per_day=None,
-        opted_out=True,
-    )
-    assert prefs_cli.run(args, database_url) == 0
+    operator_opts_out(database_url, contractor)
     capsys.readouterr()
     # AND a keyword STOP as well
     process(pipeline.services, sms(PHONE, "STOP"))

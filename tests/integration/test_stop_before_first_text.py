@@ -14,7 +14,6 @@ has not met; the unmatched opt-outs are read on their partial index."""
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,8 +24,7 @@ from psycopg import ClientCursor
 from proactive_delivery.adapters.postgres.database import Database
 from proactive_delivery.adapters.postgres.store import INBOUND_SQL
 from proactive_delivery_tools.cli import main
-from proactive_delivery_tools.cli import prefs as prefs_cli
-from tests.support.db import plan_nodes, preferences, sms_opt_in, state_row
+from tests.support.db import operator_opts_out, plan_nodes, preferences, sms_opt_in, state_row
 from tests.support.processor import dnd, process, sms
 
 # The number the contractor texts from (Twilio's E.164), and as the platform stored it.
@@ -129,16 +127,7 @@ def test_an_operators_opt_out_is_not_undone(
 ) -> None:
     contractor = make_contractor(phone=STORED_AS)
     # GIVEN the operator opted the contractor out (the real command)
-    args = argparse.Namespace(
-        prefs_command="set",
-        contractor_id=contractor,
-        channels=None,
-        timezone=None,
-        quiet_hours=None,
-        max_per_day=None,
-        opted_out=True,
-    )
-    assert prefs_cli.run(args, database_url) == 0
+    operator_opts_out(database_url, contractor)
     capsys.readouterr()
     # AND a STOP from their number nobody had
     process(pipeline.services, sms(FROM, "STOP"))

@@ -3,6 +3,7 @@ tests run on."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Iterator
@@ -95,3 +96,19 @@ def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
         yield from plan_nodes(child)
+
+
+def operator_opts_out(database_url: str, contractor_id: int) -> None:
+    """The operator's `proactive-delivery prefs set ID --opted-out`, through the real command."""
+    from proactive_delivery_tools.cli import prefs as prefs_cli
+
+    args = argparse.Namespace(
+        prefs_command="set",
+        contractor_id=contractor_id,
+        channels=None,
+        timezone=None,
+        quiet_hours=None,
+        max_per_day=None,
+        opted_out=True,
+    )
+    assert prefs_cli.run(args, database_url) == 0
