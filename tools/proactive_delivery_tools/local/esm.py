@@ -51,6 +51,9 @@ class MappingStats:
     batch_sizes: list[int] = field(default_factory=list)
     in_flight: int = 0
     peak_concurrency: int = 0
+    # Queue calls (ReceiveMessage, DeleteMessageBatch) that failed; the poller went on, as
+    # the deployed mapping does.
+    poll_errors: int = 0
 
 
 class SqsEventSourceMapping:
@@ -92,13 +95,20 @@ class SqsEventSourceMapping:
         messages: list[dict[str, Any]] = []
         deadline = time.monotonic() + self.batching_window
         while len(messages) < self.batch_size:
-            response = self._client.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-                WaitTimeSeconds=0,
-            )
+            try:
+                response = self._client.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                    WaitTimeSeconds=0,
+                )
+            except Exception:
+                # The deployed mapping never stops on a failed poll: it polls again. What the
+                # failed call may have received comes back after the visibility timeout.
+                with self._stats_lock:
+                    self.stats.poll_errors += 1
+                break
             got = response.get("Messages", [])
             messages.extend(got)
             if time.monotonic() >= deadline:
@@ -223,10 +233,16 @@ class SqsEventSourceMapping:
         def poller() -> None:
             while not stop.is_set():
                 batch = self.receive_batch()
-                if batch:
-                    self.invoke(batch)
-                else:
+                if not batch:
                     stop.wait(idle_sleep)
+                    continue
+                try:
+                    self.invoke(batch)
+                except Exception:
+                    # A delete that failed after the function ran: those messages come back
+                    # after the visibility timeout, as in AWS; the poller goes on.
+                    with self._stats_lock:
+                        self.stats.poll_errors += 1
 
         threads = [
             threading.Thread(target=poller, name=f"esm-{self.function_name}-{i}", daemon=True)
