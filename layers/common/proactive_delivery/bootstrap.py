@@ -55,7 +55,25 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Services:
+class _BuiltOnce:
+    """Pieces built once per execution environment on first use, under a lock (the local
+    runtime runs concurrent invocations as threads); a piece given to the constructor (a test's
+    or the local runtime's) is used instead of building one."""
+
+    def __init__(self, given: dict[str, Any]) -> None:
+        self._given = given
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def _once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                given = self._given.get(name)
+                self._built[name] = given if given is not None else factory()
+            return self._built[name]  # type: ignore[no-any-return]
+
+
+class Services(_BuiltOnce):
     """The pieces of one execution environment, each built once on first use. Thread-safe:
     the local runtime runs concurrent invocations of one function as threads (Lambda runs
     one at a time per environment)."""
@@ -76,23 +94,16 @@ class Services:
         self.settings = settings
         self.clock = clock
         self.registry = channels
-        self._given: dict[str, Any] = {
-            "sqs": sqs,
-            "sesv2": sesv2,
-            "http": http,
-            "store": store,
-            "queue": queue,
-        }
+        super().__init__(
+            {
+                "sqs": sqs,
+                "sesv2": sesv2,
+                "http": http,
+                "store": store,
+                "queue": queue,
+            }
+        )
         self._secrets = secrets or powertools_reader(settings.secret_max_age_seconds)
-        self._built: dict[str, Any] = {}
-        self._lock = threading.RLock()
-
-    def _once(self, name: str, factory: Callable[[], T]) -> T:
-        with self._lock:
-            if name not in self._built:
-                given = self._given.get(name)
-                self._built[name] = given if given is not None else factory()
-            return self._built[name]  # type: ignore[no-any-return]
 
     # -- adapters ---------------------------------------------------------------------------
     @property
@@ -349,7 +360,7 @@ def database_url(settings: Settings, secrets: SecretReader | None = None) -> str
 
 
 # -- The inbound edge (functions/inbound) --------------------------------------------------------
-class InboundServices:
+class InboundServices(_BuiltOnce):
     """The inbound edge's pieces, each built once per execution environment on first use: an
     SQS client, the inbound queue and the edge with its cached secrets. Nothing here touches
     the database, so the edge keeps answering (and storing) while PostgreSQL is down."""
@@ -365,17 +376,8 @@ class InboundServices:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self._given: dict[str, Any] = {"sqs": sqs, "queue": queue}
+        super().__init__({"sqs": sqs, "queue": queue})
         self._secrets = secrets or powertools_reader(settings.secret_max_age_seconds)
-        self._built: dict[str, Any] = {}
-        self._lock = threading.RLock()
-
-    def _once(self, name: str, factory: Callable[[], T]) -> T:
-        with self._lock:
-            if name not in self._built:
-                given = self._given.get(name)
-                self._built[name] = given if given is not None else factory()
-            return self._built[name]  # type: ignore[no-any-return]
 
     @property
     def sqs(self) -> Any:
