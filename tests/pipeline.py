@@ -206,6 +206,42 @@ class Pipeline:
         return queue_depth(self.sqs, self.queues.queue_url).pair
 
 
+# moto's in-process SQS is not thread-safe: two threads receiving at once can both take the
+# same message (and one of them then deletes it under the other), or fail on a set changed
+# during iteration. Real SQS hands a message to one receive at a time (an at-least-once
+# duplicate is rare, and the reconciliation sweep of the next evaluate run repairs what a
+# duplicate acknowledged under a failed send). The pipeline drives SQS from several threads,
+# so its queue operations are made atomic, as SQS's are.
+_SQS_OPERATIONS = (
+    "send_message",
+    "send_message_batch",
+    "receive_message",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+)
+
+
+def serialize_moto_sqs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.sqs.models import SQSBackend
+
+    lock = threading.RLock()
+    for name in _SQS_OPERATIONS:
+        original = getattr(SQSBackend, name)
+
+        def atomic(
+            self: Any, *args: Any, __original: Any = original, __name: str = name, **kwargs: Any
+        ) -> Any:
+            # A long poll (receive_message's third argument) waits outside the lock.
+            if __name == "receive_message" and (args[2:3] or [kwargs.get("wait_seconds_timeout")])[0]:
+                return __original(self, *args, **kwargs)
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SQSBackend, name, atomic)
+
+
 @contextmanager
 def running_pipeline(
     monkeypatch: pytest.MonkeyPatch,
@@ -220,6 +256,7 @@ def running_pipeline(
         WebhookReceiver(signing_secret) as receiver,
         psycopg.connect(database_url, autocommit=True) as conn,
     ):
+        serialize_moto_sqs(monkeypatch)
         sqs = boto3.client("sqs", region_name="us-east-1")
         queues = create_queues(
             sqs, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count
